@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Deterministic memory images. A page's bytes are a pure function of
+ * (seed, kind, page index), so the verifier can regenerate what any page
+ * should hold without the file, even after the file is unlinked or truncated.
+ *
+ * A "mixed" image imitates a heap: half random pages, a quarter zero pages,
+ * a quarter copies of one of 16 template pages (what KSM or a deduplicating
+ * checkpointer would see). A "random" image is the published experiment's.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define TEMPLATE_PAGES 16
+#define TEMPLATE_SALT 0x7e3a11c0ffee5eedull
+#define WRITE_BLOCK (1u << 20)
+
+static void fill_random(uint64_t stream, uint8_t *buf)
+{
+	uint64_t *w = (uint64_t *)buf;
+
+	for (size_t i = 0; i < WPC_WORDS_PER_PAGE; i++)
+		w[i] = wpc_mix64(stream + i * 0x9e3779b97f4a7c15ull);
+}
+
+void wpc_image_fill_page(uint64_t seed, int kind, uint64_t page, uint8_t *buf)
+{
+	uint64_t h = wpc_mix64(seed ^ wpc_mix64(page));
+
+	if (kind == WPC_IMAGE_RANDOM) {
+		fill_random(h, buf);
+		return;
+	}
+	switch (h % 16) {
+	case 8 ... 11:
+		memset(buf, 0, WPC_PAGE);
+		break;
+	case 12 ... 15:
+		fill_random(wpc_mix64(seed ^ TEMPLATE_SALT ^ ((h >> 8) % TEMPLATE_PAGES)), buf);
+		break;
+	default:
+		fill_random(h, buf);
+		break;
+	}
+}
+
+int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind, char *why,
+		       size_t len)
+{
+	if (kind != WPC_IMAGE_MIXED && kind != WPC_IMAGE_RANDOM) {
+		wpc_why(why, len, "unknown image kind %d", kind);
+		return -EINVAL;
+	}
+	if (size == 0) {
+		wpc_why(why, len, "image size is 0: give a size of at least one page (4K)");
+		return -EINVAL;
+	}
+
+	size_t plen = strlen(path);
+	char *tmp = malloc(plen + 16);
+	uint8_t *block = malloc(WRITE_BLOCK);
+	int fd = -1, ret = 0;
+	bool created = false;
+
+	if (!tmp || !block) {
+		ret = -ENOMEM;
+		wpc_why(why, len, "out of memory preparing the image writer");
+		goto out;
+	}
+	memcpy(tmp, path, plen);
+	memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+	fd = mkstemp(tmp);
+	if (fd < 0) {
+		ret = -errno;
+		wpc_why(why, len, "cannot create %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	created = true;
+
+	uint64_t page = 0, written = 0;
+	while (written < size) {
+		size_t fill = 0;
+		while (fill < WRITE_BLOCK && written + fill < size) {
+			wpc_image_fill_page(seed, kind, page++, block + fill);
+			fill += WPC_PAGE;
+		}
+		if (written + fill > size)
+			fill = (size_t)(size - written);
+		for (size_t off = 0; off < fill;) {
+			ssize_t n = write(fd, block + off, fill - off);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				ret = -errno;
+				wpc_why(why, len, "writing image %s: %s", tmp, strerror(errno));
+				goto out;
+			}
+			off += (size_t)n;
+		}
+		written += fill;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		ret = -errno;
+		wpc_why(why, len, "closing image %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		ret = -errno;
+		wpc_why(why, len, "renaming %s to %s: %s", tmp, path, strerror(errno));
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ret && created)
+		unlink(tmp);
+	free(tmp);
+	free(block);
+	return ret;
+}
+
+int wpc_image_residency(const char *path, uint64_t *resident, uint64_t *total)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	int ret = 0;
+
+	*resident = *total = 0;
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (st.st_size == 0)
+		goto out;
+
+	size_t len = (size_t)st.st_size;
+	size_t pages = (len + WPC_PAGE - 1) / WPC_PAGE;
+	void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	unsigned char *vec = malloc(pages);
+
+	if (map == MAP_FAILED || !vec) {
+		ret = map == MAP_FAILED ? -errno : -ENOMEM;
+		if (map != MAP_FAILED)
+			munmap(map, len);
+		free(vec);
+		goto out;
+	}
+	if (mincore(map, len, vec) < 0) {
+		ret = -errno;
+	} else {
+		for (size_t i = 0; i < pages; i++)
+			*resident += vec[i] & 1;
+		*total = pages;
+	}
+	munmap(map, len);
+	free(vec);
+out:
+	close(fd);
+	return ret;
+}

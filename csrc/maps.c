@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /proc/self/maps inspection: how many VMAs make up the region, whether
+ * any of them is not plain anonymous memory, and whether the image (or a
+ * copy a strategy registered as the image) is still mapped anywhere.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+
+#include "internal.h"
+
+static bool is_image(const struct wpc_run *run, unsigned int major_, unsigned int minor_,
+		     uint64_t inode)
+{
+	if (!inode)
+		return false;
+	if (major(run->image_dev) == major_ && minor(run->image_dev) == minor_ &&
+	    run->image_ino == inode)
+		return true;
+	for (int i = 0; i < run->nextra_images; i++)
+		if (major(run->extra_images[i].dev) == major_ &&
+		    minor(run->extra_images[i].dev) == minor_ && run->extra_images[i].ino == inode)
+			return true;
+	return false;
+}
+
+/* MAP_ANONYMOUS|MAP_HUGETLB shows an inode on the internal hugetlbfs mount. */
+static bool is_anonymous(uint64_t inode, const char *path)
+{
+	return inode == 0 || !strncmp(path, "/anon_hugepage", 14);
+}
+
+int wpc_maps_inspect(const struct wpc_run *run, struct wpc_maps_report *out)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	uintptr_t rstart = (uintptr_t)run->region, rend = rstart + run->region_len;
+	char *line = NULL;
+	size_t cap = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		uintptr_t start, end;
+		unsigned int maj, min;
+		uint64_t inode;
+		int path_at = 0;
+
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %*s %*x %x:%x %" SCNu64 " %n", &start,
+			   &end, &maj, &min, &inode, &path_at) < 5)
+			continue;
+		const char *path = path_at ? line + path_at : "";
+
+		if (is_image(run, maj, min, inode))
+			out->image_mapped = true;
+		if (run->region && start < rend && end > rstart) {
+			out->region_vmas++;
+			if (!is_anonymous(inode, path))
+				out->foreign_vmas++;
+		}
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the kernel offers: userfaultfd (by each way of opening one), its
+ * feature bits by name, and the cost of reading the clock.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+static const char *const feature_names[] = {
+	[0] = "UFFD_FEATURE_PAGEFAULT_FLAG_WP",
+	[1] = "UFFD_FEATURE_EVENT_FORK",
+	[2] = "UFFD_FEATURE_EVENT_REMAP",
+	[3] = "UFFD_FEATURE_EVENT_REMOVE",
+	[4] = "UFFD_FEATURE_MISSING_HUGETLBFS",
+	[5] = "UFFD_FEATURE_MISSING_SHMEM",
+	[6] = "UFFD_FEATURE_EVENT_UNMAP",
+	[7] = "UFFD_FEATURE_SIGBUS",
+	[8] = "UFFD_FEATURE_THREAD_ID",
+	[9] = "UFFD_FEATURE_MINOR_HUGETLBFS",
+	[10] = "UFFD_FEATURE_MINOR_SHMEM",
+	[11] = "UFFD_FEATURE_EXACT_ADDRESS",
+	[12] = "UFFD_FEATURE_WP_HUGETLBFS_SHMEM",
+	[13] = "UFFD_FEATURE_WP_UNPOPULATED",
+	[14] = "UFFD_FEATURE_POISON",
+	[15] = "UFFD_FEATURE_WP_ASYNC",
+	[16] = "UFFD_FEATURE_MOVE",
+};
+
+const char *wpc_uffd_feature_name(int bit)
+{
+	if (bit < 0 || (size_t)bit >= WPC_ARRAY_SIZE(feature_names))
+		return NULL;
+	return feature_names[bit];
+}
+
+static int uffd_syscall(int flags)
+{
+	int fd = (int)syscall(SYS_userfaultfd, flags);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int uffd_devnode(int flags)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	int fd;
+
+	if (dev < 0)
+		return -errno;
+	/* The device hands out descriptors that may handle kernel faults too. */
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags & ~UFFD_USER_MODE_ONLY);
+	fd = fd < 0 ? -errno : fd;
+	close(dev);
+	return fd;
+}
+
+int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	int fd = uffd_syscall(flags);
+
+	if (fd < 0 && (fd == -EPERM || fd == -ENOSYS))
+		fd = uffd_devnode(flags);
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = errno;
+		close(fd);
+		return -err;
+	}
+	if (available)
+		*available = api.features;
+	return fd;
+}
+
+int wpc_uffd_probe(struct wpc_uffd_probe *out)
+{
+	int fd;
+
+	memset(out, 0, sizeof(*out));
+	fd = uffd_syscall(O_CLOEXEC);
+	out->syscall_errno = fd < 0 ? -fd : 0;
+	if (fd >= 0)
+		close(fd);
+	fd = uffd_syscall(O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	out->user_mode_errno = fd < 0 ? -fd : 0;
+	if (fd >= 0)
+		close(fd);
+	fd = uffd_devnode(O_CLOEXEC);
+	out->devnode_errno = fd < 0 ? -fd : 0;
+	if (fd >= 0)
+		close(fd);
+
+	out->available = !out->syscall_errno || !out->user_mode_errno || !out->devnode_errno;
+	if (!out->available)
+		return 0;
+
+	/* Asking for no feature makes UFFDIO_API report every feature it has. */
+	int flags = O_CLOEXEC | (out->syscall_errno && !out->user_mode_errno ? UFFD_USER_MODE_ONLY : 0);
+	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
+
+	fd = out->syscall_errno && out->user_mode_errno ? uffd_devnode(O_CLOEXEC) : uffd_syscall(flags);
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = errno;
+		close(fd);
+		return -err;
+	}
+	out->api = api.api;
+	out->features = api.features;
+	out->ioctls = api.ioctls;
+	close(fd);
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int64_t wpc_timer_overhead_ns(void)
+{
+	enum { SAMPLES = 2001 };
+	uint64_t *d = malloc(SAMPLES * sizeof(*d));
+
+	if (!d)
+		return -ENOMEM;
+	for (int i = 0; i < SAMPLES; i++) {
+		uint64_t t0 = wpc_now_ns();
+		uint64_t t1 = wpc_now_ns();
+		d[i] = t1 - t0;
+	}
+	qsort(d, SAMPLES, sizeof(*d), cmp_u64);
+	int64_t median = (int64_t)d[SAMPLES / 2];
+	free(d);
+	return median;
+}

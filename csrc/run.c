@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One run: restore -> touch -> fixup -> verify, each phase timed here, with
+ * its fault counts and the region's VMA count recorded around it.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(run->res->reason, sizeof(run->res->reason), fmt, ap);
+	va_end(ap);
+	return -(err ? err : EIO);
+}
+
+static struct wpc_counter *counter_slot(struct wpc_run *run, const char *name)
+{
+	struct wpc_result *res = run->res;
+
+	for (int i = 0; i < res->ncounters; i++)
+		if (!strcmp(res->counters[i].name, name))
+			return &res->counters[i];
+	if (res->ncounters == WPC_MAX_COUNTERS)
+		return NULL;
+
+	struct wpc_counter *c = &res->counters[res->ncounters++];
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->value = 0;
+	return c;
+}
+
+void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta)
+{
+	struct wpc_counter *c = counter_slot(run, name);
+
+	if (c)
+		c->value += delta;
+}
+
+void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value)
+{
+	struct wpc_counter *c = counter_slot(run, name);
+
+	if (c)
+		c->value = value;
+}
+
+void wpc_run_mark_detached(struct wpc_run *run)
+{
+	uint64_t expected = 0;
+
+	atomic_compare_exchange_strong(&run->detached_at_ns, &expected, wpc_now_ns());
+}
+
+int wpc_run_add_image_identity(struct wpc_run *run, int fd)
+{
+	struct stat st;
+
+	if ((size_t)run->nextra_images >= WPC_ARRAY_SIZE(run->extra_images))
+		return -ENOSPC;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	run->extra_images[run->nextra_images].dev = st.st_dev;
+	run->extra_images[run->nextra_images].ino = st.st_ino;
+	run->nextra_images++;
+	return 0;
+}
+
+int wpc_cpu_nth(const struct wpc_run *run, int i)
+{
+	return run->ncpus ? run->cpus[i % run->ncpus] : -1;
+}
+
+int wpc_pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int wpc_handler_cpu_for(const struct wpc_run *run, int placement)
+{
+	switch (placement) {
+	case WPC_HANDLER_SAME:
+		return wpc_cpu_nth(run, 0);
+	case WPC_HANDLER_OTHER:
+		return run->ncpus > 1 ? wpc_cpu_nth(run, 1) : -1;
+	default:
+		return -1;
+	}
+}
+
+static void load_cpus(struct wpc_run *run)
+{
+	cpu_set_t set;
+
+	run->ncpus = 0;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return;
+	for (int c = 0; c < CPU_SETSIZE && (size_t)run->ncpus < WPC_ARRAY_SIZE(run->cpus); c++)
+		if (CPU_ISSET(c, &set))
+			run->cpus[run->ncpus++] = c;
+}
+
+static int open_image(struct wpc_run *run, char *why, size_t len)
+{
+	struct stat st;
+
+	run->image_fd = open(run->image_path, O_RDONLY | O_CLOEXEC);
+	if (run->image_fd < 0) {
+		int err = errno;
+		wpc_why(why, len, "cannot open image %s: %s", run->image_path, strerror(err));
+		return -err;
+	}
+	if (fstat(run->image_fd, &st) < 0) {
+		int err = errno;
+		wpc_why(why, len, "cannot stat image %s: %s", run->image_path, strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		wpc_why(why, len, "image %s is not a regular file: give a file holding the memory image",
+			run->image_path);
+		return -EINVAL;
+	}
+	if (st.st_size == 0) {
+		wpc_why(why, len, "image %s is empty: give a file with at least one byte", run->image_path);
+		return -EINVAL;
+	}
+	run->image_dev = st.st_dev;
+	run->image_ino = st.st_ino;
+	run->image_size = (uint64_t)st.st_size;
+	run->region_len = wpc_align_up(run->image_size, WPC_PAGE);
+	run->npages = run->region_len / WPC_PAGE;
+	return 0;
+}
+
+int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why, size_t len)
+{
+	struct wpc_run *run = calloc(1, sizeof(*run));
+	int ret;
+
+	*out = NULL;
+	if (!run || !(run->res = calloc(1, sizeof(*run->res)))) {
+		free(run);
+		wpc_why(why, len, "out of memory creating a run");
+		return -ENOMEM;
+	}
+	run->image_fd = -1;
+	run->cfg = *cfg;
+	run->strategy = wpc_strategy_lookup(cfg->strategy);
+	if (!run->strategy) {
+		wpc_why(why, len, "unknown strategy '%s'; see 'wpcompare list'",
+			cfg->strategy ? cfg->strategy : "(null)");
+		ret = -ENOENT;
+		goto fail;
+	}
+	run->image_path = strdup(cfg->image_path ? cfg->image_path : "");
+	run->params_text = cfg->params ? strdup(cfg->params) : NULL;
+	run->cfg.image_path = run->image_path;
+	run->cfg.params = run->params_text;
+	run->cfg.strategy = run->strategy->name;
+
+	ret = wpc_params_parse(run->strategy, cfg->params, &run->params, why, len);
+	if (ret)
+		goto fail;
+	ret = open_image(run, why, len);
+	if (ret)
+		goto fail;
+	ret = wpc_plan_build(&run->plan, run->npages, &cfg->workload);
+	if (ret) {
+		wpc_why(why, len, ret == -ENOMEM ? "out of memory for the access order"
+			: "invalid workload: threads must be 1..%d, sparse fraction in (0, 1], stride >= 1",
+			WPC_MAX_THREADS);
+		goto fail;
+	}
+	load_cpus(run);
+
+	struct wpc_result *res = run->res;
+	for (int i = 0; i < WPC_PHASE_COUNT; i++) {
+		res->phase[i].ns = -1;
+		res->phase[i].vmas = -1;
+	}
+	res->time_to_detached_ns = -1;
+	res->first_mismatch_page = -1;
+	res->app_cpu = -1;
+	res->handler_cpu = -1;
+	res->image_bytes = run->image_size;
+	res->region_bytes = run->region_len;
+	res->tail_bytes = run->region_len - run->image_size;
+	res->pages = run->npages;
+	wpc_hist_reset(&res->touch);
+	wpc_hist_reset(&res->handler);
+
+	*out = run;
+	return 0;
+fail:
+	wpc_run_destroy(run);
+	return ret;
+}
+
+struct phase_clock {
+	struct rusage ru;
+	uint64_t t0;
+};
+
+static void phase_begin(struct phase_clock *pc)
+{
+	getrusage(RUSAGE_SELF, &pc->ru);
+	pc->t0 = wpc_now_ns();
+}
+
+static void phase_end(struct wpc_run *run, enum wpc_phase phase, const struct phase_clock *pc,
+		      bool set_time)
+{
+	uint64_t t1 = wpc_now_ns();
+	struct rusage ru;
+	struct wpc_phase_stats *ps = &run->res->phase[phase];
+
+	getrusage(RUSAGE_SELF, &ru);
+	if (set_time)
+		ps->ns = (int64_t)(t1 - pc->t0);
+	ps->minflt = (uint64_t)(ru.ru_minflt - pc->ru.ru_minflt);
+	ps->majflt = (uint64_t)(ru.ru_majflt - pc->ru.ru_majflt);
+
+	struct wpc_maps_report maps;
+	if (run->region && !wpc_maps_inspect(run, &maps))
+		ps->vmas = maps.region_vmas;
+}
+
+int wpc_run_restore(struct wpc_run *run)
+{
+	struct phase_clock pc;
+	int ret;
+
+	if (run->restored)
+		return wpc_fail(run, EALREADY, "restore called twice");
+	phase_begin(&pc);
+	run->restore_start_ns = pc.t0;
+	run->restored = true;
+	ret = run->strategy->restore(run);
+	phase_end(run, WPC_PHASE_RESTORE, &pc, true);
+	return ret;
+}
+
+int wpc_run_touch(struct wpc_run *run)
+{
+	struct phase_clock pc;
+	int ret;
+
+	if (!run->region)
+		return wpc_fail(run, EINVAL, "touch before a successful restore");
+	phase_begin(&pc);
+	ret = wpc_workload_touch(run);	/* times itself: thread start-up excluded */
+	phase_end(run, WPC_PHASE_TOUCH, &pc, false);
+	return ret;
+}
+
+int wpc_run_fixup(struct wpc_run *run)
+{
+	struct phase_clock pc;
+	int ret = 0;
+
+	if (!run->region)
+		return wpc_fail(run, EINVAL, "fixup before a successful restore");
+	phase_begin(&pc);
+	if (run->strategy->fixup)
+		ret = run->strategy->fixup(run);
+	phase_end(run, WPC_PHASE_FIXUP, &pc, true);
+	if (!ret) {
+		uint64_t at = atomic_load(&run->detached_at_ns);
+		if (!at)
+			at = pc.t0 + (uint64_t)run->res->phase[WPC_PHASE_FIXUP].ns;
+		run->res->time_to_detached_ns = (int64_t)(at - run->restore_start_ns);
+	}
+	return ret;
+}
+
+int wpc_run_verify(struct wpc_run *run)
+{
+	struct phase_clock pc;
+	struct wpc_maps_report maps;
+	struct rusage ru;
+	int ret, dirty_ret = 0;
+
+	if (!run->region)
+		return wpc_fail(run, EINVAL, "verify before a successful restore");
+	phase_begin(&pc);
+	ret = wpc_verify_bytes(run);
+	if (run->strategy->dirty_pages)
+		dirty_ret = wpc_verify_dirty(run);
+	phase_end(run, WPC_PHASE_VERIFY, &pc, true);
+
+	if (wpc_maps_inspect(run, &maps) == 0) {
+		run->res->image_mapped = maps.image_mapped;
+		run->res->foreign_vmas = maps.foreign_vmas;
+		run->res->detached = !maps.image_mapped && maps.foreign_vmas == 0;
+	}
+	if (!run->res->detached)
+		run->res->time_to_detached_ns = -1;
+	getrusage(RUSAGE_SELF, &ru);
+	run->res->peak_rss_kb = (uint64_t)ru.ru_maxrss;
+	return ret ? ret : dirty_ret;
+}
+
+struct wpc_result *wpc_run_result(struct wpc_run *run)
+{
+	return run->res;
+}
+
+int wpc_run_region(struct wpc_run *run, uintptr_t *addr, uint64_t *len)
+{
+	if (!run->region)
+		return -ENOENT;
+	*addr = (uintptr_t)run->region;
+	*len = run->region_len;
+	return 0;
+}
+
+void wpc_run_destroy(struct wpc_run *run)
+{
+	if (!run)
+		return;
+	if (run->restored && !run->torn_down && run->strategy->teardown) {
+		run->torn_down = true;
+		run->strategy->teardown(run);
+	}
+	if (run->image_fd >= 0)
+		close(run->image_fd);
+	wpc_plan_free(&run->plan);
+	free(run->image_path);
+	free(run->params_text);
+	free(run->res);
+	free(run);
+}

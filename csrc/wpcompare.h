@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wpcompare: the public interface of the C measurement core.
+ *
+ * This file is also the cffi cdef (wpcompare/_build.py reads it, dropping
+ * the include guard and #include lines), so it holds only plain declarations
+ * and integer #defines.
+ *
+ * Conventions, as in liburing: every int-returning call returns 0 (or a count)
+ * on success and -errno on failure; calls that can fail for a reason a person
+ * must read also fill a caller-supplied "why" buffer or the run's
+ * result->reason with one line naming the problem and, where there is one,
+ * the fix.
+ */
+#ifndef WPCOMPARE_H
+#define WPCOMPARE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WPC_ABI_VERSION 1
+#define WPC_IMAGE_PAGE 4096
+#define WPC_HIST_BUCKETS 4352
+#define WPC_MAX_THREADS 64
+#define WPC_MAX_COUNTERS 24
+#define WPC_NAME_LEN 32
+#define WPC_REASON_LEN 512
+
+enum wpc_op {
+	WPC_OP_READ = 0,
+	WPC_OP_WRITE = 1,
+};
+
+enum wpc_pattern_kind {
+	WPC_PATTERN_SEQ = 0,
+	WPC_PATTERN_RANDOM = 1,
+	WPC_PATTERN_SPARSE = 2,
+	WPC_PATTERN_STRIDE = 3,
+};
+
+enum wpc_phase {
+	WPC_PHASE_RESTORE = 0,
+	WPC_PHASE_TOUCH = 1,
+	WPC_PHASE_FIXUP = 2,
+	WPC_PHASE_VERIFY = 3,
+	WPC_PHASE_COUNT = 4,
+};
+
+enum wpc_image_kind {
+	WPC_IMAGE_MIXED = 0,	/* random, zero and repeated pages, as heaps are */
+	WPC_IMAGE_RANDOM = 1,	/* every page random: the published experiment */
+};
+
+/*
+ * Log-linear latency histogram (HDR style). Values below 256 ns are exact;
+ * above, each power of two is split into 128 buckets, so a bucket spans at
+ * most 1/128 of its value (< 0.8 %) up to 2^40 ns (18 minutes).
+ */
+struct wpc_hist {
+	uint64_t count;
+	uint64_t min_ns;
+	uint64_t max_ns;
+	uint64_t sum_ns;
+	uint64_t buckets[4352];
+};
+
+/* What the application does to the region after restore. */
+struct wpc_workload {
+	int op;			/* enum wpc_op */
+	int pattern;		/* enum wpc_pattern_kind */
+	double fraction;	/* WPC_PATTERN_SPARSE: share of pages touched */
+	uint64_t stride;	/* WPC_PATTERN_STRIDE: touch every stride-th page */
+	uint64_t seed;		/* random and sparse orders, written values */
+	int threads;		/* 1..WPC_MAX_THREADS; pages split among them */
+	int overlap;		/* 1: every thread touches every selected page */
+	int pin_threads;	/* 1: thread i runs on the i-th allowed CPU */
+};
+
+struct wpc_config {
+	const char *image_path;
+	int64_t image_seed;	/* >= 0: generated from this seed; verify against the generator */
+	int image_kind;		/* enum wpc_image_kind, with image_seed */
+	const char *strategy;	/* a name from the strategy table */
+	const char *params;	/* "name=value,name=value" or NULL for defaults */
+	struct wpc_workload workload;
+};
+
+struct wpc_phase_stats {
+	int64_t ns;		/* wall time of the phase; -1 if it did not run */
+	uint64_t minflt;	/* getrusage deltas over the phase */
+	uint64_t majflt;
+	int64_t vmas;		/* VMAs overlapping the region after the phase */
+};
+
+struct wpc_counter {
+	char name[32];
+	uint64_t value;
+};
+
+struct wpc_result {
+	struct wpc_phase_stats phase[4];
+	int64_t time_to_detached_ns;	/* from restore start; -1: never detached */
+
+	uint64_t image_bytes;
+	uint64_t region_bytes;
+	uint64_t tail_bytes;		/* bytes of the last page past the image's end */
+	uint64_t pages;			/* WPC_IMAGE_PAGE pages in the region */
+	uint64_t touched_pages;		/* first accesses made by the workload */
+	uint64_t checksum;		/* sum of the words the workload read */
+
+	int verified;			/* every byte equals image + predicted writes */
+	uint64_t mismatched_pages;
+	int64_t first_mismatch_page;	/* -1: none */
+	int detached;			/* region anonymous and the image mapped nowhere */
+	int image_mapped;		/* a VMA anywhere still maps the image */
+	int64_t foreign_vmas;		/* VMAs in the region that are not anonymous */
+
+	int dirty_known;		/* the strategy reported a dirty set */
+	uint64_t dirty_reported;
+	uint64_t dirty_missing;		/* written but not reported: a lost write for a checkpointer */
+	uint64_t dirty_extra;		/* reported but not written */
+
+	uint64_t peak_rss_kb;
+	int app_cpu;			/* CPU of workload thread 0; -1: unpinned */
+	int handler_cpu;		/* CPU of the strategy's handler; -1: none or unpinned */
+	struct wpc_hist touch;		/* first access of each page, as the workload saw it */
+	struct wpc_hist handler;	/* strategy-side service time, where measured */
+	int ncounters;
+	struct wpc_counter counters[24];
+	char reason[512];
+};
+
+/* ---- strategy table ---- */
+
+struct wpc_strategy_info {
+	const char *name;
+	const char *family;
+	const char *description;
+	int nparams;
+};
+
+struct wpc_param_info {
+	const char *name;
+	const char *kind;		/* "size", "int", "choice", "string" */
+	const char *choices;		/* "a|b|c" for choice and sizes; NULL: any */
+	const char *default_value;
+	const char *help;
+};
+
+int wpc_strategy_count(void);
+int wpc_strategy_get(int index, struct wpc_strategy_info *out);
+int wpc_strategy_param(int index, int param, struct wpc_param_info *out);
+int wpc_strategy_find(const char *name);
+int wpc_params_validate(const char *strategy, const char *params, char *why, size_t len);
+/* 0: the strategy can run here with these params; else -errno and why. */
+int wpc_strategy_probe(const char *strategy, const char *params, char *why, size_t len);
+
+/* ---- one run: restore -> touch -> fixup -> verify ---- */
+
+struct wpc_run;
+
+int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why, size_t len);
+int wpc_run_restore(struct wpc_run *run);
+int wpc_run_touch(struct wpc_run *run);
+int wpc_run_fixup(struct wpc_run *run);
+int wpc_run_verify(struct wpc_run *run);
+struct wpc_result *wpc_run_result(struct wpc_run *run);
+int wpc_run_region(struct wpc_run *run, uintptr_t *addr, uint64_t *len);
+void wpc_run_destroy(struct wpc_run *run);
+
+/* ---- histograms ---- */
+
+void wpc_hist_reset(struct wpc_hist *h);
+void wpc_hist_record(struct wpc_hist *h, uint64_t ns);
+void wpc_hist_merge(struct wpc_hist *dst, const struct wpc_hist *src);
+uint64_t wpc_hist_bucket_low(int index);
+uint64_t wpc_hist_bucket_high(int index);
+int wpc_hist_index(uint64_t ns);
+/* Value at quantile q in [0, 1]: the midpoint of the bucket holding it. */
+uint64_t wpc_hist_quantile(const struct wpc_hist *h, double q);
+
+/* ---- images ---- */
+
+/* Write a deterministic image of size bytes to path (created, never replaced half-written). */
+int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind, char *why, size_t len);
+/* The bytes of generated page `page` (WPC_IMAGE_PAGE of them) into buf. */
+void wpc_image_fill_page(uint64_t seed, int kind, uint64_t page, uint8_t *buf);
+/* Pages of the file resident in the page cache (mincore), and pages in all. */
+int wpc_image_residency(const char *path, uint64_t *resident, uint64_t *total);
+
+/* ---- system probe ---- */
+
+struct wpc_uffd_probe {
+	int available;		/* a userfaultfd could be opened somehow */
+	int syscall_errno;	/* userfaultfd(2) without UFFD_USER_MODE_ONLY: 0 or errno */
+	int user_mode_errno;	/* userfaultfd(2) with UFFD_USER_MODE_ONLY: 0 or errno */
+	int devnode_errno;	/* /dev/userfaultfd: 0 or errno */
+	uint64_t api;
+	uint64_t features;	/* every feature UFFDIO_API reports */
+	uint64_t ioctls;
+};
+
+int wpc_uffd_probe(struct wpc_uffd_probe *out);
+/* Kernel name of feature bit `bit` ("UFFD_FEATURE_MOVE"), or NULL. */
+const char *wpc_uffd_feature_name(int bit);
+/* Median cost of one clock_gettime(CLOCK_MONOTONIC) pair, in ns. */
+int64_t wpc_timer_overhead_ns(void);
+
+#endif /* WPCOMPARE_H */
