@@ -9,6 +9,7 @@ import glob
 import os
 import platform
 import stat
+import textwrap
 
 from wpcompare import binding
 from wpcompare.errors import WpcError
@@ -92,8 +93,8 @@ def privilege_facts(uffd):
 
 def huge_page_facts():
     sizes = {}
-    for directory in sorted(glob.glob("/sys/kernel/mm/hugepages/hugepages-*kB")):
-        size_kb = int(directory.rsplit("-", 1)[1][:-2])
+    found = glob.glob("/sys/kernel/mm/hugepages/hugepages-*kB")
+    for size_kb, directory in sorted((int(path.rsplit("-", 1)[1][:-2]), path) for path in found):
         sizes[f"{size_kb}kB"] = {
             "size_kb": size_kb,
             "total": _read_int(f"{directory}/nr_hugepages"),
@@ -190,14 +191,16 @@ def format_facts(facts):
     lines = []
 
     def add(label, value):
-        lines.append(f"{label:<18}{value}")
+        lines.append(f"{label:<20}{value}")
 
     kernel = facts["kernel"]
     add("kernel", f"{kernel['release']} ({kernel['machine']})")
     add("userfaultfd", ("available" if uffd["available"] else "unavailable")
         + f" (userfaultfd(2): {uffd['syscall']}; UFFD_USER_MODE_ONLY: {uffd['user_mode_only']}; "
         + f"/dev/userfaultfd: {uffd['dev_userfaultfd']}); API {uffd['api']:#x}")
-    add("  features", ", ".join(uffd["features"]) or "none")
+    features = textwrap.wrap(", ".join(uffd["features"]) or "none", 78, break_on_hyphens=False)
+    add("  features", features[0])
+    lines += [" " * 20 + line for line in features[1:]]
     if uffd["unknown_feature_bits"]:
         add("  unknown bits", ", ".join(map(str, uffd["unknown_feature_bits"])))
     devnode = privileges["dev_userfaultfd"]

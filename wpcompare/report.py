@@ -52,11 +52,11 @@ def format_count(value):
     return "-" if value is None else f"{round(value):,}"
 
 
-def _with_spread(summary, formatter):
+def _with_spread(summary, formatter, always):
     if summary is None:
         return None
     text = formatter(summary["median"])
-    if summary["n"] > 1:
+    if summary["n"] > 1 and (always or round(summary["spread_pct"])):
         text += f" ±{summary['spread_pct']:.0f}%"
     return text
 
@@ -65,8 +65,9 @@ def _cell(metric, summary):
     if metric == "time_to_detached_ns" and summary is None:
         return "never"
     if metric in ("touch_faults", "vmas_after_fixup"):
-        return _with_spread(summary, format_count) or "-"
-    return _with_spread(summary, format_ns) or "-"
+        # Counts are mostly exact: a spread is shown only where there is one.
+        return _with_spread(summary, format_count, always=False) or "-"
+    return _with_spread(summary, format_ns, always=True) or "-"
 
 
 def _yes_no(group):

@@ -14,6 +14,7 @@ those over the runs.
 """
 import json
 import math
+import re
 import statistics
 
 from wpcompare.errors import InvalidArgument
@@ -163,5 +164,9 @@ def load_document(path):
     return document
 
 
+# A histogram bucket [low, high, count] on one line, not five: files stay readable.
+_BUCKET = re.compile(r"\[\s+(\d+),\s+(\d+),\s+(\d+)\s+\]")
+
+
 def dumps(document):
-    return json.dumps(document, indent=2, sort_keys=False) + "\n"
+    return _BUCKET.sub(r"[\1, \2, \3]", json.dumps(document, indent=2)) + "\n"

@@ -11,6 +11,7 @@ A worker that crashes, exits early or hangs becomes a failed row naming the
 signal, exit status or timeout; a strategy this machine cannot run becomes
 one skipped row per op; the rest of the matrix still runs.
 """
+import faulthandler
 import json
 import os
 import select
@@ -191,6 +192,9 @@ def _child(function, argument, read_end, write_end):
         os.close(read_end)
         # The parent handles Ctrl-C and kills its workers; a worker just dies.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # A crash is reported by the parent from the wait status; an inherited
+        # faulthandler (pytest's) would dump the parent's stack, which misleads.
+        faulthandler.disable()
         try:
             message = {"value": function(argument)}
             status = 0
