@@ -11,10 +11,12 @@ from datetime import datetime, timezone
 
 import click
 
-from wpcompare import __version__, probe, report, results, runner, strategies
+from wpcompare import __version__, binding, probe, report, results, runner, strategies
 from wpcompare import image as images
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern, parse_size
+
+DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import INJECTIONS
 
 
@@ -105,7 +107,7 @@ def main():
               help="Pages the workload touches: seq, random, sparse:F (0<F<=1), stride:N.")
 @click.option("--op", type=click.Choice(["read", "write", "both"]), default="both", show_default=True,
               help="First access of each page: read, write, or both as separate rows.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
@@ -144,7 +146,7 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
     ops = ["read", "write"] if op == "both" else [op]
     try:
         if image is None:
-            image = images.generated_image(size or parse_size("256M"), seed, image_kind or "mixed")
+            image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
         if cache == "cold":
             # Refuse now, not after the first runs, where eviction cannot work.
             images.prepare_page_cache(image, "cold")
@@ -163,21 +165,7 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
         rows = runner.run_matrix(matrix)
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    metadata = {
-        "wpcompare_version": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": sys.argv,
-        "elapsed_s": round(time.monotonic() - started, 3),
-        "system": facts,
-        "timer_overhead_ns": facts.get("timer_overhead_ns"),
-        "image": image.describe(),
-        "cache": cache,
-        "options": {
-            "strategies": list(unique), "ops": ops, "pattern": str(pattern), "threads": threads,
-            "overlap": overlap, "repeat": repeat, "warmup": warmup, "seed": seed, "timeout": timeout,
-        },
-    }
-    document = results.build_document(rows, metadata)
+    document = results.build_document(rows, _metadata(matrix, facts, time.monotonic() - started))
 
     if output:
         export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
@@ -193,6 +181,26 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
         raise click.ClickException(f"{failed} run(s) failed; their reasons are listed with the results")
+
+
+def _metadata(matrix, facts, elapsed):
+    """Everything a reader of the results needs besides the rows."""
+    return {
+        "wpcompare_version": __version__,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": sys.argv,
+        "elapsed_s": round(elapsed, 3),
+        "system": facts,
+        "timer_overhead_ns": facts.get("timer_overhead_ns"),
+        "image": matrix.image.describe(),
+        "cache": matrix.cache,
+        "options": {
+            "strategies": [choice.label for choice in matrix.choices], "ops": matrix.ops,
+            "pattern": str(matrix.pattern), "threads": matrix.threads, "overlap": matrix.overlap,
+            "repeat": matrix.repeat, "warmup": matrix.warmup, "seed": matrix.seed,
+            "timeout": matrix.timeout,
+        },
+    }
 
 
 @main.command()
