@@ -110,6 +110,9 @@ def main():
 @click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="Run workload thread i on the i-th CPU this process may use, so a handler's "
+                   "placement (same or other CPU) means what it says.")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
               help="Measured runs per strategy and op, each in a fresh process.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
@@ -132,7 +135,7 @@ def main():
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
 @click.option("--inject", type=InjectionType(), default=None, hidden=True)
-def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, image_kind, image,
+def run(choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed, image_kind, image,
         cache, fmt, output, timeout, inject):
     """Measure strategies: restore, touch, fixup and verify, each run in a fresh process."""
     if image is not None and (size is not None or image_kind is not None):
@@ -158,7 +161,7 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
     except runner.WorkerFailure as failure:
         facts = {"error": f"system probe failed: {failure.reason}"}
     matrix = runner.Matrix(choices=list(unique.values()), ops=ops, pattern=pattern, image=image,
-                           threads=threads, overlap=overlap, repeat=repeat, warmup=warmup, seed=seed,
+                           threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject)
     started = time.monotonic()
     try:
@@ -197,7 +200,7 @@ def _metadata(matrix, facts, elapsed):
         "options": {
             "strategies": [choice.label for choice in matrix.choices], "ops": matrix.ops,
             "pattern": str(matrix.pattern), "threads": matrix.threads, "overlap": matrix.overlap,
-            "repeat": matrix.repeat, "warmup": matrix.warmup, "seed": matrix.seed,
+            "pin_threads": matrix.pin_threads, "repeat": matrix.repeat, "warmup": matrix.warmup, "seed": matrix.seed,
             "timeout": matrix.timeout,
         },
     }
