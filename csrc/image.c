@@ -3,11 +3,16 @@
  * Deterministic memory images. A page's bytes are a pure function of
  * (seed, kind, page index), so the verifier can regenerate what any page
  * should hold without the file, even after the file is unlinked or truncated.
+ * The file is written unnamed (O_TMPFILE) and linked once complete, so no
+ * half-written image or temporary file is left behind even by a SIGKILL;
+ * where the filesystem lacks O_TMPFILE, a named temporary is removed on
+ * failure (but survives a SIGKILL).
  *
  * A "mixed" image imitates a heap: half random pages, a quarter zero pages,
  * a quarter copies of one of 16 template pages (what KSM or a deduplicating
  * checkpointer would see). A "random" image is the published experiment's.
  */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -51,6 +56,56 @@ void wpc_image_fill_page(uint64_t seed, int kind, uint64_t page, uint8_t *buf)
 	}
 }
 
+/*
+ * An unnamed file in the directory of path (O_TMPFILE), or -errno where the
+ * filesystem has none. Until it is linked it has no name, so a generator
+ * killed half-way (SIGKILL, power loss) leaves nothing behind.
+ */
+static int open_unnamed(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	int fd;
+
+	if (!dir)
+		return -ENOMEM;
+	fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	fd = fd < 0 ? -errno : fd;
+	free(dir);
+	return fd;
+}
+
+/*
+ * Give the unnamed file fd the name path. A new name appears complete in
+ * one step; an existing file is replaced by rename() from tmp, a name that
+ * exists only for the moment between the two calls.
+ */
+static int link_unnamed(int fd, const char *path, char *tmp)
+{
+	char proc[64];
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (!linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW))
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	for (int attempt = 0; attempt < 100; attempt++) {
+		size_t plen = strlen(path);
+		snprintf(tmp + plen, 16, ".tmp.%06x", (unsigned)(wpc_mix64(wpc_now_ns() + (uint64_t)attempt) & 0xffffff));
+		if (!linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW)) {
+			if (rename(tmp, path) < 0) {
+				int err = errno;
+				unlink(tmp);
+				return -err;
+			}
+			return 0;
+		}
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
 int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind, char *why,
 		       size_t len)
 {
@@ -67,7 +122,7 @@ int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind,
 	char *tmp = malloc(plen + 16);
 	uint8_t *block = malloc(WRITE_BLOCK);
 	int fd = -1, ret = 0;
-	bool created = false;
+	bool named = false;	/* fd has the name tmp (no O_TMPFILE here): unlink it on failure */
 
 	if (!tmp || !block) {
 		ret = -ENOMEM;
@@ -76,13 +131,17 @@ int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind,
 	}
 	memcpy(tmp, path, plen);
 	memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-	fd = mkstemp(tmp);
+	fd = open_unnamed(path);
+	if (fd == -EOPNOTSUPP || fd == -EISDIR || fd == -EINVAL) {
+		fd = mkstemp(tmp);
+		named = fd >= 0;
+		fd = fd < 0 ? -errno : fd;
+	}
 	if (fd < 0) {
-		ret = -errno;
-		wpc_why(why, len, "cannot create %s: %s", tmp, strerror(errno));
+		ret = fd;
+		wpc_why(why, len, "cannot create image %s: %s", path, strerror(-fd));
 		goto out;
 	}
-	created = true;
 
 	uint64_t page = 0, written = 0;
 	while (written < size) {
@@ -99,28 +158,36 @@ int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind,
 				if (errno == EINTR)
 					continue;
 				ret = -errno;
-				wpc_why(why, len, "writing image %s: %s", tmp, strerror(errno));
+				wpc_why(why, len, "writing image %s: %s", path, strerror(errno));
 				goto out;
 			}
 			off += (size_t)n;
 		}
 		written += fill;
 	}
-	if (close(fd) < 0) {
+	if (named) {
+		if (close(fd) < 0) {
+			fd = -1;
+			ret = -errno;
+			wpc_why(why, len, "closing image %s: %s", tmp, strerror(errno));
+			goto out;
+		}
 		fd = -1;
-		ret = -errno;
-		wpc_why(why, len, "closing image %s: %s", tmp, strerror(errno));
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		ret = -errno;
-		wpc_why(why, len, "renaming %s to %s: %s", tmp, path, strerror(errno));
+		if (rename(tmp, path) < 0) {
+			ret = -errno;
+			wpc_why(why, len, "renaming %s to %s: %s", tmp, path, strerror(errno));
+			goto out;
+		}
+		named = false;
+	} else {
+		ret = link_unnamed(fd, path, tmp);
+		if (ret)
+			wpc_why(why, len, "naming image %s: %s", path, strerror(-ret));
 	}
 out:
 	if (fd >= 0)
 		close(fd);
-	if (ret && created)
+	if (named)
 		unlink(tmp);
 	free(tmp);
 	free(block);

@@ -51,6 +51,14 @@ static inline uint64_t wpc_write_value(uint64_t seed, uint64_t page, int thread)
 	return wpc_mix64(seed ^ wpc_mix64(page * 0x100000001b3ull + (uint64_t)thread + 1));
 }
 
+/* Whether thread t's first access to page p writes (WPC_OP_MIXED: a seeded coin per page and thread). */
+static inline bool wpc_workload_writes(const struct wpc_workload *w, uint64_t page, int thread)
+{
+	if (w->op != WPC_OP_MIXED)
+		return w->op == WPC_OP_WRITE;
+	return wpc_mix64(w->seed ^ 0x6d1dedc0ffeeull ^ wpc_mix64(page * WPC_MAX_THREADS + (uint64_t)thread)) & 1;
+}
+
 static inline uint64_t wpc_align_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
@@ -117,6 +125,14 @@ struct wpc_strategy {
 	int (*dirty_pages)(struct wpc_run *run, uint8_t *bitmap);
 	/* Undo everything restore and fixup set up; called once, also after failures. */
 	void (*teardown)(struct wpc_run *run);
+	/*
+	 * Optional: 0 while the strategy can still serve the region's faults;
+	 * else wpc_fail()'s -errno. Polled while the workload threads run, so
+	 * that a fault handler thread that is gone makes the run fail at once,
+	 * naming it, instead of leaving the threads blocked in faults nobody
+	 * serves (or, had its userfaultfd been closed, reading zeros).
+	 */
+	int (*health)(struct wpc_run *run);
 };
 
 extern const struct wpc_strategy *const wpc_strategies[];
@@ -167,6 +183,12 @@ struct wpc_run {
 	int nextra_images;
 
 	struct wpc_result *res;
+	/*
+	 * Workload threads may still be blocked in a fault nobody will serve
+	 * (health failed during touch). Nothing may be torn down under them:
+	 * wpc_run_destroy then leaves everything to the process's exit.
+	 */
+	bool abandoned;
 };
 
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
@@ -203,6 +225,23 @@ int wpc_maps_inspect(const struct wpc_run *run, struct wpc_maps_report *out);
  * copy into a fresh anonymous mapping, then mremap it over the original.
  */
 int wpc_copy_and_remap(void *addr, size_t len);
+/* mremap(2) as every strategy should call it: it honours the test-only ENOMEM injection. */
+void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr);
+
+/*
+ * Test-only fault injection (fault_inject.c), driven by environment
+ * variables read once per run by wpc_run_create, never on a fault path:
+ *   WPCOMPARE_INJECT_MREMAP_ENOMEM=N   the N-th and every later wpc_mremap()
+ *                                      fails with ENOMEM, as the kernel's does
+ *                                      once vm.max_map_count is reached
+ *   WPCOMPARE_INJECT_HANDLER_EXIT=N    a strategy's fault handler thread
+ *                                      exits after serving N faults
+ */
+int wpc_inject_load(char *why, size_t len);
+/* Async-signal-safe: whether this mremap must fail with ENOMEM. */
+bool wpc_inject_mremap_enomem(void);
+/* Whether a handler thread that has served `served` faults must exit now. */
+bool wpc_inject_handler_exit(uint64_t served);
 
 /* Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC, UFFD_USER_MODE_ONLY...). */
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);

@@ -10,6 +10,16 @@
 
 #include "internal.h"
 
+/* Async-signal-safe, as mremap itself: sigsegv handlers move chunks with it. */
+void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr)
+{
+	if (wpc_inject_mremap_enomem()) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	return mremap(old_addr, old_len, new_len, flags, new_addr);
+}
+
 int wpc_copy_and_remap(void *addr, size_t len)
 {
 	void *shadow = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -17,7 +27,7 @@ int wpc_copy_and_remap(void *addr, size_t len)
 	if (shadow == MAP_FAILED)
 		return -errno;
 	memcpy(shadow, addr, len);
-	if (mremap(shadow, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) == MAP_FAILED) {
+	if (wpc_mremap(shadow, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) == MAP_FAILED) {
 		int err = errno;
 		munmap(shadow, len);
 		return -err;

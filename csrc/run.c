@@ -178,6 +178,9 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	ret = wpc_params_parse(run->strategy, cfg->params, &run->params, why, len);
 	if (ret)
 		goto fail;
+	ret = wpc_inject_load(why, len);
+	if (ret)
+		goto fail;
 	ret = open_image(run, why, len);
 	if (ret)
 		goto fail;
@@ -264,6 +267,8 @@ int wpc_run_touch(struct wpc_run *run)
 
 	if (!run->region)
 		return wpc_fail(run, EINVAL, "touch before a successful restore");
+	if (run->abandoned)
+		return wpc_fail(run, EINVAL, "touch after the workload was abandoned");
 	phase_begin(&pc);
 	ret = wpc_workload_touch(run);	/* times itself: thread start-up excluded */
 	phase_end(run, WPC_PHASE_TOUCH, &pc, false);
@@ -277,6 +282,8 @@ int wpc_run_fixup(struct wpc_run *run)
 
 	if (!run->region)
 		return wpc_fail(run, EINVAL, "fixup before a successful restore");
+	if (run->abandoned)
+		return wpc_fail(run, EINVAL, "fixup after the workload was abandoned in touch");
 	phase_begin(&pc);
 	if (run->strategy->fixup)
 		ret = run->strategy->fixup(run);
@@ -299,6 +306,8 @@ int wpc_run_verify(struct wpc_run *run)
 
 	if (!run->region)
 		return wpc_fail(run, EINVAL, "verify before a successful restore");
+	if (run->abandoned)
+		return wpc_fail(run, EINVAL, "verify after the workload was abandoned in touch");
 	phase_begin(&pc);
 	ret = wpc_verify_bytes(run);
 	if (run->strategy->dirty_pages)
@@ -334,6 +343,9 @@ int wpc_run_region(struct wpc_run *run, uintptr_t *addr, uint64_t *len)
 void wpc_run_destroy(struct wpc_run *run)
 {
 	if (!run)
+		return;
+	/* Threads blocked in the region still use it, the plan and the result: leave all to exit. */
+	if (run->abandoned)
 		return;
 	if (run->restored && !run->torn_down && run->strategy->teardown) {
 		run->torn_down = true;

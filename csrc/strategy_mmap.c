@@ -42,8 +42,9 @@ static int mmap_fixup(struct wpc_run *run)
 	int ret = wpc_copy_and_remap(run->region, run->region_len);
 
 	if (ret)
-		return wpc_fail(run, -ret, "copy-and-remap of the whole region failed: %s",
-				strerror(-ret));
+		return wpc_fail(run, -ret, "copy-and-remap of the whole region failed: %s%s",
+				strerror(-ret), ret == -ENOMEM ? " (mremap ran out of memory or of "
+				"mappings: see vm.max_map_count)" : "");
 	return 0;
 }
 

@@ -12,20 +12,21 @@
 
 #define READ_BLOCK_PAGES 256
 
-/* Bitmask of the workload threads that wrote each page (0 for a read workload). */
+/* Bitmask of the workload threads that wrote each page (0 for a page only read). */
 static uint64_t *writer_masks(const struct wpc_run *run)
 {
 	const struct wpc_plan *plan = &run->plan;
 	uint64_t *masks = calloc(run->npages, sizeof(*masks));
 
-	if (!masks || run->cfg.workload.op != WPC_OP_WRITE)
+	if (!masks || run->cfg.workload.op == WPC_OP_READ)
 		return masks;
 	for (int t = 0; t < run->cfg.workload.threads; t++) {
 		uint64_t first = plan->overlap ? 0 : plan->begin[t];
 		uint64_t last = plan->overlap ? plan->count : plan->begin[t + 1];
 
 		for (uint64_t i = first; i < last; i++)
-			masks[plan->order[i]] |= 1ull << t;
+			if (wpc_workload_writes(&run->cfg.workload, plan->order[i], t))
+				masks[plan->order[i]] |= 1ull << t;
 	}
 	return masks;
 }

@@ -4,8 +4,10 @@
  * every one timed. Orders are built before the phase starts so the timed loop
  * does nothing but access, read the clock and count.
  */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +76,24 @@ void wpc_plan_free(struct wpc_plan *plan)
 	plan->order = NULL;
 }
 
+int64_t wpc_plan_pages(const struct wpc_workload *w, uint64_t npages, uint64_t *order, uint64_t *begin)
+{
+	struct wpc_plan plan;
+	int ret = wpc_plan_build(&plan, npages, w);
+
+	if (ret)
+		return ret;
+	memcpy(order, plan.order, plan.count * sizeof(*order));
+	memcpy(begin, plan.begin, ((size_t)w->threads + 1) * sizeof(*begin));
+	wpc_plan_free(&plan);
+	return (int64_t)plan.count;
+}
+
+int wpc_workload_writes_page(const struct wpc_workload *w, uint64_t page, int thread)
+{
+	return wpc_workload_writes(w, page, thread);
+}
+
 /* Releases every workload thread at once, or none if one failed to start. */
 struct start_gate {
 	atomic_int ready;
@@ -115,8 +135,8 @@ static void *touch_thread(void *arg)
 	const struct wpc_plan *plan = &run->plan;
 	uint64_t first = plan->overlap ? 0 : plan->begin[tc->index];
 	uint64_t last = plan->overlap ? plan->count : plan->begin[tc->index + 1];
-	uint64_t seed = run->cfg.workload.seed;
-	bool write = run->cfg.workload.op == WPC_OP_WRITE;
+	const struct wpc_workload *w = &run->cfg.workload;
+	uint64_t seed = w->seed;
 	uint64_t sum = 0;
 
 	if (tc->cpu >= 0)
@@ -128,6 +148,7 @@ static void *touch_thread(void *arg)
 		uint64_t page = plan->order[i];
 		volatile uint64_t *word = (volatile uint64_t *)(run->region + page * WPC_PAGE) +
 					  wpc_word_slot(page, tc->index);
+		bool write = wpc_workload_writes(w, page, tc->index);
 		uint64_t value = write ? wpc_write_value(seed, page, tc->index) : 0;
 		uint64_t t0 = wpc_now_ns();
 
@@ -140,6 +161,42 @@ static void *touch_thread(void *arg)
 	}
 	tc->checksum = sum;
 	return NULL;
+}
+
+/*
+ * Join the workload threads. With a strategy that can tell, check every
+ * HEALTH_POLL_NS that it can still serve their faults: if not, the threads
+ * stay where they are (blocked in the kernel, using run and tcs) and the run
+ * is abandoned, failing now with the strategy's reason.
+ */
+#define HEALTH_POLL_NS 10000000L
+
+static int join_workload(struct wpc_run *run, struct toucher *tcs, int started)
+{
+	for (int t = 0; t < started; t++) {
+		if (!run->strategy->health) {
+			pthread_join(tcs[t].tid, NULL);
+			continue;
+		}
+		for (;;) {
+			struct timespec deadline;
+
+			clock_gettime(CLOCK_REALTIME, &deadline);
+			deadline.tv_nsec += HEALTH_POLL_NS;
+			if (deadline.tv_nsec >= 1000000000L) {
+				deadline.tv_sec++;
+				deadline.tv_nsec -= 1000000000L;
+			}
+			if (!pthread_timedjoin_np(tcs[t].tid, NULL, &deadline))
+				break;
+			int ret = run->strategy->health(run);
+			if (ret) {
+				run->abandoned = true;
+				return ret;
+			}
+		}
+	}
+	return 0;
 }
 
 int wpc_workload_touch(struct wpc_run *run)
@@ -165,9 +222,11 @@ int wpc_workload_touch(struct wpc_run *run)
 	}
 	gate_open(&gate, started, started == nthreads ? 1 : -1);
 	uint64_t t0 = wpc_now_ns();
-	for (int t = 0; t < started; t++)
-		pthread_join(tcs[t].tid, NULL);
+	int health = join_workload(run, tcs, started);
 	uint64_t t1 = wpc_now_ns();
+
+	if (health)
+		return health;	/* tcs stays: the stuck threads still write into it */
 
 	if (ret) {
 		free(tcs);

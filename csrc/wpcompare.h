@@ -29,6 +29,7 @@
 enum wpc_op {
 	WPC_OP_READ = 0,
 	WPC_OP_WRITE = 1,
+	WPC_OP_MIXED = 2,	/* per page and thread, a seeded choice of read or write */
 };
 
 enum wpc_pattern_kind {
@@ -167,6 +168,16 @@ int wpc_run_verify(struct wpc_run *run);
 struct wpc_result *wpc_run_result(struct wpc_run *run);
 int wpc_run_region(struct wpc_run *run, uintptr_t *addr, uint64_t *len);
 void wpc_run_destroy(struct wpc_run *run);
+
+/*
+ * The workload's access plan for npages pages, as a run would build it:
+ * order[0..count) the pages in touch order (order needs room for npages),
+ * begin[0..threads] the split among threads. Returns count, or -EINVAL for
+ * a workload wpc_run_create would refuse.
+ */
+int64_t wpc_plan_pages(const struct wpc_workload *w, uint64_t npages, uint64_t *order, uint64_t *begin);
+/* Whether thread `thread`'s first access to `page` writes under this workload. */
+int wpc_workload_writes_page(const struct wpc_workload *w, uint64_t page, int thread);
 
 /* ---- histograms ---- */
 

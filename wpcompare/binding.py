@@ -14,7 +14,7 @@ except ImportError as error:
 from wpcompare.errors import error_for_errno
 
 PHASES = ("restore", "touch", "fixup", "verify")
-OPS = {"read": lib.WPC_OP_READ, "write": lib.WPC_OP_WRITE}
+OPS = {"read": lib.WPC_OP_READ, "write": lib.WPC_OP_WRITE, "mixed": lib.WPC_OP_MIXED}
 PATTERN_KINDS = {
     "seq": lib.WPC_PATTERN_SEQ,
     "random": lib.WPC_PATTERN_RANDOM,

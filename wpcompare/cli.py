@@ -17,7 +17,7 @@ from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern, parse_size
 
 DEFAULT_IMAGE_SIZE = 256 << 20
-from wpcompare.worker import INJECTIONS
+from wpcompare.worker import parse_injection
 
 
 class _ParsedType(click.ParamType):
@@ -81,12 +81,14 @@ class OutputType(click.ParamType):
 
 
 class InjectionType(click.ParamType):
-    name = "kind[@strategy]"
+    name = "kind[:N][@strategy]"
 
     def convert(self, value, param, ctx):
         kind, _, target = value.partition("@")
-        if kind not in INJECTIONS:
-            self.fail(f"{value!r}: use {', '.join(INJECTIONS)}, optionally @STRATEGY", param, ctx)
+        try:
+            parse_injection(kind)
+        except ValueError as error:
+            self.fail(f"{error}, optionally @STRATEGY", param, ctx)
         return runner.Injection(kind, target or None)
 
 
@@ -105,8 +107,10 @@ def main():
               help="Strategy to measure, with parameters; repeat for several. [default: every strategy]")
 @click.option("--pattern", type=PatternType(), default="random", show_default=True,
               help="Pages the workload touches: seq, random, sparse:F (0<F<=1), stride:N.")
-@click.option("--op", type=click.Choice(["read", "write", "both"]), default="both", show_default=True,
-              help="First access of each page: read, write, or both as separate rows.")
+@click.option("--op", type=click.Choice(["read", "write", "both", "mixed"]), default="both",
+              show_default=True,
+              help="First access of each page: read, write, both as separate rows, or mixed "
+                   "(each thread reads some pages and writes others, a seeded choice per page).")
 @click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")

@@ -8,11 +8,15 @@ fork, not a new interpreter, because a run of a small image takes
 milliseconds and starting Python and loading the core would take longer.
 
 A worker that crashes, exits early or hangs becomes a failed row naming the
-signal, exit status or timeout; a strategy this machine cannot run becomes
-one skipped row per op; the rest of the matrix still runs.
+signal, exit status or timeout, and the phase it was in; a strategy this
+machine cannot run becomes one skipped row per op; the rest of the matrix
+still runs. A worker never outlives the runner: it is killed with the runner
+(PR_SET_PDEATHSIG), and killed and reaped when the runner is interrupted.
 """
+import ctypes
 import faulthandler
 import json
+import mmap
 import os
 import select
 import signal
@@ -28,12 +32,48 @@ from wpcompare.image import prepare_page_cache
 DEFAULT_TIMEOUT = 120.0
 
 
-class WorkerFailure(Exception):
-    """The child process produced no result; reason says what happened to it."""
+# What a death by these signals usually means, for the person reading the row.
+SIGNAL_HINTS = {
+    signal.SIGBUS: "a page of the region could not be provided: was the image truncated "
+                   "while mapped, or did huge pages run out?",
+    signal.SIGKILL: "killed from outside: the OOM killer? (see dmesg)",
+}
 
-    def __init__(self, reason):
+
+class WorkerFailure(Exception):
+    """The child process produced no result; reason says what happened to it.
+
+    phase: the phase the child had started and not finished, if it said (see PhaseNote).
+    """
+
+    def __init__(self, reason, phase=None):
         super().__init__(reason)
         self.reason = reason
+        self.phase = phase
+
+
+class PhaseNote:
+    """A few bytes shared with one child, where it writes the phase it is in.
+
+    Shared memory, not the result pipe: it survives the child's death by a
+    signal and costs the child one store per phase.
+    """
+
+    SIZE = 64
+
+    def __init__(self):
+        self._page = mmap.mmap(-1, self.SIZE, flags=mmap.MAP_SHARED)
+
+    def write(self, phase):
+        data = phase.encode()[:self.SIZE - 1]
+        self._page[:len(data) + 1] = data + b"\0"
+
+    def read(self):
+        text = self._page[:].split(b"\0", 1)[0].decode("utf-8", "replace")
+        return text or None
+
+    def close(self):
+        self._page.close()
 
 
 @dataclass(frozen=True)
@@ -136,43 +176,57 @@ def run_matrix(matrix, progress=None):
 
 
 def run_isolated(spec, timeout=DEFAULT_TIMEOUT):
-    """The worker's row for spec, or a failed row saying how its process died."""
+    """The worker's row for spec, or a failed row saying how its process died, and in which phase."""
     try:
-        return call_in_fresh_process(worker.run_spec, spec, timeout)
+        return call_in_fresh_process(worker.run_spec, spec, timeout, noted=True)
     except WorkerFailure as failure:
-        return dict(_identity(spec), status="failed", reason=failure.reason, failed_phase=None,
-                    phases=None)
+        return dict(_identity(spec), status="failed", reason=failure.reason,
+                    failed_phase=failure.phase, phases=None)
 
 
-def call_in_fresh_process(function, argument, timeout=DEFAULT_TIMEOUT):
-    """function(argument) computed in a forked child; its JSON-able value, or WorkerFailure."""
+def call_in_fresh_process(function, argument, timeout=DEFAULT_TIMEOUT, noted=False):
+    """function(argument) computed in a forked child; its JSON-able value, or WorkerFailure.
+
+    noted: call function(argument, note) instead, where note(phase) tells the
+    parent which phase the child is in, for the WorkerFailure if it dies.
+    """
     # Buffered output would otherwise be written twice, once by each process.
     sys.stdout.flush()
     sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        _child(function, argument, read_end, write_end)
-    os.close(write_end)
+    note = PhaseNote() if noted else None
     try:
-        payload, status = _collect(pid, read_end, timeout)
-    except BaseException:
-        # Interrupted (Ctrl-C) or broken: leave no worker behind.
-        _kill_and_reap(pid)
-        raise
+        read_end, write_end = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            call = (lambda value: function(value, note.write)) if note else function
+            _child(call, argument, read_end, write_end, parent)
+        os.close(write_end)
+        try:
+            payload, status = _collect(pid, read_end, timeout)
+        except BaseException:
+            # Interrupted (Ctrl-C) or broken: leave no worker behind.
+            _kill_and_reap(pid)
+            raise
+        finally:
+            os.close(read_end)
+        phase = note.read() if note else None
     finally:
-        os.close(read_end)
+        if note:
+            note.close()
     if status is None:
-        raise WorkerFailure(f"timed out after {timeout:g} s")
+        raise WorkerFailure(f"timed out after {timeout:g} s", phase)
     if os.WIFSIGNALED(status):
-        name = signal.Signals(os.WTERMSIG(status)).name
-        raise WorkerFailure(f"worker killed by {name}")
+        number = os.WTERMSIG(status)
+        hint = SIGNAL_HINTS.get(number)
+        raise WorkerFailure(f"worker killed by {signal.Signals(number).name}"
+                            + (f": {hint}" if hint else ""), phase)
     if os.WEXITSTATUS(status) != 0:
         message = _decode(payload).get("error")
-        raise WorkerFailure(message or f"worker exited with status {os.WEXITSTATUS(status)}")
+        raise WorkerFailure(message or f"worker exited with status {os.WEXITSTATUS(status)}", phase)
     message = _decode(payload)
     if "value" not in message:
-        raise WorkerFailure("worker exited without a result")
+        raise WorkerFailure("worker exited without a result", phase)
     return message["value"]
 
 
@@ -187,10 +241,23 @@ def _decode(payload):
 _CHILD_FAILED = 70   # EX_SOFTWARE
 
 
-def _child(function, argument, read_end, write_end):
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent):
+    """Be killed when the runner dies, however it dies (SIGKILL included)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The parent may have died before prctl: then nobody would tell us.
+    if os.getppid() != parent:
+        os._exit(_CHILD_FAILED)
+
+
+def _child(function, argument, read_end, write_end, parent):
     """Runs in the forked child; never returns."""
     status = _CHILD_FAILED
     try:
+        _die_with_parent(parent)
         os.close(read_end)
         # The parent handles Ctrl-C and kills its workers; a worker just dies.
         signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,11 +10,12 @@ prints the row. A spec is a JSON object:
     image_seed   seed it was generated from, or null for a user's file
     image_kind   "mixed" or "random" with image_seed
     strategy     strategy name (required); params "name=value,..."; label for display
-    op           "read" or "write"; pattern "seq", "random", "sparse:F", "stride:N"
+    op           "read", "write" or "mixed"; pattern "seq", "random", "sparse:F", "stride:N"
     threads, overlap, pin_threads, seed, repetition, warmup
-    inject       tests only: "segv", "abort" or "hang" right after restore
+    inject       tests only: a failure to cause (INJECTIONS), as KIND or KIND:N
 """
 import json
+import mmap
 import os
 import signal
 import sys
@@ -41,7 +42,33 @@ SPEC_DEFAULTS = {
 }
 IDENTITY = ("strategy", "params", "label", "op", "pattern", "threads", "overlap", "seed",
             "repetition", "warmup")
-INJECTIONS = ("segv", "abort", "hang")
+# Failures tests cause on purpose. Right after restore: "segv", "abort", "kill" (as
+# the OOM killer would), "hang", "truncate" (the image file cut to half while
+# the region may still map it), "hugepages" (every free 2 MiB huge page taken
+# for the rest of the run). From the start, through the C core's test-only
+# hooks (csrc/fault_inject.c): "mremap-enomem:N" (the N-th and every later
+# mremap fails with ENOMEM) and "handler-exit:N" (a fault handler thread exits
+# after serving N faults).
+INJECTIONS = ("segv", "abort", "kill", "hang", "truncate", "hugepages", "mremap-enomem",
+              "handler-exit")
+_INJECTION_ENVIRONMENT = {"mremap-enomem": "WPCOMPARE_INJECT_MREMAP_ENOMEM",
+                          "handler-exit": "WPCOMPARE_INJECT_HANDLER_EXIT"}
+HUGE_PAGE_DIR = "/sys/kernel/mm/hugepages/hugepages-2048kB"
+_MAP_HUGETLB = 0x40000      # not exported by Python's mmap module
+
+
+def parse_injection(text):
+    """(kind, count) from "KIND" or "KIND:N"; ValueError naming the valid kinds."""
+    kind, sep, count = str(text).partition(":")
+    if kind not in INJECTIONS:
+        raise ValueError(f"inject must be one of {', '.join(INJECTIONS)} (optionally KIND:N), "
+                         f"not {text!r}")
+    if not sep:
+        return kind, 1
+    if kind not in _INJECTION_ENVIRONMENT or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"inject {text!r}: only {', '.join(_INJECTION_ENVIRONMENT)} take a count "
+                         "N >= 1")
+    return kind, int(count)
 
 
 def complete_spec(spec):
@@ -55,8 +82,8 @@ def complete_spec(spec):
     full = dict(SPEC_DEFAULTS, **spec)
     if full["label"] is None:
         full["label"] = full["strategy"]
-    if full["inject"] not in (None,) + INJECTIONS:
-        raise ValueError(f"inject must be one of {', '.join(INJECTIONS)}")
+    if full["inject"] is not None:
+        parse_injection(full["inject"])
     return full
 
 
@@ -105,30 +132,82 @@ def result_fields(result):
     }
 
 
-def _inject(kind):
-    """Fail the way a broken strategy would, so tests can show the runner survives it."""
+_hog = []     # what "hugepages" took: held until the process exits
+
+
+def _take_every_huge_page():
+    """Map and fault in every free 2 MiB huge page; (pages taken, free afterwards)."""
+    free = _read_int(f"{HUGE_PAGE_DIR}/free_hugepages") or 0
+    size = 2 << 20
+    for count in range(free, 0, -1):
+        try:
+            # A private hugetlb mapping reserves its pages when it is made.
+            hog = mmap.mmap(-1, count * size, flags=mmap.MAP_PRIVATE | _MAP_HUGETLB)
+        except OSError:
+            continue
+        for offset in range(0, count * size, size):
+            hog[offset] = 1
+        _hog.append(hog)
+        return count, _read_int(f"{HUGE_PAGE_DIR}/free_hugepages")
+    return 0, free
+
+
+def _read_int(path):
+    try:
+        with open(path) as source:
+            return int(source.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _inject(kind, spec):
+    """Fail the way a broken strategy or machine would, so tests can show what the runner makes of it.
+
+    Returns what a test needs to know about the injection, or None."""
     if kind == "segv":
         # The default action, not a strategy's or faulthandler's handler, must see it.
         signal.signal(signal.SIGSEGV, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGSEGV)
     elif kind == "abort":
         os.abort()
+    elif kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "hang":
         while True:
             time.sleep(3600)
+    elif kind == "truncate":
+        size = os.stat(spec["image"]).st_size
+        os.truncate(spec["image"], size // 2 // binding.PAGE_SIZE * binding.PAGE_SIZE)
+        return {"truncated_to": os.stat(spec["image"]).st_size}
+    elif kind == "hugepages":
+        taken, free = _take_every_huge_page()
+        return {"hugepages_taken": taken, "hugepages_free_after": free}
+    return None
 
 
-def run_spec(spec):
-    """Run what spec asks for in this process and return the row."""
+def _no_note(phase):
+    pass
+
+
+def run_spec(spec, note=_no_note):
+    """Run what spec asks for in this process and return the row.
+
+    note(phase) is called as each phase starts and note("") as it ends, so a
+    runner that sees the process die knows where it was.
+    """
     spec = complete_spec(spec)
     row = {key: spec[key] for key in IDENTITY}
     row.update(status="ok", reason=None, failed_phase=None)
     params = spec["params"] or None
+    injection = parse_injection(spec["inject"]) if spec["inject"] else None
     try:
         binding.probe_strategy(spec["strategy"], params)
     except WpcError as error:
         row.update(status="skipped", reason=error.reason)
         return row
+    if injection and injection[0] in _INJECTION_ENVIRONMENT:
+        # Read by wpc_run_create; this process is the run's alone.
+        os.environ[_INJECTION_ENVIRONMENT[injection[0]]] = str(injection[1])
     try:
         run = binding.Run(
             image_path=spec["image"], image_seed=spec["image_seed"], image_kind=spec["image_kind"],
@@ -140,13 +219,16 @@ def run_spec(spec):
         return row
     with run:
         for phase in binding.PHASES:
+            note(phase)
             try:
                 getattr(run, phase)()
             except WpcError as error:
                 row.update(status="failed", reason=error.reason, failed_phase=phase)
                 break
-            if phase == "restore" and spec["inject"]:
-                _inject(spec["inject"])
+            finally:
+                note("")
+            if phase == "restore" and injection and injection[0] not in _INJECTION_ENVIRONMENT:
+                row["injection"] = _inject(injection[0], spec)
         row.update(result_fields(run.result))
     return row
 
