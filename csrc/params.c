@@ -27,8 +27,11 @@ static int parse_size(const char *text, uint64_t *out)
 	case '\0': break;
 	default: return -EINVAL;
 	}
-	if (toupper((unsigned char)*end) == 'B' || toupper((unsigned char)*end) == 'I')
-		end += (toupper((unsigned char)*end) == 'I' && toupper((unsigned char)end[1]) == 'B') ? 2 : 1;
+	/* "KiB" and "KB" as the Python driver's parse_size takes them; a lone "i" is not a unit. */
+	if (toupper((unsigned char)*end) == 'I' && toupper((unsigned char)end[1]) == 'B')
+		end += 2;
+	else if (toupper((unsigned char)*end) == 'B')
+		end++;
 	if (*end || (v && mult > UINT64_MAX / v))
 		return -EINVAL;
 	*out = (uint64_t)v * mult;

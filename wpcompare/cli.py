@@ -13,11 +13,17 @@ import click
 
 from wpcompare import __version__, binding, probe, report, results, runner, strategies
 from wpcompare import image as images
-from wpcompare.errors import WpcError
+from wpcompare.errors import InvalidArgument, WpcError
 from wpcompare.options import parse_pattern, parse_size
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
+
+
+class BadInput(click.ClickException):
+    """Input refused after option parsing (an image that cannot be used, a run that cannot fit)."""
+
+    exit_code = 2
 
 
 class _ParsedType(click.ParamType):
@@ -152,11 +158,14 @@ def run(choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed,
         unique.setdefault(choice.label, choice)
     ops = ["read", "write"] if op == "both" else [op]
     try:
+        images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
         if image is None:
             image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
         if cache == "cold":
             # Refuse now, not after the first runs, where eviction cannot work.
             images.prepare_page_cache(image, "cold")
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 from wpcompare import binding
 from wpcompare.errors import ImageError
-from wpcompare.options import format_size
+from wpcompare.options import format_size, human_bytes
 
 PAGE_SIZE = binding.PAGE_SIZE
 IMAGE_KINDS = tuple(binding.IMAGE_KINDS)
@@ -106,6 +106,38 @@ def generator_version():
     return digest.hexdigest()[:8]
 
 
+def memory_available():
+    """MemAvailable of /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_needed(size):
+    """Bytes of memory one run of an image of `size` bytes needs: the image in the page cache plus
+    its restored copy (a strategy's staging copy, e.g. a memfd, comes on top)."""
+    return 2 * size
+
+
+def check_memory(size, image=None):
+    """ImageError, before anything is generated or run, if a run of this size cannot fit in memory."""
+    available = memory_available()
+    needed = memory_needed(size)
+    if available is None or needed <= available:
+        return
+    what = (f"image {image.path!r} is {human_bytes(size)}" if image is not None
+            else f"--size {format_size(size)}")
+    fix = "use a smaller image" if image is not None else "use a smaller --size"
+    raise ImageError(f"{what}: a run needs about {human_bytes(needed)} of memory (the image in the "
+                     f"page cache plus its restored copy) but only {human_bytes(available)} is "
+                     f"available (MemAvailable): {fix}")
+
+
 def generated_image(size, seed, kind):
     """The deterministic image for (size, seed, kind), generated once into the cache."""
     directory = cache_dir()
@@ -117,6 +149,12 @@ def generated_image(size, seed, kind):
     path = directory / f"{kind}-{format_size(size)}-seed{seed}-gen{generator_version()}.img"
     if path.is_file() and path.stat().st_size == size:
         return Image(str(path), size, seed, kind, "cached")
+    disk = os.statvfs(directory)
+    free = disk.f_bavail * disk.f_frsize
+    if free < size:
+        raise ImageError(f"the image cache {str(directory)!r} has {human_bytes(free)} free but the "
+                         f"{format_size(size)} image needs {human_bytes(size)}: free some space or "
+                         "set XDG_CACHE_HOME to a larger filesystem")
     binding.generate_image(path, size, seed, kind)
     return Image(str(path), size, seed, kind, "generated")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from wpcompare.errors import InvalidArgument
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text, minimum=1):
@@ -83,7 +83,8 @@ def parse_pattern(text):
                 f"invalid pattern {text!r}: the fraction of sparse:F must be a number with 0 < F <= 1")
         return Pattern("sparse", fraction=fraction)
     if kind == "stride" and arg:
-        if not arg.isdigit() or int(arg) < 1:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not re.fullmatch("[0-9]+", arg) or int(arg) < 1:
             raise InvalidArgument(
                 f"invalid pattern {text!r}: the N of stride:N must be a whole number of pages >= 1")
         return Pattern("stride", stride=int(arg))

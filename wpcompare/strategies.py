@@ -104,7 +104,11 @@ def default_choice(strategy):
 
 def parse_choice(text):
     """StrategyChoice from "NAME" or "NAME:param=value,param=value"."""
-    name, _, params_text = str(text).strip().partition(":")
+    text = str(text)
+    if any(ord(character) < 32 or ord(character) == 127 for character in text):
+        # The C core would read a NUL as the end: what it validated would not be what was typed.
+        raise InvalidArgument(f"invalid strategy {text!r}: control characters are not allowed")
+    name, _, params_text = text.strip().partition(":")
     strategy = find(name.strip())
     given = {}
     for item in filter(None, (part.strip() for part in params_text.split(","))):
