@@ -164,8 +164,9 @@ def test_a_value_the_c_core_would_see_differently_is_refused(strategy, spec, jun
 
 # ---- the access plan (csrc/workload.c) ----
 
-def _plan(pattern, npages, threads=1, overlap=False, seed=1, op="read"):
-    """(order, begin) as the C core builds them, or None if it refuses the workload."""
+def _plan(pattern, npages, threads=1, overlap=False, seed=1, op="read", write_fraction=0.5,
+          with_writes=False):
+    """(order, begin[, written]) as the C core builds them, or None if it refuses the workload."""
     workload = ffi.new("struct wpc_workload *")
     workload.op = binding.OPS[op]
     workload.pattern = binding.PATTERN_KINDS[pattern.kind]
@@ -174,11 +175,15 @@ def _plan(pattern, npages, threads=1, overlap=False, seed=1, op="read"):
     workload.seed = seed
     workload.threads = threads
     workload.overlap = int(overlap)
+    workload.write_fraction = write_fraction
     order = ffi.new("uint64_t[]", max(npages, 1))
     begin = ffi.new("uint64_t[]", binding.MAX_THREADS + 1)
-    count = lib.wpc_plan_pages(workload, npages, order, begin)
+    written = ffi.new("uint8_t[]", max(npages, 1))
+    count = lib.wpc_plan_pages(workload, npages, order, begin, written)
     if count < 0:
         return None
+    if with_writes:
+        return list(order[0:count]), list(begin[0:threads + 1]), list(written[0:count])
     return list(order[0:count]), list(begin[0:threads + 1])
 
 
@@ -245,15 +250,27 @@ def test_thread_counts_outside_the_limit_are_refused(nthreads):
     workload = ffi.new("struct wpc_workload *", {"threads": nthreads})
     order = ffi.new("uint64_t[]", 8)
     begin = ffi.new("uint64_t[]", binding.MAX_THREADS + 2)
-    assert lib.wpc_plan_pages(workload, 8, order, begin) < 0
+    assert lib.wpc_plan_pages(workload, 8, order, begin, ffi.NULL) < 0
 
 
-@given(seeds, st.integers(min_value=0, max_value=binding.MAX_THREADS - 1))
-def test_mixed_op_writes_about_half_the_pages_and_is_reproducible(seed, thread):
-    workload = ffi.new("struct wpc_workload *", {"op": lib.WPC_OP_MIXED, "seed": seed, "threads": 1})
-    writes = [lib.wpc_workload_writes_page(workload, page, thread) for page in range(2000)]
-    assert 800 < sum(writes) < 1200
-    assert writes == [lib.wpc_workload_writes_page(workload, page, thread) for page in range(2000)]
-    for op, expected in ((lib.WPC_OP_READ, 0), (lib.WPC_OP_WRITE, 1)):
-        workload.op = op
-        assert {lib.wpc_workload_writes_page(workload, page, thread) for page in range(64)} == {expected}
+@given(pages, threads, patterns, st.floats(min_value=0.0, max_value=1.0), seeds)
+def test_mixed_writes_exactly_its_share_of_the_touched_pages(npages, nthreads, pattern, share, seed):
+    order, _, written = _plan(pattern, npages, threads=nthreads, seed=seed, op="mixed",
+                              write_fraction=share, with_writes=True)
+    assert sum(written) == math.floor(len(order) * share + 0.5)
+    again = _plan(pattern, npages, threads=nthreads, seed=seed, op="mixed", write_fraction=share,
+                  with_writes=True)
+    assert again[2] == written, "the same seed writes the same pages"
+
+
+@given(pages, patterns)
+def test_read_and_write_ops_read_or_write_every_page(npages, pattern):
+    for op, expected in (("read", 0), ("write", 1)):
+        _, _, written = _plan(pattern, npages, op=op, with_writes=True)
+        assert set(written) == {expected}
+
+
+@given(st.one_of(st.floats(max_value=0.0, exclude_max=True), st.floats(min_value=1.0, exclude_min=True),
+                 st.just(math.nan)))
+def test_mixed_refuses_a_share_outside_0_1(share):
+    assert _plan(Pattern("random"), 16, op="mixed", write_fraction=share) is None

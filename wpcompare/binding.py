@@ -99,7 +99,7 @@ class Run:
     """One restore -> touch -> fixup -> verify, owning its C state until close()."""
 
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
-                 op, pattern, threads, overlap, seed, pin_threads=True):
+                 op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.5):
         # cffi frees what ffi.new returned when the Python object dies, so the
         # strings the config points at live as long as the run.
         self._keep = [ffi.new("char[]", image_path.encode()),
@@ -117,6 +117,7 @@ class Run:
         workload.threads = threads
         workload.overlap = int(overlap)
         workload.pin_threads = int(pin_threads)
+        workload.write_fraction = write_fraction      # op "mixed": the share of pages written
         self._cfg = cfg
         out = ffi.new("struct wpc_run **")
         why = _why_buffer()

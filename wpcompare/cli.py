@@ -116,7 +116,7 @@ def main():
 @click.option("--op", type=click.Choice(["read", "write", "both", "mixed"]), default="both",
               show_default=True,
               help="First access of each page: read, write, both as separate rows, or mixed "
-                   "(each thread reads some pages and writes others, a seeded choice per page).")
+                   "(half the pages written, the others read; a seeded choice).")
 @click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")

@@ -10,7 +10,8 @@ prints the row. A spec is a JSON object:
     image_seed   seed it was generated from, or null for a user's file
     image_kind   "mixed" or "random" with image_seed
     strategy     strategy name (required); params "name=value,..."; label for display
-    op           "read", "write" or "mixed"; pattern "seq", "random", "sparse:F", "stride:N"
+    op           "read", "write" or "mixed" (write_fraction of the pages written, the rest read)
+    pattern      "seq", "random", "sparse:F", "stride:N"
     threads, overlap, pin_threads, seed, repetition, warmup
     inject       tests only: a failure to cause (INJECTIONS), as KIND or KIND:N
 """
@@ -31,6 +32,7 @@ SPEC_DEFAULTS = {
     "params": "",
     "label": None,
     "op": "read",
+    "write_fraction": 0.5,
     "pattern": "random",
     "threads": 1,
     "overlap": False,
@@ -213,7 +215,8 @@ def run_spec(spec, note=_no_note):
             image_path=spec["image"], image_seed=spec["image_seed"], image_kind=spec["image_kind"],
             strategy=spec["strategy"], params=params, op=spec["op"],
             pattern=parse_pattern(spec["pattern"]), threads=spec["threads"],
-            overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"])
+            overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"],
+            write_fraction=spec["write_fraction"])
     except WpcError as error:
         row.update(status="failed", reason=error.reason, failed_phase="create")
         return row
