@@ -1,0 +1,164 @@
+"""Fault injection: what a run makes of the machine or a strategy failing under it.
+
+Every case runs every strategy of the C table, so a strategy added later is
+covered without a change here. The outcome that is never acceptable is a
+silent one: a run that reports ok with bytes it did not restore, or that
+hangs until the watchdog. Either the strategy survives the fault (ok, every
+byte verified), or the run fails with a reason that says what happened and
+in which phase.
+
+The injections are the worker's (worker.INJECTIONS): some act on the machine
+from the worker (truncate the image, take every free huge page), some through
+the C core's test-only hooks (csrc/fault_inject.c: mremap failing with
+ENOMEM without lowering vm.max_map_count for everybody; a fault handler
+thread exiting).
+"""
+import pytest
+
+from conftest import spec_for
+from wpcompare import runner, strategies
+from wpcompare.options import parse_pattern
+from wpcompare.worker import HUGE_PAGE_DIR
+
+SMALL = 2 << 20
+TIMEOUT = 30
+NAMES = [strategy.name for strategy in strategies.all_strategies()]
+# A handler thread serves faults for the strategies that let you place it.
+WITH_HANDLER = [s.name for s in strategies.all_strategies() if s.param("handler-cpu")]
+WITHOUT_HANDLER = [name for name in NAMES if name not in WITH_HANDLER]
+
+
+def _run(image, strategy, **fields):
+    row = runner.run_isolated(spec_for(image, strategy, **fields), TIMEOUT)
+    if row["status"] == "skipped":
+        pytest.skip(f"{strategy} cannot run here: {row['reason']}")
+    return row
+
+
+def _where(row):
+    return f"{row['strategy']} {row['op']}: {row['status']} in {row.get('failed_phase')}: {row['reason']}"
+
+
+def assert_survived_or_failed_loudly(row, image):
+    """Ok with every byte verified, or failed with a reason, never by the watchdog."""
+    if row["status"] == "ok":
+        assert row["verified"] and row["mismatched_pages"] == 0, _where(row)
+        assert row["touched_pages"] == image.pages, _where(row)
+        return
+    assert row["status"] == "failed", _where(row)
+    assert row["reason"] and "\n" not in row["reason"], _where(row)
+    assert "timed out" not in row["reason"], f"a hang, not a failure: {_where(row)}"
+    if "worker killed by" in row["reason"]:
+        assert row["failed_phase"], f"a dead worker's row names the phase: {_where(row)}"
+
+
+# ---- the image truncated while the region may still map it ----
+
+@pytest.mark.parametrize("op", ["read", "write"])
+@pytest.mark.parametrize("strategy", NAMES)
+def test_image_truncated_while_mapped(make_image, strategy, op):
+    image = make_image(SMALL)      # this test's own file: it is cut in half
+    row = _run(image, strategy, op=op, inject="truncate")
+    assert row["status"] != "ok" or row["injection"] == {"truncated_to": SMALL // 2}
+    assert_survived_or_failed_loudly(row, image)
+    if (row["reason"] or "").startswith("worker killed by SIGBUS"):
+        assert "truncated" in row["reason"]
+
+
+def test_lazy_mmap_of_a_truncated_image_dies_of_sigbus_in_touch(make_image):
+    image = make_image(SMALL)
+    row = _run(image, "mmap", op="read", inject="truncate")
+    assert row["status"] == "failed" and row["failed_phase"] == "touch"
+    assert row["reason"].startswith("worker killed by SIGBUS: ")
+    assert "was the image truncated while mapped" in row["reason"]
+
+
+def test_eager_read_survives_truncation_after_restore(make_image):
+    image = make_image(SMALL)
+    row = _run(image, "read", op="write", inject="truncate")
+    assert row["status"] == "ok" and row["verified"] and row["detached"]
+
+
+# ---- huge pages exhausted mid-run ----
+
+def _free_huge_pages():
+    try:
+        with open(f"{HUGE_PAGE_DIR}/free_hugepages") as free:
+            return int(free.read())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+@pytest.mark.parametrize("strategy", NAMES)
+def test_huge_pages_exhausted_mid_run(make_image, strategy, op):
+    # Takes every free huge page of the machine for the few ms of one run.
+    if not _free_huge_pages():
+        pytest.skip("no free 2 MiB huge pages to exhaust (.ci/run reserves some)")
+    image = make_image(SMALL)
+    row = _run(image, strategy, op=op, inject="hugepages")
+    assert_survived_or_failed_loudly(row, image)
+    if row["status"] == "ok":
+        assert row["injection"]["hugepages_free_after"] == 0, "the run went on with none free"
+
+
+# ---- mremap failing with ENOMEM (as at vm.max_map_count) ----
+
+@pytest.mark.parametrize("nth", [1, 3])
+@pytest.mark.parametrize("op", ["write", "mixed"])
+@pytest.mark.parametrize("strategy", NAMES)
+def test_mremap_enomem(image, strategy, op, nth):
+    row = _run(image, strategy, op=op, threads=4, inject=f"mremap-enomem:{nth}")
+    assert_survived_or_failed_loudly(row, image)
+    if row["status"] == "failed":
+        reason = row["reason"]
+        assert "ENOMEM" in reason or "Cannot allocate memory" in reason, _where(row)
+        assert "remap" in reason, f"the failed operation is named: {_where(row)}"
+
+
+def test_mmap_fixup_names_the_failed_mremap(image):
+    row = _run(image, "mmap", op="write", inject="mremap-enomem:1")
+    assert row["status"] == "failed" and row["failed_phase"] == "fixup"
+    assert "copy-and-remap of the whole region failed: Cannot allocate memory" in row["reason"]
+    assert not row["detached"]
+
+
+def test_mremap_injection_is_refused_when_malformed(image, monkeypatch):
+    monkeypatch.setenv("WPCOMPARE_INJECT_MREMAP_ENOMEM", "soon")
+    row = runner.run_isolated(spec_for(image, "mmap"), TIMEOUT)
+    assert row["status"] == "failed" and row["failed_phase"] == "create"
+    assert "WPCOMPARE_INJECT_MREMAP_ENOMEM=soon: give a whole number >= 1" in row["reason"]
+
+
+# ---- a fault handler thread gone while faults are pending ----
+
+@pytest.mark.parametrize("op", ["read", "write"])
+@pytest.mark.parametrize("strategy", WITH_HANDLER)
+def test_handler_thread_gone_fails_loudly_never_zeros(image, strategy, op):
+    row = _run(image, strategy, op=op, threads=4, inject="handler-exit:8")
+    assert row["status"] == "failed", f"{strategy}: the handler exited and the run still passed"
+    assert "differ from the image" not in row["reason"], (
+        f"pages read as zeros (or stale) after the handler was gone: data loss: {_where(row)}")
+    assert "timed out" not in row["reason"], f"a hang, not a failure: {_where(row)}"
+    assert "handler" in row["reason"], _where(row)
+
+
+@pytest.mark.parametrize("strategy", WITHOUT_HANDLER)
+def test_handler_injection_leaves_strategies_without_a_handler_alone(image, strategy):
+    row = _run(image, strategy, op="write", inject="handler-exit:1")
+    assert row["status"] == "ok" and row["verified"], _where(row)
+
+
+# ---- a worker killed by a signal ----
+
+def test_a_worker_killed_from_outside_is_named_and_the_rest_runs(image):
+    choices = [strategies.parse_choice(name) for name in ("mmap", "read")]
+    matrix = runner.Matrix(choices=choices, ops=["read", "write"], pattern=parse_pattern("random"),
+                           image=image, repeat=2, warmup=0, timeout=TIMEOUT,
+                           inject=runner.Injection("kill", "mmap"))
+    rows = runner.run_matrix(matrix)
+    killed = [row for row in rows if row["strategy"] == "mmap"]
+    assert len(killed) == 4 and all(row["status"] == "failed" for row in killed)
+    assert {row["reason"] for row in killed} == {
+        "worker killed by SIGKILL: killed from outside: the OOM killer? (see dmesg)"}
+    assert [row["status"] for row in rows if row["strategy"] == "read"] == ["ok"] * 4

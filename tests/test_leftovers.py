@@ -1,0 +1,339 @@
+"""Nothing left behind: descriptors, memfds, mappings, huge pages, threads, signal
+handlers, temporary files and worker processes, after every run and after an
+interrupted one.
+
+Within a run, every strategy of the table is checked in a forked child: the
+process's state after wpc_run_destroy must equal its state before the run,
+whether the run completed, failed, or was torn down half-way (with a
+background fixup still running). Across runs, `wpcompare run` is started as a
+subprocess and interrupted (SIGINT as a terminal's Ctrl-C sends it, or
+SIGKILL), and nothing of it may remain.
+"""
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wpcompare import binding, strategies
+from wpcompare.errors import WpcError
+from wpcompare.options import parse_pattern
+from wpcompare.worker import HUGE_PAGE_DIR
+
+NAMES = [strategy.name for strategy in strategies.all_strategies()]
+
+
+# ---- inside one worker process ----
+
+def _process_state(image_path):
+    """What a run could leak in this process, as comparable data."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass                      # the descriptor listdir itself used
+    mappings, hugetlb_kb = [], 0
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                path = " ".join(fields[5:])
+                if path.startswith(("/memfd:", "/anon_hugepage", "/dev/hugepages")) or \
+                        path.split(" (deleted)")[0] == image_path or "userfaultfd" in path:
+                    mappings.append(path)
+            elif fields[0] in ("Private_Hugetlb:", "Shared_Hugetlb:"):
+                hugetlb_kb += int(fields[1])
+    with open("/proc/self/status") as status:
+        caught = int(next(line.split()[1] for line in status if line.startswith("SigCgt:")), 16)
+    # glibc's own SIGCANCEL (32) and SIGSETXID (33), installed with the first thread.
+    caught &= ~(1 << 31 | 1 << 32)
+    return {"fds": fds, "mappings": sorted(mappings), "hugetlb_kb": hugetlb_kb,
+            "caught_signals": f"{caught:016x}", "threads": _threads()}
+
+
+def _threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def _settled_state(image_path, expected_threads):
+    # A joined thread leaves /proc/self/task a moment after pthread_join returns.
+    deadline = time.monotonic() + 2
+    while _threads() > expected_threads and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return _process_state(image_path)
+
+
+def _run_to(argument):
+    """In a forked child: run the strategy up to `stop` (or through a failure), destroy, compare."""
+    image, strategy, params, stop, inject = argument
+    if inject:
+        os.environ.update(inject)
+    before = _process_state(image.path)
+    done, failed = [], None
+    try:
+        run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                          strategy=strategy, params=params or None, op="mixed",
+                          pattern=parse_pattern("random"), threads=4, overlap=False, seed=5)
+    except WpcError as error:
+        return {"skipped": error.reason}
+    region = None
+    with run:
+        for phase in binding.PHASES[:binding.PHASES.index(stop) + 1]:
+            try:
+                getattr(run, phase)()
+            except WpcError as error:
+                failed = f"{phase}: {error.reason}"
+                break
+            done.append(phase)
+            region = region or run.region()
+    still_mapped = _mapped_within(*region) if region else []
+    after = _settled_state(image.path, before["threads"])
+    before["region_still_mapped"], after["region_still_mapped"] = [], still_mapped
+    return {"before": before, "after": after, "done": done, "failed": failed}
+
+
+def _mapped_within(start, length, buffer=bytearray(1 << 20)):
+    """VMAs of /proc/self/maps overlapping [start, start + length).
+
+    Read right after the run is destroyed, into a buffer allocated before it,
+    so that no allocation of this check lands in the hole the region left."""
+    fd = os.open("/proc/self/maps", os.O_RDONLY)
+    try:
+        size = 0
+        while (count := os.readv(fd, [memoryview(buffer)[size:]])) > 0:
+            size += count
+    finally:
+        os.close(fd)
+    overlapping = []
+    for line in bytes(buffer[:size]).decode().splitlines():
+        low, high = (int(bound, 16) for bound in line.split()[0].split("-"))
+        if low < start + length and high > start:
+            overlapping.append(line)
+    return overlapping
+
+
+def _check_nothing_left(in_child, image, strategy, stop, params=None, inject=None):
+    try:
+        binding.probe_strategy(strategy, params or None)
+    except WpcError as error:
+        pytest.skip(f"{strategy} cannot run here: {error.reason}")
+    outcome = in_child(_run_to, (image, strategy, params, stop, inject))
+    if "skipped" in outcome:
+        pytest.skip(outcome["skipped"])
+    before, after = outcome["before"], outcome["after"]
+    for key in before:
+        assert after[key] == before[key], (
+            f"{strategy} left {key} behind (ran {outcome['done']}, failed: {outcome['failed']}): "
+            f"before {before[key]!r}, after {after[key]!r}")
+    return outcome
+
+
+@pytest.mark.parametrize("stop", ["restore", "touch", "verify"])
+@pytest.mark.parametrize("strategy", NAMES)
+def test_a_run_leaves_nothing_in_its_process(make_image, in_child, strategy, stop):
+    """Destroyed after restore, after touch (a background fixup may be running) or at the end."""
+    image = make_image(4 << 20)
+    outcome = _check_nothing_left(in_child, image, strategy, stop)
+    assert outcome["failed"] is None and outcome["done"][-1] == stop
+
+
+@pytest.mark.parametrize("strategy", [s.name for s in strategies.all_strategies()
+                                      if s.param("fixup") and "background" in s.param("fixup").choices])
+def test_teardown_during_background_fixup_leaves_nothing(make_image, in_child, strategy):
+    image = make_image(8 << 20)
+    _check_nothing_left(in_child, image, strategy, "restore", params="fixup=background")
+
+
+@pytest.mark.parametrize("strategy", NAMES)
+def test_a_failed_run_leaves_nothing_in_its_process(image, in_child, strategy):
+    _check_nothing_left(in_child, image, strategy, "verify",
+                        inject={"WPCOMPARE_INJECT_MREMAP_ENOMEM": "2"})
+
+
+def _generate_with_file_size_limit(path):
+    # SIGXFSZ would kill the process: ignored, write() fails with EFBIG instead.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
+    try:
+        binding.generate_image(path, 4 << 20, 1, "mixed")
+    except WpcError as error:
+        return error.reason
+    return None
+
+
+def test_a_failed_generation_leaves_no_file(tmp_path, in_child):
+    reason = in_child(_generate_with_file_size_limit, str(tmp_path / "big.img"))
+    assert reason and "File too large" in reason
+    assert os.listdir(tmp_path) == []
+
+
+# ---- `wpcompare run` interrupted ----
+
+def _hugepages_free():
+    try:
+        with open(f"{HUGE_PAGE_DIR}/free_hugepages") as free:
+            return int(free.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _session_members(sid):
+    """Pids of live processes in session sid (zombies are already gone from the kernel's books)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def _children_of(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _hugetlb_holders():
+    """Processes mapping hugetlb pages, for the message when the free count did not come back."""
+    holders = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/smaps") as smaps:
+                kb = sum(int(line.split()[1]) for line in smaps
+                         if line.startswith(("Private_Hugetlb:", "Shared_Hugetlb:")))
+            if kb:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    holders[int(entry)] = (kb, cmdline.read().replace(b"\0", b" ")[:80])
+        except OSError:
+            pass
+    return holders
+
+
+def _start_run(tmp_path, *args):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    command = [sys.executable, "-c", "from wpcompare.cli import main; main()", "run", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _wait_for(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _assert_nothing_left(tmp_path, process, output, hugepages_before):
+    _wait_for(lambda: not _session_members(process.pid), 10, "every process of the run to exit")
+    assert os.listdir(tmp_path / "tmp") == [], "temporary files left in TMPDIR"
+    cache = tmp_path / "cache" / "wpcompare"
+    for name in os.listdir(cache) if cache.exists() else []:
+        assert ".tmp" not in name, f"temporary image {name} left in the cache"
+    assert not output.exists(), "an output file was written by an interrupted run"
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".wpcompare-")] == []
+    if hugepages_before is not None:
+        try:
+            _wait_for(lambda: _hugepages_free() == hugepages_before, 5, "the huge pages to come back")
+        except AssertionError:
+            pytest.fail(f"free huge pages {hugepages_before} before, {_hugepages_free()} after; "
+                        f"held by: {_hugetlb_holders()} (other users of this machine count too)")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigint-to-runner", "sigkill-to-runner"])
+def test_interrupted_run_leaves_nothing(tmp_path, how):
+    hugepages_before = _hugepages_free()
+    output = tmp_path / "results.json"
+    process = _start_run(tmp_path, "--size", "8M", "--repeat", "100", "--warmup", "0",
+                         "-o", str(output))
+    try:
+        # Mid-run: a worker of a strategy run (not the system probe) is alive.
+        _wait_for(lambda: _children_of(process.pid), 30, "a worker to start")
+        time.sleep(0.5)
+        workers = _children_of(process.pid)
+        assert workers, "the run is between workers for a long time"
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)      # the terminal signals the whole group
+        elif how == "sigint-to-runner":
+            os.kill(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode != 0
+    if how != "sigkill-to-runner":
+        assert b"Traceback" not in stderr, stderr.decode()
+        assert b"Aborted!" in stderr
+    _assert_nothing_left(tmp_path, process, output, hugepages_before)
+
+
+def _fd_into(pid, directory):
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(directory))
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
+def test_run_interrupted_while_generating_its_image_leaves_no_partial_file(tmp_path, signal_number):
+    output = tmp_path / "results.json"
+    process = _start_run(tmp_path, "--size", "512M", "-s", "read", "--repeat", "1", "--warmup", "0",
+                         "-o", str(output))
+    cache = tmp_path / "cache" / "wpcompare"
+    try:
+        _wait_for(lambda: _fd_into(process.pid, cache), 30, "the image generator to open its file")
+        os.killpg(process.pid, signal_number)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode != 0
+    _assert_nothing_left(tmp_path, process, output, None)
+    # SIGINT waits for the generator (C code) to finish: a complete image may stay, never a part.
+    for name in os.listdir(cache):
+        assert os.path.getsize(cache / name) == 512 << 20, f"{name} is incomplete"
+    if signal_number == signal.SIGKILL:
+        assert os.listdir(cache) == [], "SIGKILL mid-generation leaves no file at all"
+
+
+def test_workers_die_with_a_killed_runner(tmp_path):
+    """Even SIGKILL of the runner alone (no group signal) takes its worker along (PR_SET_PDEATHSIG)."""
+    process = _start_run(tmp_path, "--size", "4M", "-s", "mmap", "--repeat", "1", "--warmup", "0",
+                         "--inject", "hang", "--timeout", "600")
+    try:
+        workers = _wait_for(lambda: [pid for pid in _children_of(process.pid)
+                                     if _fd_into(pid, tmp_path / "cache")], 30, "the hanging worker")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and pid in _session_members(process.pid)
+                                  for pid in workers), 10, "the orphaned worker to die")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert not _session_members(process.pid)
