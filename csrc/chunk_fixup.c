@@ -227,9 +227,10 @@ static int move_and_finish(struct wpc_chunks *c, uint64_t first, uint64_t end,
 {
 	int ret = move_chunks(c, first, end);
 
+	if (!ret)
+		mark |= WPC_CHUNK_MOVED;
 	for (uint64_t i = first; i < end; i++) {
-		if (mark)
-			atomic_fetch_or(&c->marks[i], mark);
+		atomic_fetch_or(&c->marks[i], mark);
 		chunk_done(c, i, ret == 0);
 	}
 	work_end(c);
@@ -325,10 +326,26 @@ static void *background_main(void *arg)
 	return NULL;
 }
 
-int wpc_thread_start_quiet(pthread_t *tid, void *(*fn)(void *), void *arg)
+int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg)
 {
+	pthread_attr_t attr;
 	sigset_t all, old;
+	cpu_set_t set;
 	int ret;
+
+	ret = -pthread_attr_init(&attr);
+	if (ret)
+		return ret;
+	/* Pinned from its first instruction, so its placement holds for every fault it serves. */
+	if (cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		ret = -pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+		if (ret) {
+			pthread_attr_destroy(&attr);
+			return ret;
+		}
+	}
 
 	/*
 	 * Our threads take no signals: a handler interrupting a thread that
@@ -337,14 +354,16 @@ int wpc_thread_start_quiet(pthread_t *tid, void *(*fn)(void *), void *arg)
 	 */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(tid, NULL, fn, arg);
+	ret = -pthread_create(tid, &attr, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
 	return ret;
 }
 
 int wpc_chunks_start_background(struct wpc_chunks *c)
 {
-	int ret = wpc_thread_start_quiet(&c->background, background_main, c);
+	/* Unpinned: where the scheduler puts it is where a JVM's fixup thread would run too. */
+	int ret = wpc_thread_start_quiet(&c->background, -1, background_main, c);
 
 	c->background_started = ret == 0;
 	return ret;
@@ -430,7 +449,8 @@ int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap)
 		return wpc_fail(c->run, EIO, "dirty set unknown: after a failed remap the region was made "
 				"writable and later writes were not caught");
 	for (uint64_t i = 0; i < c->nchunks; i++) {
-		if (!atomic_load_explicit(&c->marks[i], memory_order_relaxed))
+		if (!(atomic_load_explicit(&c->marks[i], memory_order_relaxed) &
+		      (WPC_CHUNK_WRITTEN | WPC_CHUNK_UNWATCHED)))
 			continue;
 		uint64_t first = i * c->chunk / WPC_PAGE;
 		uint64_t end = first + chunk_len(c, i) / WPC_PAGE;

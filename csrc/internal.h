@@ -227,6 +227,7 @@ enum wpc_chunk_state {
 /* Per-chunk marks for the dirty set. */
 #define WPC_CHUNK_WRITTEN 1u		/* a write faulted on it */
 #define WPC_CHUNK_UNWATCHED 2u		/* remapped while the workload may still write it */
+#define WPC_CHUNK_MOVED 4u		/* anonymous now (DONE without it: given up) */
 
 #define WPC_CHUNK_HIST_SLOTS 8
 
@@ -290,7 +291,7 @@ void wpc_chunks_stop(struct wpc_chunks *c);
 /* Counters and the handler histogram into run->res. */
 void wpc_chunks_publish(struct wpc_chunks *c);
 int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
-/* Block every signal in threads we start, restoring the caller's mask after. */
-int wpc_thread_start_quiet(pthread_t *tid, void *(*fn)(void *), void *arg);
+/* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
+int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
 
 #endif /* WPC_INTERNAL_H */
