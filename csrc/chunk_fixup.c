@@ -391,6 +391,41 @@ static long max_map_count(void)
 	return v;
 }
 
+static long process_vmas(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	long n = 0;
+	int ch;
+
+	if (!f)
+		return -1;
+	while ((ch = getc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * mremap says ENOMEM both for the VMA limit and for address space or
+ * memory; a reason must say which, so count. The kernel refuses a move
+ * once the count is within a few VMAs of the limit (move_vma() keeps room
+ * to split); after degrade it is still there, as nothing merged since.
+ */
+static int enomem_reason(struct wpc_chunks *c)
+{
+	long limit = max_map_count(), vmas = process_vmas();
+
+	if (limit > 0 && vmas >= 0 && vmas + 16 >= limit)
+		return wpc_fail(c->run, ENOMEM, "mremap of chunk %llu (%zu bytes) failed with ENOMEM at "
+				"%ld VMAs: the region needs more VMAs than vm.max_map_count=%ld allows "
+				"(written chunks alternate with image chunks); raise it (sysctl "
+				"vm.max_map_count=262144) or use a larger chunk",
+				(unsigned long long)atomic_load(&c->error_chunk), c->chunk, vmas, limit);
+	return wpc_fail(c->run, ENOMEM, "mremap of chunk %llu (%zu bytes) failed with ENOMEM at %ld "
+			"VMAs, below vm.max_map_count=%ld: out of address space (RLIMIT_AS) or memory",
+			(unsigned long long)atomic_load(&c->error_chunk), c->chunk, vmas, limit);
+}
+
 int wpc_chunks_finish(struct wpc_chunks *c, bool batched)
 {
 	struct wpc_run *run = c->run;
@@ -406,13 +441,12 @@ int wpc_chunks_finish(struct wpc_chunks *c, bool batched)
 			chunk_wait(c, i);
 	}
 
+	/* A degrade still running in the uffd handler thread: its outcome goes into the reason. */
+	while (atomic_load(&c->degraded) == 1)
+		sched_yield();
 	int err = atomic_load(&c->error);
 	if (err == -ENOMEM)
-		return wpc_fail(run, ENOMEM, "mremap of chunk %llu (%zu bytes) failed with ENOMEM: the region "
-				"needs more VMAs than vm.max_map_count=%ld allows (written chunks alternate "
-				"with image chunks); raise it (sysctl vm.max_map_count=262144) or use a "
-				"larger chunk",
-				(unsigned long long)atomic_load(&c->error_chunk), c->chunk, max_map_count());
+		return enomem_reason(c);
 	if (err)
 		return wpc_fail(run, -err, "mremap of chunk %llu over the region failed: %s%s",
 				(unsigned long long)atomic_load(&c->error_chunk), strerror(-err),
