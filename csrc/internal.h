@@ -80,6 +80,7 @@ struct wpc_params {
 	int order;
 	int64_t loader_threads;
 	char path[WPC_PARAM_STRING_LEN];
+	int copy;		/* sigsegv, uffd-wp: enum wpc_chunk_copy */
 };
 
 struct wpc_param_spec {
@@ -231,6 +232,13 @@ enum wpc_chunk_state {
 
 #define WPC_CHUNK_HIST_SLOTS 8
 
+/* How a chunk's bytes reach the shadow; same order as WPC_CHUNK_COPY_CHOICES. */
+enum wpc_chunk_copy {
+	WPC_CHUNK_COPY_MEMCPY,	/* from the region's mapping, as openjdk/crac PR 57 */
+	WPC_CHUNK_COPY_READ,	/* pread() from the image (its bytes are the region's) */
+};
+#define WPC_CHUNK_COPY_CHOICES "memcpy|read"
+
 struct wpc_chunks;
 /* Make every chunk writable in place after a remap failed (see chunk_fixup.c). */
 typedef int (*wpc_chunks_degrade_fn)(struct wpc_chunks *c);
@@ -242,6 +250,7 @@ struct wpc_chunks {
 	size_t chunk;
 	uint64_t nchunks;
 	uint8_t *shadow;		/* anonymous, region_len bytes: chunk i is copied to the same offset */
+	int source_fd;			/* >= 0: copy with pread() from it; -1: memcpy from the region */
 	_Atomic int remap_flags;	/* MREMAP_DONTUNMAP while the kernel takes it */
 	_Atomic uint32_t *state;	/* enum wpc_chunk_state per chunk */
 	_Atomic uint8_t *marks;		/* WPC_CHUNK_* per chunk */
@@ -273,7 +282,8 @@ struct wpc_chunks {
 	uint64_t background_ns;
 };
 
-int wpc_chunks_init(struct wpc_chunks *c, struct wpc_run *run, size_t chunk);
+/* source_fd: a file holding the region's bytes at the same offsets, or -1 (memcpy). */
+int wpc_chunks_init(struct wpc_chunks *c, struct wpc_run *run, size_t chunk, int source_fd);
 void wpc_chunks_destroy(struct wpc_chunks *c);
 static inline bool wpc_chunks_contains(const struct wpc_chunks *c, uintptr_t addr)
 {

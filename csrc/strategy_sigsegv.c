@@ -174,7 +174,8 @@ static int sigsegv_restore(struct wpc_run *run)
 		return wpc_fail(run, errno, "mmap of the image failed: %s", strerror(errno));
 	run->region = p;
 
-	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk);
+	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk,
+			      run->params.copy == WPC_CHUNK_COPY_READ ? run->image_fd : -1);
 	ctx->chunks_ready = true;
 	if (ret)
 		return wpc_fail(run, -ret, "cannot set up %llu chunks and a %zu-byte shadow: %s",
@@ -236,6 +237,10 @@ static const struct wpc_param_spec sigsegv_params[] = {
 	  "phase does the rest in one batched pass; on-write-only: the fixup phase does the rest "
 	  "chunk by chunk",
 	  offsetof(struct wpc_params, fixup), 0, 0 },
+	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
+	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the image file, "
+	  "which leaves the region's page tables empty for mremap",
+	  offsetof(struct wpc_params, copy), 0, 0 },
 	{ NULL },
 };
 

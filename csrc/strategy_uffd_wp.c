@@ -54,6 +54,7 @@ struct uffd_wp_ctx {
 	bool chunks_ready;
 	int uffd;
 	int stop_fd;
+	int memfd_for_read;		/* copy=read: the memfd, else -1 */
 	pthread_t handler;
 	bool handler_started;
 	int handler_error;		/* -errno that ended the handler loop early */
@@ -321,6 +322,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 		return wpc_fail(run, ENOMEM, "out of memory for the uffd-wp context");
 	ctx->uffd = -1;
 	ctx->stop_fd = -1;
+	ctx->memfd_for_read = -1;
 	run->priv = ctx;
 
 	uint64_t t0 = wpc_now_ns();
@@ -335,8 +337,14 @@ static int uffd_wp_restore(struct wpc_run *run)
 		else
 			run->region = p;
 	}
-	/* The mapping holds the shmem now; once every chunk moved out, it is freed. */
-	if (memfd >= 0)
+	/*
+	 * The mapping holds the shmem now; once every chunk moved out, it is
+	 * freed. copy=read keeps the descriptor to read chunks from (an open
+	 * descriptor is not a mapping: detached still means mapped nowhere).
+	 */
+	if (!ret && run->params.copy == WPC_CHUNK_COPY_READ)
+		ctx->memfd_for_read = memfd;
+	else if (memfd >= 0)
 		close(memfd);
 	if (ret)
 		return ret;
@@ -344,7 +352,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ret = register_wp(run, ctx);
 	if (ret)
 		return ret;
-	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk);
+	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk, ctx->memfd_for_read);
 	ctx->chunks_ready = true;
 	if (ret)
 		return wpc_fail(run, -ret, "cannot set up %llu chunks and a %zu-byte shadow: %s",
@@ -405,6 +413,8 @@ static void uffd_wp_teardown(struct wpc_run *run)
 		close(ctx->uffd);
 	if (ctx->stop_fd >= 0)
 		close(ctx->stop_fd);
+	if (ctx->memfd_for_read >= 0)
+		close(ctx->memfd_for_read);
 	if (run->region)
 		munmap(run->region, run->region_len);
 	run->region = NULL;
@@ -427,6 +437,10 @@ static const struct wpc_param_spec uffd_wp_params[] = {
 	  "CPU of the fault handler thread: same as workload thread 0 (as the SIGSEGV handler, "
 	  "which runs on the faulting thread), the other CPU, or unpinned",
 	  offsetof(struct wpc_params, handler_cpu), 0, 0 },
+	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
+	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "
+	  "which leaves the region's page tables empty for mremap",
+	  offsetof(struct wpc_params, copy), 0, 0 },
 	{ NULL },
 };
 

@@ -22,6 +22,7 @@ from wpcompare.options import parse_pattern
 
 CHUNKS = {"4K": 4096, "64K": 65536, "2M": 2 << 20}
 FIXUPS = ("background", "at-checkpoint", "on-write-only")
+COPIES = ("memcpy", "read")
 # A multiple of neither 2 MiB, 64 KiB nor even 4 KiB: the last chunk is short
 # and the last page ends past the image.
 ODD_SIZE = (3 << 20) + 12345
@@ -198,9 +199,11 @@ class ChunkFixupSuite:
     @pytest.mark.parametrize("chunk", sorted(CHUNKS))
     @pytest.mark.parametrize("fixup", FIXUPS)
     @pytest.mark.parametrize("op", ("read", "write"))
-    def test_bytes_right_after_fixup(self, make_image, run_strategy, chunk, fixup, op):
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_bytes_right_after_fixup(self, make_image, run_strategy, chunk, fixup, op, copy):
         image = make_image(ODD_SIZE)
-        row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup}", op=op, threads=2)
+        row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup},copy={copy}", op=op,
+                       threads=2)
         counters = row["counters"]
         assert row["detached"] and not row["image_mapped"]
         assert row["time_to_detached_ns"] > 0
@@ -219,11 +222,12 @@ class ChunkFixupSuite:
         assert row["histograms"]["handler"]["count"] == counters["write_faults"]
 
     @pytest.mark.parametrize("chunk", ("4K", "64K"))
-    def test_concurrent_writers_lose_no_write(self, make_image, run_strategy, chunk):
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_concurrent_writers_lose_no_write(self, make_image, run_strategy, chunk, copy):
         """4 threads write random pages while the background thread fixes up the rest; the
         verifier checks every page against image + each thread's known values."""
         image = make_image(16 << 20)
-        row = self.run(run_strategy, image, f"chunk={chunk},fixup=background",
+        row = self.run(run_strategy, image, f"chunk={chunk},fixup=background,copy={copy}",
                        op="write", pattern="random", threads=4)
         counters = row["counters"]
         assert row["touched_pages"] == image.pages
@@ -263,9 +267,10 @@ class ChunkFixupSuite:
         assert out["counters"]["chunks_by_fault"] == out["counters"]["chunks"]
 
     @pytest.mark.parametrize("fixup", FIXUPS)
-    def test_image_unlinked_and_truncated_after_detach(self, make_image, in_child, fixup):
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_image_unlinked_and_truncated_after_detach(self, make_image, in_child, fixup, copy):
         image = make_image(ODD_SIZE, name="doomed.img")
-        out = in_child(_detach_then_destroy_image, (image, self.strategy, f"fixup={fixup}"))
+        out = in_child(_detach_then_destroy_image, (image, self.strategy, f"fixup={fixup},copy={copy}"))
         if fixup != "background":     # the background thread may be done before we look
             assert out["mapped_before"], "the region did not map the image before fixup"
         assert out["verified"] and out["detached"] and not out["image_mapped"], out
