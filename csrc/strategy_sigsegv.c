@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #include "internal.h"
 
@@ -84,6 +85,26 @@ static void chain_to_previous(int sig, siginfo_t *si, void *uctx)
 }
 
 /*
+ * Is this fault a write? Only a write is ours to serve: an instruction fetch
+ * from the region (a jump into the heap: a real bug) is SEGV_ACCERR in the
+ * region too, and serving it would move the chunk, return, and fault again
+ * forever instead of crashing. x86-64 hands us the page-fault error code;
+ * elsewhere a read-only region faults on writes and fetches only, and a
+ * fetch from a moved chunk would loop (documented gap).
+ */
+static bool is_write_fault(const void *uctx)
+{
+#if defined(__x86_64__)
+	const ucontext_t *uc = uctx;
+
+	return uc->uc_mcontext.gregs[REG_ERR] & 2;	/* X86_PF_WRITE */
+#else
+	(void)uctx;
+	return true;
+#endif
+}
+
+/*
  * Async-signal-safe throughout: an atomic load, clock_gettime, and
  * chunk_fixup's fault path (atomics, memcpy, mremap, futex).
  *
@@ -101,7 +122,8 @@ static void sigsegv_handler(int sig, siginfo_t *si, void *uctx)
 	int saved_errno = errno;
 
 	/* Only a write to a read-only chunk of our region is ours: SEGV_ACCERR. */
-	if (ctx && si->si_code == SEGV_ACCERR && wpc_chunks_contains(&ctx->chunks, addr)) {
+	if (ctx && si->si_code == SEGV_ACCERR && wpc_chunks_contains(&ctx->chunks, addr) &&
+	    is_write_fault(uctx)) {
 		uint64_t t0 = wpc_now_ns();
 
 		wpc_chunks_write_fault(&ctx->chunks, addr);

@@ -8,6 +8,7 @@ import errno
 import faulthandler
 import mmap
 import os
+import platform
 import signal
 
 import pytest
@@ -64,14 +65,19 @@ def _fault_outside_region(spec):
         page = libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ,
                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
         libc.memset(page, 0, 1)                               # SEGV_ACCERR, not our region
+    elif kind == "exec-in-region":
+        # SEGV_ACCERR inside the region, but a fetch, not a write: a bug, not ours to serve.
+        ctypes.CFUNCTYPE(None)(addr + 5 * binding.PAGE_SIZE)()
     else:
         os.kill(os.getpid(), signal.SIGSEGV)                  # SI_USER
     raise AssertionError("survived a SIGSEGV outside the region")
 
 
 @pytest.mark.parametrize("previous", sorted(PREVIOUS))
-@pytest.mark.parametrize("kind", ("unmapped", "readonly", "kill"))
+@pytest.mark.parametrize("kind", ("unmapped", "readonly", "kill", "exec-in-region"))
 def test_sigsegv_outside_the_region_kills_the_child(image, previous, kind):
+    if kind == "exec-in-region" and platform.machine() != "x86_64":
+        pytest.skip("telling a fetch from a write needs the x86-64 page-fault error code")
     status = wait_status(_fault_outside_region, (image, previous, kind))
     assert os.WIFSIGNALED(status), f"child exited with status {os.WEXITSTATUS(status)}"
     assert os.WTERMSIG(status) == signal.SIGSEGV
