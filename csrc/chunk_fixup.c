@@ -242,7 +242,7 @@ static void chunk_wait(struct wpc_chunks *c, uint64_t idx)
  * the region writable in place so no writer faults forever. The run then
  * fails with the reason (wpc_chunks_finish); the memory stays right.
  */
-static void give_up(struct wpc_chunks *c, uint64_t idx, int err)
+void wpc_chunks_give_up(struct wpc_chunks *c, uint64_t idx, int err)
 {
 	int none = 0, idle = 0;
 
@@ -270,7 +270,7 @@ static int move_and_finish(struct wpc_chunks *c, uint64_t first, uint64_t end,
 	}
 	work_end(c);
 	if (ret)
-		give_up(c, first, ret);
+		wpc_chunks_give_up(c, first, ret);
 	else
 		atomic_fetch_add_explicit(counter, end - first, memory_order_relaxed);
 	return ret;

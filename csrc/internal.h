@@ -291,6 +291,12 @@ static inline bool wpc_chunks_contains(const struct wpc_chunks *c, uintptr_t add
 }
 /* A write hit addr: return once its chunk is anonymous. Async-signal-safe. */
 int wpc_chunks_write_fault(struct wpc_chunks *c, uintptr_t addr);
+/*
+ * Stop all copying after error err (first one wins) and, once copies in
+ * flight are done, let c->degrade make the rest writable in place, so no
+ * writer waits forever. Async-signal-safe.
+ */
+void wpc_chunks_give_up(struct wpc_chunks *c, uint64_t idx, int err);
 /* Record one fault's service time. Async-signal-safe. */
 void wpc_chunks_record(struct wpc_chunks *c, uint64_t ns);
 int wpc_chunks_start_background(struct wpc_chunks *c);

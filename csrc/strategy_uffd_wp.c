@@ -257,6 +257,14 @@ static int drain(struct uffd_wp_ctx *ctx)
 	}
 }
 
+/* Nobody will serve faults any more: unprotect the rest, or its writers block forever. */
+static void *handler_failed(struct uffd_wp_ctx *ctx, int err)
+{
+	ctx->handler_error = err;
+	wpc_chunks_give_up(&ctx->chunks, UINT64_MAX, err);
+	return NULL;
+}
+
 static void *handler_main(void *arg)
 {
 	struct uffd_wp_ctx *ctx = arg;
@@ -269,14 +277,11 @@ static void *handler_main(void *arg)
 		if (poll(fds, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			ctx->handler_error = -errno;
-			return NULL;
+			return handler_failed(ctx, -errno);
 		}
 		int ret = drain(ctx);
-		if (ret) {
-			ctx->handler_error = ret;
-			return NULL;
-		}
+		if (ret)
+			return handler_failed(ctx, ret);
 		/* Stop only with the queue drained: a late message still gets its wake. */
 		if (fds[1].revents)
 			return NULL;
@@ -383,13 +388,14 @@ static int uffd_wp_fixup(struct wpc_run *run)
 	 * counts and its histogram are final.
 	 */
 	stop_handler(ctx);
+	if (ctx->handler_error)
+		ret = wpc_fail(run, -ctx->handler_error, "the userfaultfd handler stopped: %s; the "
+			       "rest of the region was unprotected in place",
+			       strerror(-ctx->handler_error));
 	wpc_chunks_publish(&ctx->chunks);
 	wpc_counter_set(run, "wakes", atomic_load(&ctx->wakes));
 	wpc_counter_set(run, "unexpected_msgs", atomic_load(&ctx->unexpected));
 	wpc_counter_set(run, "shmem_copy_ns", ctx->shmem_copy_ns);
-	if (!ret && ctx->handler_error)
-		ret = wpc_fail(run, -ctx->handler_error, "the userfaultfd handler stopped: %s",
-			       strerror(-ctx->handler_error));
 	return ret;
 }
 
