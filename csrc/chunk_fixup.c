@@ -4,7 +4,8 @@
  * region that still references its image into anonymous memory, one chunk
  * at a time, while the application keeps running and writing.
  *
- * Moving a chunk: memcpy it into a shadow anonymous region at the SAME
+ * Moving a chunk: copy it (memcpy from the region, or pread from a file
+ * holding the same bytes) into a shadow anonymous region at the SAME
  * offset, then mremap(shadow + off -> region + off). Measured here: a fresh
  * mmap per chunk leaves one VMA per chunk (each its own anon_vma, so nothing
  * merges) and mremap hits vm.max_map_count (65530) at ~256 MiB of 4 KiB
@@ -28,8 +29,9 @@
  * or remap a chunk: the loser sleeps on the state word (futex) until DONE.
  *
  * Usable from a SIGSEGV handler: the fault path uses only atomics, memcpy,
- * clock_gettime and raw syscalls (mremap, mprotect/ioctl via degrade,
- * futex, sched_yield). It never takes a lock a interrupted thread may hold:
+ * clock_gettime and raw syscalls (pread, mremap, mprotect/ioctl via
+ * degrade, futex, sched_yield). It never takes a lock an interrupted thread
+ * may hold (signals arrive in user space, never inside the kernel's locks):
  * the only mutual exclusion is the per-chunk state, and a thread holding a
  * chunk in COPYING never waits for anything, so a signal handler that waits
  * on a chunk always waits for a thread that is making progress. Callers
