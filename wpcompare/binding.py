@@ -99,7 +99,7 @@ class Run:
     """One restore -> touch -> fixup -> verify, owning its C state until close()."""
 
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
-                 op, pattern, threads, overlap, seed, pin_threads=False):
+                 op, pattern, threads, overlap, seed, pin_threads=True):
         # cffi frees what ffi.new returned when the Python object dies, so the
         # strings the config points at live as long as the run.
         self._keep = [ffi.new("char[]", image_path.encode()),

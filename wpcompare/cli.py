@@ -11,10 +11,12 @@ from datetime import datetime, timezone
 
 import click
 
-from wpcompare import __version__, probe, report, results, runner, strategies
+from wpcompare import __version__, binding, probe, report, results, runner, strategies
 from wpcompare import image as images
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern, parse_size
+
+DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import INJECTIONS
 
 
@@ -105,9 +107,12 @@ def main():
               help="Pages the workload touches: seq, random, sparse:F (0<F<=1), stride:N.")
 @click.option("--op", type=click.Choice(["read", "write", "both"]), default="both", show_default=True,
               help="First access of each page: read, write, or both as separate rows.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="Run workload thread i on the i-th CPU this process may use, so a handler's "
+                   "placement (same or other CPU) means what it says.")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
               help="Measured runs per strategy and op, each in a fresh process.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
@@ -130,7 +135,7 @@ def main():
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
 @click.option("--inject", type=InjectionType(), default=None, hidden=True)
-def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, image_kind, image,
+def run(choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed, image_kind, image,
         cache, fmt, output, timeout, inject):
     """Measure strategies: restore, touch, fixup and verify, each run in a fresh process."""
     if image is not None and (size is not None or image_kind is not None):
@@ -144,7 +149,7 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
     ops = ["read", "write"] if op == "both" else [op]
     try:
         if image is None:
-            image = images.generated_image(size or parse_size("256M"), seed, image_kind or "mixed")
+            image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
         if cache == "cold":
             # Refuse now, not after the first runs, where eviction cannot work.
             images.prepare_page_cache(image, "cold")
@@ -156,28 +161,14 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
     except runner.WorkerFailure as failure:
         facts = {"error": f"system probe failed: {failure.reason}"}
     matrix = runner.Matrix(choices=list(unique.values()), ops=ops, pattern=pattern, image=image,
-                           threads=threads, overlap=overlap, repeat=repeat, warmup=warmup, seed=seed,
+                           threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject)
     started = time.monotonic()
     try:
         rows = runner.run_matrix(matrix)
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    metadata = {
-        "wpcompare_version": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": sys.argv,
-        "elapsed_s": round(time.monotonic() - started, 3),
-        "system": facts,
-        "timer_overhead_ns": facts.get("timer_overhead_ns"),
-        "image": image.describe(),
-        "cache": cache,
-        "options": {
-            "strategies": list(unique), "ops": ops, "pattern": str(pattern), "threads": threads,
-            "overlap": overlap, "repeat": repeat, "warmup": warmup, "seed": seed, "timeout": timeout,
-        },
-    }
-    document = results.build_document(rows, metadata)
+    document = results.build_document(rows, _metadata(matrix, facts, time.monotonic() - started))
 
     if output:
         export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
@@ -193,6 +184,26 @@ def run(choices, pattern, op, threads, overlap, repeat, warmup, size, seed, imag
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
         raise click.ClickException(f"{failed} run(s) failed; their reasons are listed with the results")
+
+
+def _metadata(matrix, facts, elapsed):
+    """Everything a reader of the results needs besides the rows."""
+    return {
+        "wpcompare_version": __version__,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": sys.argv,
+        "elapsed_s": round(elapsed, 3),
+        "system": facts,
+        "timer_overhead_ns": facts.get("timer_overhead_ns"),
+        "image": matrix.image.describe(),
+        "cache": matrix.cache,
+        "options": {
+            "strategies": [choice.label for choice in matrix.choices], "ops": matrix.ops,
+            "pattern": str(matrix.pattern), "threads": matrix.threads, "overlap": matrix.overlap,
+            "pin_threads": matrix.pin_threads, "repeat": matrix.repeat, "warmup": matrix.warmup, "seed": matrix.seed,
+            "timeout": matrix.timeout,
+        },
+    }
 
 
 @main.command()

@@ -21,7 +21,8 @@ def parse_size(text, minimum=1):
             f"invalid size {text!r}: give bytes or a whole number with K, M or G (e.g. 256M)")
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
     if size < minimum:
-        raise InvalidArgument(f"invalid size {text!r}: must be at least {minimum} bytes")
+        raise InvalidArgument(f"invalid size {text!r}: must be at least {format_size(minimum)} byte"
+                              + ("s" if minimum > 1 else ""))
     return size
 
 

@@ -55,6 +55,7 @@ class Matrix:
     image: object          # image.Image
     threads: int = 1
     overlap: bool = False
+    pin_threads: bool = True
     repeat: int = 5
     warmup: int = 1
     seed: int = 1
@@ -92,6 +93,7 @@ def plan(matrix):
                         "pattern": str(matrix.pattern),
                         "threads": matrix.threads,
                         "overlap": matrix.overlap,
+                        "pin_threads": matrix.pin_threads,
                         "seed": matrix.seed,
                         "repetition": repetition,
                         "warmup": warmup,

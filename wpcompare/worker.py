@@ -33,7 +33,7 @@ SPEC_DEFAULTS = {
     "pattern": "random",
     "threads": 1,
     "overlap": False,
-    "pin_threads": False,
+    "pin_threads": True,
     "seed": 1,
     "repetition": 0,
     "warmup": False,
