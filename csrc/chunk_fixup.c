@@ -468,15 +468,21 @@ int wpc_chunks_finish(struct wpc_chunks *c, bool batched)
 	struct wpc_run *run = c->run;
 
 	if (c->background_started) {
-		/* Not stopped: fixup waits for the sweep to end by itself. */
+		/*
+		 * Not stopped: fixup waits for the sweep to end by itself. The
+		 * application could run meanwhile, so this is no pause: a
+		 * checkpoint would just start later.
+		 */
 		pthread_join(c->background, NULL);
 		c->background_started = false;
 	}
+	uint64_t t0 = wpc_now_ns();
 	if (!atomic_load(&c->error)) {
 		sweep(c, &c->at_fixup, 0, batched);
 		for (uint64_t i = 0; i < c->nchunks && !atomic_load(&c->error); i++)
 			chunk_wait(c, i);
 	}
+	c->pause_ns = wpc_now_ns() - t0;
 
 	/* A degrade still running in the uffd handler thread: its outcome goes into the reason. */
 	while (atomic_load(&c->degraded) == 1)
@@ -509,6 +515,7 @@ void wpc_chunks_publish(struct wpc_chunks *c)
 	wpc_counter_set(run, "chunks_at_fixup", atomic_load(&c->at_fixup));
 	wpc_counter_set(run, "waits_on_copy", atomic_load(&c->waits));
 	wpc_counter_set(run, "background_ns", c->background_ns);
+	wpc_counter_set(run, "fixup_pause_ns", c->pause_ns);
 	wpc_hist_reset(&run->res->handler);
 	for (int i = 0; i < WPC_CHUNK_HIST_SLOTS; i++)
 		wpc_hist_merge(&run->res->handler, &c->hists[i]);

@@ -329,6 +329,7 @@ struct wpc_chunks {
 	bool background_started;
 	_Atomic bool stop;
 	uint64_t background_ns;
+	uint64_t pause_ns;		/* of wpc_chunks_finish, the part after the background thread */
 };
 
 /* source_fd: a file holding the region's bytes at the same offsets, or -1 (memcpy). */

@@ -226,6 +226,14 @@ static int sigsegv_fixup(struct wpc_run *run)
 	return ret;
 }
 
+/* The sweep after the background thread (all of it at-checkpoint / on-write-only). */
+static int64_t sigsegv_fixup_pause_ns(struct wpc_run *run)
+{
+	struct sigsegv_ctx *ctx = run->priv;
+
+	return ctx ? (int64_t)ctx->chunks.pause_ns : run->res->phase[WPC_PHASE_FIXUP].ns;
+}
+
 static int sigsegv_dirty_pages(struct wpc_run *run, uint8_t *bitmap)
 {
 	struct sigsegv_ctx *ctx = run->priv;
@@ -275,5 +283,6 @@ const struct wpc_strategy wpc_strategy_sigsegv = {
 	.restore = sigsegv_restore,
 	.fixup = sigsegv_fixup,
 	.dirty_pages = sigsegv_dirty_pages,
+	.fixup_pause_ns = sigsegv_fixup_pause_ns,
 	.teardown = sigsegv_teardown,
 };

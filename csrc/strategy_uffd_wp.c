@@ -399,6 +399,14 @@ static int uffd_wp_fixup(struct wpc_run *run)
 	return ret;
 }
 
+/* The sweep after the background thread (all of it at-checkpoint / on-write-only). */
+static int64_t uffd_wp_fixup_pause_ns(struct wpc_run *run)
+{
+	struct uffd_wp_ctx *ctx = run->priv;
+
+	return ctx ? (int64_t)ctx->chunks.pause_ns : run->res->phase[WPC_PHASE_FIXUP].ns;
+}
+
 static int uffd_wp_dirty_pages(struct wpc_run *run, uint8_t *bitmap)
 {
 	struct uffd_wp_ctx *ctx = run->priv;
@@ -460,5 +468,6 @@ const struct wpc_strategy wpc_strategy_uffd_wp = {
 	.restore = uffd_wp_restore,
 	.fixup = uffd_wp_fixup,
 	.dirty_pages = uffd_wp_dirty_pages,
+	.fixup_pause_ns = uffd_wp_fixup_pause_ns,
 	.teardown = uffd_wp_teardown,
 };
