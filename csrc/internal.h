@@ -258,7 +258,6 @@ int wpc_copy_and_remap(void *addr, size_t len);
 /* Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC, UFFD_USER_MODE_ONLY...). */
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);
 
-
 /* ---- chunked copy-and-remap (chunk_fixup.c), shared by sigsegv and uffd-wp ---- */
 
 /*
