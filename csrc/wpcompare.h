@@ -206,4 +206,32 @@ const char *wpc_uffd_feature_name(int bit);
 /* Median cost of one clock_gettime(CLOCK_MONOTONIC) pair, in ns. */
 int64_t wpc_timer_overhead_ns(void);
 
+
+/*
+ * ---- test-only: kernel write tracking outside a run ----
+ * For tests/test_wp.py, not for measurements: arms exactly the tracking
+ * mmap-wp-async uses (userfaultfd with UFFD_FEATURE_WP_ASYNC and
+ * WP_UNPOPULATED, registered UFFDIO_REGISTER_MODE_WP, the whole range
+ * write-protected) on a bare mapping, so tests can check what the kernel
+ * reports. fd >= 0: MAP_PRIVATE mapping of the first len bytes of fd; fd < 0:
+ * anonymous memory. populate: MAP_POPULATE before protecting.
+ */
+struct wpc_wp_tracker;
+
+int wpc_wp_tracker_open(int fd, uint64_t len, int populate, struct wpc_wp_tracker **out,
+			char *why, size_t why_len);
+uintptr_t wpc_wp_tracker_addr(const struct wpc_wp_tracker *t);
+/* Pages written since protection (bit p of bitmap set): count or -errno; rearm protects them again. */
+int64_t wpc_wp_tracker_scan(struct wpc_wp_tracker *t, int rearm, uint8_t *bitmap);
+/*
+ * An incremental checkpointer racing `threads` writers (each makes `writes`
+ * word writes at seeded random pages): scan-with-rearm rounds copy every
+ * reported page into a shadow while the writers run, then one final round.
+ * *lost_pages counts pages where the shadow differs from the region: writes
+ * no scan reported. *scans counts the rounds.
+ */
+int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t writes, uint64_t seed,
+			  uint64_t *scans, uint64_t *lost_pages);
+void wpc_wp_tracker_close(struct wpc_wp_tracker *t);
+
 #endif /* WPCOMPARE_H */
