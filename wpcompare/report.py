@@ -1,0 +1,199 @@
+"""Rendering a result document: the terminal table, and exports (markdown, csv, json).
+
+The terminal view is for people: medians in human units with their spread,
+skipped and failed rows with their reasons, warnings underneath. Exports are
+for tools: csv holds raw numbers (ns, counts), json the whole document.
+"""
+import csv
+import io
+import os
+import tempfile
+
+from tabulate import tabulate
+
+from wpcompare import results
+from wpcompare.options import human_bytes
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+COLUMNS = (
+    ("strategy", None),
+    ("op", None),
+    ("restore", "restore_ns"),
+    ("touch", "touch_ns"),
+    ("p50/page", "page_p50_ns"),
+    ("p99/page", "page_p99_ns"),
+    ("max/page", "page_max_ns"),
+    ("fixup", "fixup_ns"),
+    ("to detached", "time_to_detached_ns"),
+    ("faults", "touch_faults"),
+    ("VMAs", "vmas_after_fixup"),
+    ("verified", None),
+    ("detached", None),
+)
+
+SPREAD_NOTE = ("values: median over measured runs ± spread (half the min-max range, % of the median); "
+               "p50/p99/max: first access of a page during touch; faults: minor+major during touch; "
+               "VMAs: after fixup")
+
+
+def format_ns(ns):
+    """850 -> "850 ns", 12345 -> "12.3 µs", 45600000 -> "45.6 ms"."""
+    if ns is None:
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            value = ns / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def format_count(value):
+    return "-" if value is None else f"{round(value):,}"
+
+
+def _with_spread(summary, formatter, always):
+    if summary is None:
+        return None
+    text = formatter(summary["median"])
+    if summary["n"] > 1 and (always or round(summary["spread_pct"])):
+        text += f" ±{summary['spread_pct']:.0f}%"
+    return text
+
+
+def _cell(metric, summary):
+    if metric == "time_to_detached_ns" and summary is None:
+        return "never"
+    if metric in ("touch_faults", "vmas_after_fixup"):
+        # Counts are mostly exact: a spread is shown only where there is one.
+        return _with_spread(summary, format_count, always=False) or "-"
+    return _with_spread(summary, format_ns, always=True) or "-"
+
+
+def _yes_no(group):
+    verified = "yes" if group["verified"] else "NO"
+    runs, detached = group["runs"], group["detached_runs"]
+    if detached == runs:
+        state = "yes"
+    elif detached == 0:
+        state = "no"
+    else:
+        state = f"{detached} of {runs}"
+    return verified, state
+
+
+def table_rows(document):
+    """(header, rows, notes): the table cells and the numbered reasons of skipped/failed rows."""
+    header = [name for name, _ in COLUMNS]
+    rows, notes = [], []
+    for group in document["groups"]:
+        row = [group["label"], group["op"]]
+        if group["status"] != "ok":
+            notes.append(f"{group['label']} {group['op']}: {group['status']}: {group['reason']}")
+            row.append(f"{group['status']} [{len(notes)}]")
+            row += [""] * (len(COLUMNS) - len(row))
+        else:
+            for _, metric in COLUMNS[2:-2]:
+                row.append(_cell(metric, group["metrics"][metric]))
+            row += list(_yes_no(group))
+        rows.append(row)
+    return header, rows, notes
+
+
+def context_line(document):
+    """One line saying what was measured, for the top of the table."""
+    meta = document["metadata"]
+    image, options = meta.get("image") or {}, meta.get("options") or {}
+    if image.get("seed") is not None:
+        source = f"{image['kind']} image, seed {image['seed']}"
+    else:
+        source = image.get("path", "?")
+    return (f"{human_bytes(image.get('bytes', 0))} {source}; pattern {options.get('pattern')}, "
+            f"{options.get('threads')} thread(s); page cache {meta.get('cache')}; "
+            f"{options.get('repeat')} run(s) + {options.get('warmup')} warmup per row")
+
+
+def warnings(document):
+    """Things the reader must know to trust (or distrust) the numbers."""
+    found = []
+    image = document["metadata"].get("image") or {}
+    if image.get("tail_bytes"):
+        found.append(f"the image is {image['bytes']} bytes, not whole pages: its last page has "
+                     f"{image['tail_bytes']} bytes past the end of the file")
+    for group in document["groups"]:
+        name = f"{group['label']} {group['op']}"
+        if group["status"] == "ok" and group["failed_runs"]:
+            found.append(f"{name}: {group['failed_runs']} run(s) failed and are left out: "
+                         + "; ".join(group["failures"]))
+        if group["status"] == "ok" and not group["verified"]:
+            found.append(f"{name}: restored bytes differ from the image")
+    return found
+
+
+def _text_report(document, tablefmt, bullet):
+    header, rows, notes = table_rows(document)
+    parts = [context_line(document), "", tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)]
+    if notes:
+        parts.append("")
+        parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
+    found = warnings(document)
+    if found:
+        parts.append("")
+        parts += [f"{bullet}warning: {text}" for text in found]
+    parts += ["", bullet + SPREAD_NOTE]
+    return "\n".join(parts) + "\n"
+
+
+def render_table(document):
+    return _text_report(document, "simple", "")
+
+
+def render_markdown(document):
+    return _text_report(document, "github", "- ")
+
+
+def render_csv(document):
+    """One line per group; times in ns, raw medians and spreads."""
+    metric_names = list(results.METRICS)
+    header = ["strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
+              "runs", "failed_runs", "verified", "detached_runs"]
+    for name in metric_names:
+        header += [f"{name}_median", f"{name}_min", f"{name}_max", f"{name}_spread_pct"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for group in document["groups"]:
+        line = [group.get(key) for key in header[:13]]
+        for name in metric_names:
+            summary = group["metrics"][name]
+            if summary is None:
+                line += [None] * 4
+            else:
+                line += [summary["median"], summary["min"], summary["max"], round(summary["spread_pct"], 2)]
+        writer.writerow(["" if value is None else value for value in line])
+    return out.getvalue()
+
+
+def render(document, fmt):
+    renderers = {"table": render_table, "markdown": render_markdown,
+                 "csv": render_csv, "json": results.dumps}
+    return renderers[fmt](document)
+
+
+def write_export(path, text):
+    """Write text to path all at once: readers see the old file or the new, never half of it."""
+    path = os.path.abspath(path)
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wpcompare-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as export:
+            export.write(text)
+            export.flush()
+            os.fsync(export.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
