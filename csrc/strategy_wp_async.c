@@ -225,7 +225,7 @@ static void wp_async_teardown(struct wpc_run *run)
 
 const struct wpc_strategy wpc_strategy_mmap_wp_async = {
 	.name = "mmap-wp-async",
-	.family = "uffd-wp",
+	.family = "uffd",
 	.description = "lazy MAP_PRIVATE mapping with userfaultfd WP_ASYNC: the kernel resolves and "
 		       "records first writes, PAGEMAP_SCAN reads the written set; fixup as mmap",
 	.params = wp_async_params,

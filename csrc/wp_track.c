@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -299,24 +300,29 @@ int64_t wpc_wp_tracker_scan(struct wpc_wp_tracker *t, int rearm, uint8_t *bitmap
 struct stress_writer {
 	pthread_t tid;
 	struct wpc_wp_tracker *t;
-	atomic_int *running;
+	atomic_int *writing;		/* writers that have made their first write */
+	atomic_bool *stop;
 	int index;
-	uint64_t writes;
 	uint64_t seed;
+	uint64_t writes;
 };
 
+/* Write one word of seeded random pages until told to stop. */
 static void *stress_write(void *arg)
 {
 	struct stress_writer *w = arg;
 	uint64_t npages = w->t->len / WPC_PAGE;
+	uint64_t i = 0;
 
-	for (uint64_t i = 0; i < w->writes; i++) {
+	do {
 		uint64_t page = wpc_mix64(w->seed ^ wpc_mix64(i * WPC_MAX_THREADS + (uint64_t)w->index)) % npages;
 		volatile uint64_t *word = (volatile uint64_t *)(w->t->addr + page * WPC_PAGE) + w->index;
 
-		*word = i + 1;
-	}
-	atomic_fetch_sub(w->running, 1);
+		*word = ++i;
+		if (i == 1)
+			atomic_fetch_add(w->writing, 1);
+	} while (!atomic_load_explicit(w->stop, memory_order_relaxed));
+	w->writes = i;
 	return NULL;
 }
 
@@ -334,18 +340,67 @@ static int64_t stress_round(struct wpc_wp_tracker *t, uint8_t *bitmap, uint8_t *
 	return n;
 }
 
-int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t writes, uint64_t seed,
-			  uint64_t *scans, uint64_t *lost_pages)
+/*
+ * One epoch: writers start, `rounds` rounds run while all of them write, the
+ * writers stop, a last round runs, and the shadow must equal the region.
+ */
+static int stress_epoch(struct wpc_wp_tracker *t, int threads, uint64_t rounds, uint64_t seed,
+			uint8_t *bitmap, uint8_t *shadow, uint64_t *writes, uint64_t *lost_pages)
 {
 	uint64_t npages = t->len / WPC_PAGE;
-	uint8_t *bitmap = calloc((npages + 7) / 8, 1);
-	uint8_t *shadow = malloc(t->len);
 	struct stress_writer w[WPC_MAX_THREADS];
-	atomic_int running = threads;
+	atomic_int writing = 0;
+	atomic_bool stop = false;
 	int started = 0, ret = 0;
 	int64_t n;
 
-	*scans = *lost_pages = 0;
+	for (int i = 0; i < threads; i++) {
+		w[i] = (struct stress_writer){ .t = t, .writing = &writing, .stop = &stop, .index = i,
+					       .seed = seed };
+		ret = -pthread_create(&w[i].tid, NULL, stress_write, &w[i]);
+		if (ret)
+			break;
+		started++;
+	}
+	/* Every round runs while every writer is writing: the race is certain, not likely. */
+	while (!ret && atomic_load(&writing) < started)
+		sched_yield();
+	for (uint64_t r = 0; !ret && r < rounds; r++) {
+		n = stress_round(t, bitmap, shadow);
+		if (n < 0)
+			ret = (int)n;
+	}
+	atomic_store(&stop, true);
+	for (int i = 0; i < started; i++) {
+		pthread_join(w[i].tid, NULL);
+		*writes += w[i].writes;
+	}
+	if (ret)
+		return ret;
+	/* Writers are done: a last round must bring the shadow level with the region. */
+	n = stress_round(t, bitmap, shadow);
+	if (n < 0)
+		return (int)n;
+	for (uint64_t p = 0; p < npages; p++)
+		if (memcmp(shadow + p * WPC_PAGE, t->addr + p * WPC_PAGE, WPC_PAGE)) {
+			(*lost_pages)++;
+			/* Count each loss once: later epochs start level again. */
+			memcpy(shadow + p * WPC_PAGE, t->addr + p * WPC_PAGE, WPC_PAGE);
+		}
+	return 0;
+}
+
+int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t rounds, uint64_t seed,
+			  uint64_t *writes, uint64_t *lost_pages)
+{
+	enum { EPOCH_ROUNDS = 50 };
+	uint64_t npages = t->len / WPC_PAGE;
+	uint8_t *bitmap = calloc((npages + 7) / 8, 1);
+	uint8_t *shadow = malloc(t->len);
+	int ret = 0;
+	int64_t n;
+
+	*writes = *lost_pages = 0;
 	if (threads < 1 || threads > WPC_MAX_THREADS) {
 		ret = -EINVAL;
 		goto out;
@@ -361,36 +416,10 @@ int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t writes
 		goto out;
 	}
 	memcpy(shadow, t->addr, t->len);
-
-	for (int i = 0; i < threads; i++) {
-		w[i] = (struct stress_writer){ .t = t, .running = &running, .index = i,
-					       .writes = writes, .seed = seed };
-		ret = -pthread_create(&w[i].tid, NULL, stress_write, &w[i]);
-		if (ret) {
-			atomic_fetch_sub(&running, threads - i);
-			break;
-		}
-		started++;
-	}
-	while (atomic_load(&running) > 0) {
-		n = stress_round(t, bitmap, shadow);
-		if (n < 0 && !ret)
-			ret = (int)n;
-		(*scans)++;
-	}
-	for (int i = 0; i < started; i++)
-		pthread_join(w[i].tid, NULL);
-	if (ret)
-		goto out;
-	/* Writers are done: a last round must bring the shadow level with the region. */
-	n = stress_round(t, bitmap, shadow);
-	(*scans)++;
-	if (n < 0) {
-		ret = (int)n;
-		goto out;
-	}
-	for (uint64_t p = 0; p < npages; p++)
-		*lost_pages += memcmp(shadow + p * WPC_PAGE, t->addr + p * WPC_PAGE, WPC_PAGE) != 0;
+	/* Writes lost to a race land near the end of an epoch: many short epochs find them. */
+	for (uint64_t done = 0; !ret && done < rounds; done += EPOCH_ROUNDS)
+		ret = stress_epoch(t, threads, rounds - done < EPOCH_ROUNDS ? rounds - done : EPOCH_ROUNDS,
+				   seed + done, bitmap, shadow, writes, lost_pages);
 out:
 	free(bitmap);
 	free(shadow);

@@ -224,14 +224,15 @@ uintptr_t wpc_wp_tracker_addr(const struct wpc_wp_tracker *t);
 /* Pages written since protection (bit p of bitmap set): count or -errno; rearm protects them again. */
 int64_t wpc_wp_tracker_scan(struct wpc_wp_tracker *t, int rearm, uint8_t *bitmap);
 /*
- * An incremental checkpointer racing `threads` writers (each makes `writes`
- * word writes at seeded random pages): scan-with-rearm rounds copy every
- * reported page into a shadow while the writers run, then one final round.
- * *lost_pages counts pages where the shadow differs from the region: writes
- * no scan reported. *scans counts the rounds.
+ * An incremental checkpointer racing `threads` writers, which write one
+ * word of seeded random pages without pause: `rounds` rounds of a scan with
+ * re-arm that copies every reported page into a shadow, all while every
+ * writer is writing. Every 50 rounds the writers stop, one last round runs
+ * and the shadow is compared with the region: *lost_pages counts the pages
+ * that differed (writes no scan reported). *writes: the writes made in all.
  */
-int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t writes, uint64_t seed,
-			  uint64_t *scans, uint64_t *lost_pages);
+int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t rounds, uint64_t seed,
+			  uint64_t *writes, uint64_t *lost_pages);
 void wpc_wp_tracker_close(struct wpc_wp_tracker *t);
 
 #endif /* WPCOMPARE_H */
