@@ -197,11 +197,12 @@ int64_t wpc_pagemap_written(int pagemap_fd, void *base, size_t len, bool rearm, 
 		};
 		int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+		/*
+		 * No retry: a walk cut short may already have re-armed pages it
+		 * did not report, so the caller must treat the set as lost.
+		 */
+		if (n < 0)
 			return -errno;
-		}
 		if (st) {
 			st->calls++;
 			st->regions += (uint64_t)n;
