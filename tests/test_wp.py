@@ -156,6 +156,49 @@ def test_image_ending_inside_a_page(odd_image, strategy, op):
     assert row["dirty"]["missing"] == 0 and row["dirty"]["extra"] == 0
 
 
+def _mixed_run_and_dumps(image, strategy, directory, write_fraction, threads):
+    """A mixed workload (reads, writes to a share of the pages), then a full and an
+    incremental checkpoint of the fixed-up region: the dirty set as a checkpointer uses it."""
+    keep = [ffi.new("char[]", image.path.encode()), ffi.new("char[]", strategy.encode())]
+    cfg = ffi.new("struct wpc_config *")
+    cfg.image_path, cfg.strategy, cfg.params = keep[0], keep[1], ffi.NULL
+    cfg.image_seed, cfg.image_kind = image.seed, binding.IMAGE_KINDS[image.kind]
+    w = cfg.workload
+    w.op, w.write_fraction = lib.WPC_OP_MIXED, write_fraction
+    w.pattern, w.seed, w.threads, w.pin_threads = lib.WPC_PATTERN_RANDOM, 3, threads, 1
+    out = ffi.new("struct wpc_run **")
+    why = _why()
+    binding.check(lib.wpc_run_create(cfg, out, why, len(why)), why)
+    run_ = out[0]
+    res = lib.wpc_run_result(run_)
+    try:
+        for phase in binding.PHASES:
+            binding.check(getattr(lib, f"wpc_run_{phase}")(run_), res.reason)
+        stats = ffi.new("struct wpc_dump_stats *")
+        paths = [os.path.join(directory, name) for name in ("full.img", "incremental.img")]
+        for incremental, path in enumerate(paths):
+            binding.check(lib.wpc_run_checkpoint(run_, path.encode(), incremental, stats),
+                          res.reason)
+        dirty = {"reported": res.dirty_reported, "missing": res.dirty_missing,
+                 "extra": res.dirty_extra}
+        with open(paths[0], "rb") as full, open(paths[1], "rb") as incremental:
+            same = full.read() == incremental.read()
+        return {"dirty": dirty, "touched": res.touched_pages, "same": same,
+                "dumped_pages": stats.dirty_pages}
+    finally:
+        lib.wpc_run_destroy(run_)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("strategy", WP_STRATEGIES)
+def test_incremental_checkpoint_from_the_dirty_set(wp_image, tmp_path, strategy, threads):
+    r = in_child(_mixed_run_and_dumps, wp_image, strategy, str(tmp_path), 0.3, threads)
+    written = round(0.3 * r["touched"])
+    assert r["dirty"] == {"reported": written, "missing": 0, "extra": 0}
+    assert r["dumped_pages"] == written
+    assert r["same"], "the incremental dump differs from the full dump"
+
+
 # ---- uffd-wp-anon ----
 
 def test_wp_anon_one_fault_per_first_write(wp_image):
