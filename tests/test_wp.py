@@ -260,6 +260,15 @@ def test_wp_anon_chunk_trades_faults_for_extra_dirty_pages(wp_image):
     assert row["counters"]["wp_faults"] == row["pages"] // 16
 
 
+def test_wp_anon_chunk_larger_than_the_region(odd_image):
+    row = run(odd_image, "uffd-wp-anon", params="chunk=2M", op="write", pattern="sparse:0.25")
+    assert_ok(row)
+    # One fault unprotects the whole (clipped) region; every page is then reported.
+    assert row["counters"]["wp_faults"] == 1
+    assert row["dirty"] == {"reported": row["pages"], "missing": 0,
+                            "extra": row["pages"] - row["touched_pages"]}
+
+
 @pytest.mark.parametrize("phases", [("restore",), ("restore", "touch"), binding.PHASES])
 def test_wp_anon_teardown_joins_the_handler(wp_image, phases):
     """Destroying a run, wherever it stopped, stops and joins the handler thread."""
