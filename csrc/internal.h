@@ -81,6 +81,7 @@ struct wpc_params {
 	int64_t loader_threads;
 	char path[WPC_PARAM_STRING_LEN];
 	int copy;		/* sigsegv, uffd-wp: enum wpc_chunk_copy */
+	int wp_rearm;		/* mmap-wp-async: time the re-arming scan (0: yes, 1: no) */
 };
 
 struct wpc_param_spec {
@@ -358,5 +359,31 @@ void wpc_chunks_publish(struct wpc_chunks *c);
 int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
 /* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
 int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
+
+/* ---- userfaultfd write-protection and PAGEMAP_SCAN (wp_track.c) ---- */
+
+/* 0 if a userfaultfd with every feature in `need` can be opened; else -errno and why. */
+int wpc_wp_probe_uffd(uint64_t need, char *why, size_t len);
+/* UFFDIO_REGISTER_MODE_WP; -EOPNOTSUPP if the range offers no UFFDIO_WRITEPROTECT. */
+int wpc_uffd_register_wp(int uffd, void *addr, size_t len);
+int wpc_uffd_unregister(int uffd, void *addr, size_t len);
+/* protect=false also wakes writers blocked on the range. */
+int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
+
+struct wpc_scan_stats {
+	uint64_t calls;		/* PAGEMAP_SCAN ioctls (one per full result vector) */
+	uint64_t regions;	/* runs of contiguous written pages returned */
+};
+/* 0 if PAGEMAP_SCAN works on /proc/self/pagemap; else -EOPNOTSUPP and why. */
+int wpc_pagemap_scan_probe(char *why, size_t len);
+int wpc_pagemap_open(void);
+/*
+ * Pages of [base, base + len) written since they were write-protected
+ * (PAGE_IS_WRITTEN of a WP_ASYNC registration): sets bit (page - base) in
+ * bitmap (may be NULL) and returns the count, or -errno. rearm: write-protect
+ * them again in the same walk (PM_SCAN_WP_MATCHING).
+ */
+int64_t wpc_pagemap_written(int pagemap_fd, void *base, size_t len, bool rearm, uint8_t *bitmap,
+			    struct wpc_scan_stats *st);
 
 #endif /* WPC_INTERNAL_H */
