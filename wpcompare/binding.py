@@ -5,8 +5,7 @@ buffer or in the run's result; check() turns that into the exception class
 the caller acts on. Python only sets things up and reads results: every
 measured loop runs in C.
 """
-import errno as _errno
-import os
+import errno
 
 try:
     from wpcompare._core import ffi, lib
@@ -293,9 +292,8 @@ def dump_stats(stats):
 
 
 def _errno_name(number):
-    if not number:
-        return None
-    return f"{_errno.errorcode.get(number, number)}: {os.strerror(number)}"
+    """"EXDEV: Invalid cross-device link" for EXDEV; None for 0."""
+    return error_for_errno(number, None).reason if number else None
 
 
 def dump_image(memory, dirty, prev_path, path):
@@ -330,7 +328,7 @@ def image_check(path, size, seed, kind, cycles):
     array = workload_array(cycles)
     rc = lib.wpc_image_check(str(path).encode(), size, seed, IMAGE_KINDS[kind], array, len(cycles),
                              out, why, len(why))
-    if rc < 0 and rc != -_errno.EIO:
+    if rc < 0 and rc != -errno.EIO:
         check(rc, why)
     return {
         "verified": rc == 0,

@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 import click
 
 from wpcompare import __version__, binding, probe, report, results, runner, strategies
-from wpcompare import cycle as chains
-from wpcompare import cycle_report, cycle_results
 from wpcompare import image as images
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern, parse_size
+from wpcompare import cycle as chains
+from wpcompare import cycle_report, cycle_results
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import INJECTIONS
