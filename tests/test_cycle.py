@@ -424,7 +424,7 @@ def test_cli_lost_write_fails_the_chain_naming_page_and_cycle(tmp_path):
         failed = chain["cycles"][-1]
         assert failed["cycle"] == 2 and failed["failed_phase"] == "image-check"
         page = failed["lost_write_page"]
-        assert f"page {page} lost the write of cycle 2" in chain["reason"]
+        assert f"dump of image 3: page {page} lost the write of cycle 2" in chain["reason"]
         assert f"page {page} lost the write of cycle 2" in result.stdout
     assert document["ranking"]["by_cycle_time"] == []
 

@@ -97,7 +97,8 @@ def run_chain(plan, choice, progress=None):
 
     directory = tempfile.mkdtemp(prefix="wpcompare-cycle-", dir=plan.directory)
     try:
-        copy_image(plan.image.path, _image_path(directory, 0))
+        # Image 1 is the generated one: cycle k restores image k and writes image k+1.
+        copy_image(plan.image.path, _image_path(directory, 1))
         history = []
         for cycle in range(1, plan.cycles + 1):
             spec = _cycle_spec(plan, choice, directory, cycle, history)
@@ -137,8 +138,8 @@ def _cycle_spec(plan, choice, directory, cycle, history):
         "params": choice.params_text,
         "label": choice.label,
         "cycle": cycle,
-        "image": _image_path(directory, cycle - 1),
-        "next_image": _image_path(directory, cycle),
+        "image": _image_path(directory, cycle),
+        "next_image": _image_path(directory, cycle + 1),
         "base": {"seed": plan.image.seed, "kind": plan.image.kind, "bytes": plan.image.size},
         "history": list(history),
         "workload": cycle_workload(plan, cycle),
@@ -261,7 +262,7 @@ def run_cycle(spec):
             if row["old_image_deleted"]:
                 checkpoint["incremental_unavailable"] = "old image deleted"
                 checkpoint["incremental_reason"] = (
-                    f"image {cycle - 1} was deleted at {row['old_image_deleted']} "
+                    f"image {cycle} was deleted at {row['old_image_deleted']} "
                     f"(--delete-old {mode}) and an incremental dump takes its clean pages from it")
             else:
                 try:
@@ -294,12 +295,12 @@ def run_cycle(spec):
     row["image_check"] = checks
     for name in ("incremental", "full"):
         if name in checks and not checks[name]["verified"]:
-            return fail("image-check", f"{name} dump of image {cycle}: {checks[name]['reason']}")
+            return fail("image-check", f"{name} dump of image {cycle + 1}: {checks[name]['reason']}")
     if checkpoint["incremental"]:
         difference = first_difference(full_path, incremental_path)
         checkpoint["incremental_equals_full"] = difference is None
         if difference is not None:
-            return fail("image-check", f"the incremental dump of image {cycle} differs from the full "
+            return fail("image-check", f"the incremental dump of image {cycle + 1} differs from the full "
                         f"dump at byte {difference}")
 
     os.replace(kept, spec["next_image"])
