@@ -394,7 +394,7 @@ def test_cli_json_csv_and_markdown(tmp_path):
     document = json.loads(target.read_text())
     assert document["schema"] == "wpcompare.cycle/1"
     meta = document["metadata"]
-    for key in ("wpcompare_version", "timestamp", "command_line", "system", "image", "options",
+    for key in ("wpcompare_version", "timestamp", "command_line", "system", "image", "options", "load_average",
                 "images_directory", "timer_overhead_ns"):
         assert key in meta
     assert meta["options"]["cycles"] == 2 and meta["options"]["dirty"] == 0.5

@@ -54,13 +54,6 @@ class ChainPlan:
     lose_write: Optional[int] = None  # tests only: the cycle whose kept image loses one written page
 
 
-class Progress:
-    """Told after every cycle; the base class shows nothing."""
-
-    def cycle_done(self, choice, row):
-        pass
-
-
 def cycle_workload(plan, cycle):
     """Cycle `cycle`'s workload, JSON-able: its own seed, so each cycle reads and writes other pages."""
     return {"op": "mixed", "pattern": str(plan.pattern), "seed": plan.seed + cycle,
@@ -72,18 +65,16 @@ def _c_workload(workload):
     return dict(workload, pattern=parse_pattern(workload["pattern"]))
 
 
-def run_chains(plan, progress=None):
+def run_chains(plan):
     """One chain per strategy choice, in order; the chains as JSON-able dicts."""
     if plan.lose_write and plan.delete_old != "after-checkpoint":
         raise ValueError("a lost write is injected by copying a page back from the old image, "
                          "which needs --delete-old after-checkpoint")
-    progress = progress or Progress()
-    return [run_chain(plan, choice, progress) for choice in plan.choices]
+    return [run_chain(plan, choice) for choice in plan.choices]
 
 
-def run_chain(plan, choice, progress=None):
+def run_chain(plan, choice):
     """Every cycle of one strategy, each in a fresh process; stops at the first failed cycle."""
-    progress = progress or Progress()
     chain = {"label": choice.label, "strategy": choice.strategy.name, "params": choice.params_text,
              "status": "ok", "reason": None, "cycles": []}
     # In a child, as every run's probe: probing may open a userfaultfd or reserve huge pages.
@@ -98,7 +89,11 @@ def run_chain(plan, choice, progress=None):
     directory = tempfile.mkdtemp(prefix="wpcompare-cycle-", dir=plan.directory)
     try:
         # Image 1 is the generated one: cycle k restores image k and writes image k+1.
-        copy_image(plan.image.path, _image_path(directory, 1))
+        try:
+            copy_image(plan.image.path, _image_path(directory, 1))
+        except OSError as error:
+            return dict(chain, status="failed",
+                        reason=f"cannot copy the image into {directory}: {error.strerror}")
         history = []
         for cycle in range(1, plan.cycles + 1):
             spec = _cycle_spec(plan, choice, directory, cycle, history)
@@ -108,7 +103,6 @@ def run_chain(plan, choice, progress=None):
                 row = {"cycle": cycle, "status": "failed", "reason": failure.reason,
                        "failed_phase": None}
             chain["cycles"].append(row)
-            progress.cycle_done(choice, row)
             if row["status"] != "ok":
                 chain.update(status="failed", reason=f"cycle {cycle}: {row['reason']}")
                 break

@@ -14,6 +14,7 @@ Derived numbers, per cycle:
     cycle       restore + work + fixup + that checkpoint
     slowdown    work / the same pass over the region once loaded (steady)
 """
+import os
 import tempfile
 from datetime import datetime, timezone
 
@@ -119,6 +120,8 @@ def metadata(plan, facts, elapsed, command_line):
         "elapsed_s": round(elapsed, 3),
         "system": facts,
         "timer_overhead_ns": facts.get("timer_overhead_ns"),
+        # 1, 5 and 15 minutes at the end: whether other work shared the CPUs with the chains.
+        "load_average": list(os.getloadavg()),
         "image": plan.image.describe(),
         # Each image is restored right after the previous cycle wrote it.
         "cache": "hot",
