@@ -110,9 +110,11 @@ def test_deleting_the_image_under_a_strategy_that_still_maps_it_fails(image, tmp
     assert chain["reason"] == "cycle 1: worker killed by SIGBUS"
 
 
-@pytest.mark.parametrize("threads,pattern", [(3, "random"), (2, "sparse:0.5"), (1, "stride:3")])
-def test_chains_with_threads_and_partial_patterns_verify(image, tmp_path, threads, pattern):
-    chain = _run_chain(image, "mmap", tmp_path, threads=threads, pattern=parse_pattern(pattern))
+@pytest.mark.parametrize("threads,pattern,overlap", [(3, "random", False), (2, "sparse:0.5", False),
+                                                     (1, "stride:3", False), (2, "random", True)])
+def test_chains_with_threads_and_partial_patterns_verify(image, tmp_path, threads, pattern, overlap):
+    chain = _run_chain(image, "mmap", tmp_path, threads=threads, pattern=parse_pattern(pattern),
+                       overlap=overlap)
     _assert_chain_ok(chain)
 
 
