@@ -141,6 +141,7 @@ static int read_full(int fd, uint8_t *buf, size_t want, uint64_t off)
 	return 0;
 }
 
+/* The differences go into why without the file's name: the caller knows which file it checked. */
 static int compare_file(int fd, const struct wpc_model *m, struct wpc_image_check *out,
 			const char *path, char *why, size_t len)
 {
@@ -185,14 +186,14 @@ static int compare_file(int fd, const struct wpc_model *m, struct wpc_image_chec
 	if (out->mismatched_pages) {
 		ret = -EIO;
 		if (out->first_mismatch_cycle)
-			wpc_why(why, len, "%s: page %lld lost the write of cycle %d (byte %lld); "
-				"%llu page(s) differ from the model", path,
+			wpc_why(why, len, "page %lld lost the write of cycle %d (byte %lld); "
+				"%llu page(s) differ from the model",
 				(long long)out->first_mismatch_page, out->first_mismatch_cycle,
 				(long long)out->first_mismatch_offset,
 				(unsigned long long)out->mismatched_pages);
 		else
-			wpc_why(why, len, "%s: page %lld differs from the base image at byte %lld, "
-				"which no cycle wrote; %llu page(s) differ from the model", path,
+			wpc_why(why, len, "page %lld differs from the base image at byte %lld, "
+				"which no cycle wrote; %llu page(s) differ from the model",
 				(long long)out->first_mismatch_page, (long long)out->first_mismatch_offset,
 				(unsigned long long)out->mismatched_pages);
 	}
@@ -236,7 +237,7 @@ int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
 	}
 	if ((uint64_t)st.st_size != size) {
 		ret = -EIO;
-		wpc_why(why, len, "%s is %lld bytes, the image is %llu", path, (long long)st.st_size,
+		wpc_why(why, len, "the file is %lld bytes, the image %llu", (long long)st.st_size,
 			(unsigned long long)size);
 		goto out;
 	}

@@ -62,11 +62,29 @@ static int uffd_devnode(int flags)
 	return fd;
 }
 
+/*
+ * Test-only: WPCOMPARE_UFFD_FEATURE_MASK=0x... names UFFD_FEATURE_* bits to
+ * pretend the kernel lacks, so the tests can drive every strategy's skip
+ * path on a kernel that has everything. Requesting a masked feature fails
+ * as an old kernel would (-EINVAL), and masked bits never appear as
+ * available. Unset (the normal case) masks nothing.
+ */
+static uint64_t masked_features(void)
+{
+	const char *text = getenv("WPCOMPARE_UFFD_FEATURE_MASK");
+
+	return text && *text ? strtoull(text, NULL, 0) : 0;
+}
+
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
-	int fd = uffd_syscall(flags);
+	uint64_t masked = masked_features();
+	int fd;
 
+	if (features & masked)
+		return -EINVAL;
+	fd = uffd_syscall(flags);
 	if (fd < 0 && (fd == -EPERM || fd == -ENOSYS))
 		fd = uffd_devnode(flags);
 	if (fd < 0)
@@ -77,7 +95,7 @@ int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 		return -err;
 	}
 	if (available)
-		*available = api.features;
+		*available = api.features & ~masked;
 	return fd;
 }
 
@@ -116,7 +134,7 @@ int wpc_uffd_probe(struct wpc_uffd_probe *out)
 		return -err;
 	}
 	out->api = api.api;
-	out->features = api.features;
+	out->features = api.features & ~masked_features();
 	out->ioctls = api.ioctls;
 	close(fd);
 	return 0;

@@ -286,4 +286,32 @@ int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
 		    const struct wpc_workload *cycles, int ncycles, struct wpc_image_check *out,
 		    char *why, size_t len);
 
+/*
+ * ---- test-only: kernel write tracking outside a run ----
+ * For tests/test_wp.py, not for measurements: arms exactly the tracking
+ * mmap-wp-async uses (userfaultfd with UFFD_FEATURE_WP_ASYNC and
+ * WP_UNPOPULATED, registered UFFDIO_REGISTER_MODE_WP, the whole range
+ * write-protected) on a bare mapping, so tests can check what the kernel
+ * reports. fd >= 0: MAP_PRIVATE mapping of the first len bytes of fd; fd < 0:
+ * anonymous memory. populate: MAP_POPULATE before protecting.
+ */
+struct wpc_wp_tracker;
+
+int wpc_wp_tracker_open(int fd, uint64_t len, int populate, struct wpc_wp_tracker **out,
+			char *why, size_t why_len);
+uintptr_t wpc_wp_tracker_addr(const struct wpc_wp_tracker *t);
+/* Pages written since protection (bit p of bitmap set): count or -errno; rearm protects them again. */
+int64_t wpc_wp_tracker_scan(struct wpc_wp_tracker *t, int rearm, uint8_t *bitmap);
+/*
+ * An incremental checkpointer racing `threads` writers, which write one
+ * word of seeded random pages without pause: `rounds` rounds of a scan with
+ * re-arm that copies every reported page into a shadow, all while every
+ * writer is writing. Every 50 rounds the writers stop, one last round runs
+ * and the shadow is compared with the region: *lost_pages counts the pages
+ * that differed (writes no scan reported). *writes: the writes made in all.
+ */
+int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t rounds, uint64_t seed,
+			  uint64_t *writes, uint64_t *lost_pages);
+void wpc_wp_tracker_close(struct wpc_wp_tracker *t);
+
 #endif /* WPCOMPARE_H */

@@ -5,6 +5,8 @@ buffer or in the run's result; check() turns that into the exception class
 the caller acts on. Python only sets things up and reads results: every
 measured loop runs in C.
 """
+import errno
+
 try:
     from wpcompare._core import ffi, lib
 except ImportError as error:
@@ -95,11 +97,36 @@ def probe_strategy(strategy, params):
 
 # ---- one run ----
 
+def fill_workload(workload, *, op, pattern, seed, threads=1, overlap=False, pin_threads=True,
+                  write_fraction=0.0):
+    """Set a struct wpc_workload; pattern is an options.Pattern."""
+    workload.op = OPS[op]
+    workload.pattern = PATTERN_KINDS[pattern.kind]
+    workload.fraction = pattern.fraction
+    workload.stride = pattern.stride
+    workload.seed = seed
+    workload.threads = threads
+    workload.overlap = int(overlap)
+    workload.pin_threads = int(pin_threads)
+    workload.write_fraction = write_fraction
+
+
+def workload_array(workloads):
+    """A C array of struct wpc_workload from dicts of fill_workload's keywords (at least one slot)."""
+    array = ffi.new("struct wpc_workload[]", max(1, len(workloads)))
+    for index, workload in enumerate(workloads):
+        fill_workload(array[index], **workload)
+    return array
+
+
 class Run:
     """One restore -> touch -> fixup -> verify, owning its C state until close()."""
 
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
-                 op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.5):
+                 op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.0,
+                 history=None):
+        """history: for a cycle of a chain, the workloads (fill_workload dicts) of the earlier
+        cycles, oldest first, whose writes the image holds; None for a run of its own."""
         # cffi frees what ffi.new returned when the Python object dies, so the
         # strings the config points at live as long as the run.
         self._keep = [ffi.new("char[]", image_path.encode()),
@@ -108,16 +135,12 @@ class Run:
         cfg.image_path, cfg.strategy, cfg.params = self._keep
         cfg.image_seed = -1 if image_seed is None else image_seed
         cfg.image_kind = IMAGE_KINDS[image_kind or "mixed"]
-        workload = cfg.workload
-        workload.op = OPS[op]
-        workload.pattern = PATTERN_KINDS[pattern.kind]
-        workload.fraction = pattern.fraction
-        workload.stride = pattern.stride
-        workload.seed = seed
-        workload.threads = threads
-        workload.overlap = int(overlap)
-        workload.pin_threads = int(pin_threads)
-        workload.write_fraction = write_fraction      # op "mixed": the share of pages written
+        fill_workload(cfg.workload, op=op, pattern=pattern, seed=seed, threads=threads,
+                      overlap=overlap, pin_threads=pin_threads, write_fraction=write_fraction)
+        if history is not None:
+            self._keep.append(workload_array(history))
+            cfg.history = self._keep[-1]
+            cfg.history_len = len(history)
         self._cfg = cfg
         out = ffi.new("struct wpc_run **")
         why = _why_buffer()
@@ -142,6 +165,28 @@ class Run:
 
     def verify(self):
         self._step(lib.wpc_run_verify)
+
+    def detached(self):
+        """Whether the strategy has said the region needs the image no more."""
+        return bool(lib.wpc_run_detached(self._run))
+
+    def fixup_pause_ns(self):
+        """Of the fixup phase, the ns the application could not have run; None if it did not run."""
+        ns = lib.wpc_run_fixup_pause_ns(self._run)
+        return None if ns < 0 else ns
+
+    def steady(self):
+        """The workload once more over the loaded region: its wall time in ns."""
+        ns = ffi.new("int64_t *")
+        check(lib.wpc_run_steady(self._run, ns), self.result.reason)
+        return ns[0]
+
+    def checkpoint(self, path, incremental):
+        """Dump the region into a new image at path; the dump's stats."""
+        stats = ffi.new("struct wpc_dump_stats *")
+        check(lib.wpc_run_checkpoint(self._run, str(path).encode(), int(incremental), stats),
+              self.result.reason)
+        return dump_stats(stats)
 
     def region(self):
         addr = ffi.new("uintptr_t *")
@@ -227,6 +272,72 @@ def image_residency(path):
     check(lib.wpc_image_residency(str(path).encode(), resident, total),
           f"cannot inspect the page cache of {path}")
     return resident[0], total[0]
+
+
+# ---- checkpoints ----
+
+def dump_stats(stats):
+    """A struct wpc_dump_stats as a dict (ns values None where the step did not run)."""
+    return {
+        "ns": None if stats.ns < 0 else stats.ns,
+        "dirty_ns": None if stats.dirty_ns < 0 else stats.dirty_ns,
+        "dirty_pages": stats.dirty_pages,
+        "bytes_written": stats.bytes_written,
+        "bytes_copied": stats.bytes_copied,
+        "bytes_fallback": stats.bytes_fallback,
+        "fallback": _errno_name(stats.fallback_errno),
+        "write_calls": stats.write_calls,
+        "copy_calls": stats.copy_calls,
+    }
+
+
+def _errno_name(number):
+    """"EXDEV: Invalid cross-device link" for EXDEV; None for 0."""
+    return error_for_errno(number, None).reason if number else None
+
+
+def dump_image(memory, dirty, prev_path, path):
+    """The C image writer on a buffer (tests): dirty None writes it all, else a bitmap of the
+    pages taken from memory, the others copied from prev_path."""
+    stats = ffi.new("struct wpc_dump_stats *")
+    why = _why_buffer()
+    source = ffi.from_buffer(memory)
+    bitmap = ffi.NULL if dirty is None else ffi.from_buffer(dirty)
+    check(lib.wpc_dump_image(source, len(memory), bitmap, _optional(str(prev_path) if prev_path else None),
+                             str(path).encode(), stats, why, len(why)), why)
+    return dump_stats(stats)
+
+
+def written_pages(workload, pages):
+    """(count, bitmap bytes) of the pages a workload (fill_workload dict) writes in a region of pages."""
+    target = ffi.new("struct wpc_workload *")
+    fill_workload(target, **workload)
+    bitmap = ffi.new("uint8_t[]", (pages + 7) // 8)
+    count = check(lib.wpc_workload_written_pages(target, pages, bitmap), "invalid workload")
+    return count, bytes(ffi.buffer(bitmap))
+
+
+def image_check(path, size, seed, kind, cycles):
+    """An image file against the model: the generated image plus the cycles' writes, in order.
+
+    Returns {"verified", "mismatched_pages", "first_mismatch_page", "first_mismatch_offset",
+    "first_mismatch_cycle", "reason"}; raises only where the check itself could not run.
+    """
+    out = ffi.new("struct wpc_image_check *")
+    why = _why_buffer()
+    array = workload_array(cycles)
+    rc = lib.wpc_image_check(str(path).encode(), size, seed, IMAGE_KINDS[kind], array, len(cycles),
+                             out, why, len(why))
+    if rc < 0 and rc != -errno.EIO:
+        check(rc, why)
+    return {
+        "verified": rc == 0,
+        "mismatched_pages": out.mismatched_pages,
+        "first_mismatch_page": None if out.first_mismatch_page < 0 else out.first_mismatch_page,
+        "first_mismatch_offset": None if out.first_mismatch_offset < 0 else out.first_mismatch_offset,
+        "first_mismatch_cycle": out.first_mismatch_cycle if out.mismatched_pages else None,
+        "reason": _text(why) if rc < 0 else None,
+    }
 
 
 # ---- system probe ----

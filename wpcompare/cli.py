@@ -15,6 +15,8 @@ from wpcompare import __version__, binding, probe, report, results, runner, stra
 from wpcompare import image as images
 from wpcompare.errors import InvalidArgument, WpcError
 from wpcompare.options import parse_pattern, parse_size
+from wpcompare import cycle as chains
+from wpcompare import cycle_report, cycle_results
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -239,3 +241,104 @@ def list_strategies():
         click.echo(f"{strategy.name:<{width}}  [{strategy.family}] {strategy.description}")
         for param in strategy.params:
             click.echo(f"{'':<{width}}    {param.describe()}: {param.help}")
+
+
+class DirectoryType(click.ParamType):
+    """An existing, writable directory: checked before any run starts."""
+
+    name = "directory"
+
+    def convert(self, value, param, ctx):
+        path = os.path.abspath(value)
+        if not os.path.exists(path):
+            self.fail(f"{value!r} does not exist: create it first", param, ctx)
+        if not os.path.isdir(path):
+            self.fail(f"{value!r} is not a directory", param, ctx)
+        if not os.access(path, os.W_OK | os.X_OK):
+            self.fail(f"directory {value!r} is not writable", param, ctx)
+        return path
+
+
+@main.command(name="cycle")
+@click.option("-s", "--strategy", "choices", multiple=True, type=StrategyType(),
+              metavar="NAME[:PARAM=VALUE,...]",
+              help="Strategy to cycle, with parameters; repeat for several. [default: every strategy]")
+@click.option("--cycles", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Checkpoint cycles per strategy: restore, work, fix up, checkpoint, delete the old image.")
+@click.option("--dirty", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share F of the pattern's pages each cycle writes (the others it reads), 0 <= F <= 1.")
+@click.option("--pattern", type=PatternType(), default="random", show_default=True,
+              help="Pages each cycle touches: seq, random, sparse:F (0<F<=1), stride:N.")
+@click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
+              help="Workload threads; the pages are split among them.")
+@click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="Run workload thread i on the i-th CPU this process may use.")
+@click.option("--size", type=SizeType(), default=None,
+              help="Size of the generated image, with K, M or G. [default: 256M]")
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Seed of the image; cycle k's workload uses seed + k.")
+@click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
+              help="Generated image content. [default: mixed]")
+@click.option("--delete-old", type=click.Choice(chains.DELETE_MODES), default="after-checkpoint",
+              show_default=True,
+              help="When image k goes: after image k+1 is written, or as soon as the strategy "
+                   "detached (right after restore for one detached by then; no incremental dump).")
+@click.option("--dir", "directory", type=DirectoryType(), default=None,
+              help="Where the images go (in a private directory made and removed there); its "
+                   "filesystem decides whether copy_file_range can reflink. [default: the temp dir]")
+@click.option("--format", "fmt", type=click.Choice(cycle_report.FORMATS), default=None,
+              help="Format of --output (default: from its extension), or else of stdout. [default: table]")
+@click.option("-o", "--output", type=OutputType(), default=None,
+              help="Write the results here once every chain has finished; the table still goes to stdout.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
+              help="Seconds one cycle may take before it is killed and reported as timed out.")
+@click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
+def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
+                  delete_old, directory, fmt, output, timeout, lose_write):
+    """Repeated checkpoints: per strategy, cycles of restore, work, fixup, checkpoint, each verified."""
+    if lose_write is not None and (lose_write > cycles or delete_old != "after-checkpoint"):
+        raise click.UsageError("--lose-write CYCLE needs a CYCLE within --cycles and "
+                               "--delete-old after-checkpoint")
+    if not choices:
+        choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
+    unique = {}
+    for choice in choices:
+        unique.setdefault(choice.label, choice)
+    try:
+        image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
+        images.prepare_page_cache(image, "hot")
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+
+    try:
+        facts = runner.call_in_fresh_process(lambda _: probe.system_facts(), None, timeout)
+    except runner.WorkerFailure as failure:
+        facts = {"error": f"system probe failed: {failure.reason}"}
+    plan = chains.ChainPlan(choices=list(unique.values()), cycles=cycles, dirty=dirty, pattern=pattern,
+                            image=image, threads=threads, overlap=overlap, pin_threads=pin, seed=seed,
+                            delete_old=delete_old, directory=directory, timeout=timeout,
+                            lose_write=lose_write)
+    started = time.monotonic()
+    try:
+        done = chains.run_chains(plan)
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+    document = cycle_results.build_document(
+        done, cycle_results.metadata(plan, facts, time.monotonic() - started, sys.argv))
+
+    if output:
+        export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
+        report.write_export(output, cycle_report.render(document, export_format))
+        terminal_format = "table"
+    else:
+        terminal_format = fmt or "table"
+    click.echo(cycle_report.render(document, terminal_format), nl=False)
+    if terminal_format in ("json", "csv"):
+        for warning in cycle_report.warnings(document):
+            click.echo(f"warning: {warning}", err=True)
+
+    failed = [chain["label"] for chain in done if chain["status"] == "failed"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} chain(s) failed ({', '.join(failed)}); "
+                                   "their reasons are listed with the results")
