@@ -163,7 +163,7 @@ static int move_chunks(struct wpc_chunks *c, uint64_t first, uint64_t end)
 		memcpy(c->shadow + off, c->region + off, len);
 	}
 	for (;;) {
-		void *to = mremap(c->shadow + off, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | flags,
+		void *to = wpc_mremap(c->shadow + off, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | flags,
 				  c->region + off);
 		if (to != MAP_FAILED)
 			return 0;

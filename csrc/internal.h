@@ -218,6 +218,11 @@ int wpc_cpu_nth(const struct wpc_run *run, int i);
 int wpc_pin_self(int cpu);
 /* The CPU a handler should use for placement p, relative to workload thread 0. */
 int wpc_handler_cpu_for(const struct wpc_run *run, int placement);
+/*
+ * For a health op: whether the handler thread tid, started (*started) and not
+ * asked to stop, has exited. If so it is joined here and *started cleared.
+ */
+bool wpc_thread_exited(pthread_t tid, bool *started);
 
 /* ---- building blocks ---- */
 

@@ -105,6 +105,14 @@ int wpc_handler_cpu_for(const struct wpc_run *run, int placement)
 	}
 }
 
+bool wpc_thread_exited(pthread_t tid, bool *started)
+{
+	if (!*started || pthread_tryjoin_np(tid, NULL))
+		return false;
+	*started = false;
+	return true;
+}
+
 static void load_cpus(struct wpc_run *run)
 {
 	cpu_set_t set;

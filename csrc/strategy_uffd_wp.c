@@ -242,7 +242,9 @@ static void serve(struct uffd_wp_ctx *ctx, const struct uffd_msg *msg)
 	wpc_chunks_record(c, wpc_now_ns() - t0);
 }
 
-/* Serve every queued message; 0 when the queue is empty, else -errno. */
+#define HANDLER_VANISHES 1	/* drain(): the test-only hook says the handler is gone now */
+
+/* Serve every queued message; 0 when the queue is empty, else -errno (or HANDLER_VANISHES). */
 static int drain(struct uffd_wp_ctx *ctx)
 {
 	struct uffd_msg msgs[UFFD_WP_MSG_BATCH];
@@ -252,8 +254,11 @@ static int drain(struct uffd_wp_ctx *ctx)
 
 		if (n < 0)
 			return errno == EAGAIN ? 0 : errno == EINTR ? 0 : -errno;
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 			serve(ctx, &msgs[i]);
+			if (wpc_inject_handler_exit(atomic_load(&ctx->chunks.faults)))
+				return HANDLER_VANISHES;
+		}
 	}
 }
 
@@ -280,6 +285,9 @@ static void *handler_main(void *arg)
 			return handler_failed(ctx, -errno);
 		}
 		int ret = drain(ctx);
+		/* Test-only: vanish as a crashed handler would, leaving its faults unserved. */
+		if (ret == HANDLER_VANISHES)
+			return NULL;
 		if (ret)
 			return handler_failed(ctx, ret);
 		/* Stop only with the queue drained: a late message still gets its wake. */
@@ -377,6 +385,21 @@ static int uffd_wp_restore(struct wpc_run *run)
 	return 0;
 }
 
+/*
+ * A handler that ended by handler_failed() unprotected the rest first, so no
+ * writer waits on it. One that is gone without (a crash, or the test hook)
+ * leaves every later writer blocked in the kernel: say so now.
+ */
+static int uffd_wp_health(struct wpc_run *run)
+{
+	struct uffd_wp_ctx *ctx = run->priv;
+
+	if (!ctx || !wpc_thread_exited(ctx->handler, &ctx->handler_started) || ctx->handler_error)
+		return 0;
+	return wpc_fail(run, EPIPE, "the userfaultfd handler thread is gone while the workload runs: "
+			"writers blocked on write-protected chunks would never be woken");
+}
+
 static int uffd_wp_fixup(struct wpc_run *run)
 {
 	struct uffd_wp_ctx *ctx = run->priv;
@@ -470,4 +493,5 @@ const struct wpc_strategy wpc_strategy_uffd_wp = {
 	.dirty_pages = uffd_wp_dirty_pages,
 	.fixup_pause_ns = uffd_wp_fixup_pause_ns,
 	.teardown = uffd_wp_teardown,
+	.health = uffd_wp_health,
 };

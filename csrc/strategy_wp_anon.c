@@ -159,8 +159,12 @@ static void *handler_main(void *arg)
 			}
 			if (got > 0) {
 				wa->reads++;
-				for (size_t i = 0; i < (size_t)got / sizeof(msgs[0]); i++)
+				for (size_t i = 0; i < (size_t)got / sizeof(msgs[0]); i++) {
 					serve_fault(run, wa, &msgs[i]);
+					/* Test-only: vanish as a crashed handler would, faults unserved. */
+					if (wpc_inject_handler_exit(wa->faults))
+						return NULL;
+				}
 			}
 		}
 		if (pfd[1].revents)
@@ -292,6 +296,21 @@ static void stop_handler(struct wp_anon *wa)
 	wa->handler_started = false;
 }
 
+/*
+ * A handler that ended by handler_fail() unregistered the region first, so no
+ * writer waits on it. One that is gone without (a crash, or the test hook)
+ * leaves every later writer blocked in the kernel: say so now.
+ */
+static int wp_anon_health(struct wpc_run *run)
+{
+	struct wp_anon *wa = run->priv;
+
+	if (!wa || !wpc_thread_exited(wa->handler, &wa->handler_started) || wa->err)
+		return 0;
+	return wpc_fail(run, EPIPE, "the userfaultfd handler thread is gone while the workload runs: "
+			"writers blocked in write-protect faults would never be woken");
+}
+
 /* Tracking ends: the dirty set is final, the handler's figures go into the result. */
 static int wp_anon_fixup(struct wpc_run *run)
 {
@@ -360,4 +379,5 @@ const struct wpc_strategy wpc_strategy_uffd_wp_anon = {
 	.fixup = wp_anon_fixup,
 	.dirty_pages = wp_anon_dirty_pages,
 	.teardown = wp_anon_teardown,
+	.health = wp_anon_health,
 };
