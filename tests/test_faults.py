@@ -16,7 +16,7 @@ thread exiting).
 import pytest
 
 from conftest import spec_for
-from wpcompare import runner, strategies
+from wpcompare import binding, runner, strategies
 from wpcompare.options import parse_pattern
 from wpcompare.worker import HUGE_PAGE_DIR
 
@@ -48,8 +48,9 @@ def assert_survived_or_failed_loudly(row, image):
     assert row["status"] == "failed", _where(row)
     assert row["reason"] and "\n" not in row["reason"], _where(row)
     assert "timed out" not in row["reason"], f"a hang, not a failure: {_where(row)}"
-    if "worker killed by" in row["reason"]:
-        assert row["failed_phase"], f"a dead worker's row names the phase: {_where(row)}"
+    # A worker killed inside a phase has it in failed_phase; one killed by a strategy's own
+    # thread between phases (a background fixup copying a truncated chunk) has None there.
+    assert row["failed_phase"] in (None, "create") + binding.PHASES, _where(row)
 
 
 # ---- the image truncated while the region may still map it ----
