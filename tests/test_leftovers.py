@@ -226,10 +226,10 @@ def _hugetlb_holders():
     return holders
 
 
-def _start_run(tmp_path, *args):
+def _start_run(tmp_path, *args, command="run"):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    command = [sys.executable, "-c", "from wpcompare.cli import main; main()", "run", *args]
+    command = [sys.executable, "-c", "from wpcompare.cli import main; main()", command, *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
 
@@ -286,6 +286,26 @@ def test_interrupted_run_leaves_nothing(tmp_path, how):
         assert b"Traceback" not in stderr, stderr.decode()
         assert b"Aborted!" in stderr
     _assert_nothing_left(tmp_path, process, output, hugepages_before)
+
+
+def test_interrupted_cycle_leaves_no_image(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    output = tmp_path / "results.json"
+    process = _start_run(tmp_path, "--size", "8M", "-s", "read", "--cycles", "1000",
+                         "--dir", str(images), "-o", str(output), command="cycle")
+    try:
+        _wait_for(lambda: [pid for pid in _children_of(process.pid) if _fd_into(pid, images)],
+                  60, "a cycle worker to open an image")
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode != 0 and b"Traceback" not in stderr, stderr.decode()
+    _assert_nothing_left(tmp_path, process, output, None)
+    assert os.listdir(images) == [], "the cycle's private image directory was removed"
 
 
 def _fd_into(pid, directory):

@@ -306,8 +306,11 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     for choice in choices:
         unique.setdefault(choice.label, choice)
     try:
+        images.check_memory(size or DEFAULT_IMAGE_SIZE)
         image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
         images.prepare_page_cache(image, "hot")
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
 
