@@ -181,8 +181,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         image, cache, fmt, output, timeout, quiet, inject):
     """Measure strategies: restore, touch, fixup and verify, each run in a fresh process."""
     if preset == "list":
-        for each in presets.PRESETS.values():
-            click.echo("\n".join(presets.describe(each)))
+        click.echo("\n\n".join("\n".join(presets.describe(each)) for each in presets.PRESETS.values()))
         return
     if image is not None and (size is not None or image_kind is not None):
         raise click.UsageError("--size and --image-kind describe a generated image: "

@@ -40,11 +40,11 @@ def format_duration(seconds):
 class TerminalProgress(Progress):
     """Draws `[i/N] strategy op, run r/R | elapsed | ~left` on a terminal as run i starts."""
 
-    def __init__(self, stream, repeat=None, warmup=None, delay=DELAY_S, clock=time.monotonic):
+    def __init__(self, stream, repeat=None, warmup=None, delay=None, clock=time.monotonic):
         self.stream = stream
         self.repeat = repeat
         self.warmup = warmup
-        self.delay = delay
+        self.delay = DELAY_S if delay is None else delay
         self.clock = clock
         self.start = clock()
         self.finished_runs = 0

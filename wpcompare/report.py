@@ -158,8 +158,9 @@ def _spread_warning(document):
 
 
 HUGE_PAGE = 2 << 20
-# The reason a strategy gives when it found no free huge pages (not "no hugetlb in this kernel").
-_WANTS_HUGE_PAGES = re.compile(r"huge ?pages?", re.IGNORECASE)
+# The reason a strategy gives when it found no free huge pages ("no free 2 MiB huge pages",
+# "run `sysctl vm.nr_hugepages=N`"), not when the kernel has no hugetlb at all.
+_WANTS_HUGE_PAGES = re.compile(r"free [^;:]*huge ?pages|nr_hugepages", re.IGNORECASE)
 
 
 def _huge_page_warning(document):
