@@ -46,6 +46,12 @@ def test_handler_placement(pairs, expected):
     assert placement["handler_cpus"] == sorted({h for _, h in pairs if h is not None})
 
 
+def test_same_cpu_hint_keeps_the_other_parameters():
+    rows = [_row(label="uffd:chunk=64K,handler-cpu=other", handler_cpu=1)]
+    (warning,) = [w for w in report.warnings(_document(rows)) if "handler" in w]
+    assert warning.endswith("measure it beside -s uffd:chunk=64K,handler-cpu=same")
+
+
 def test_spread_over_ten_percent_is_warned_with_more_repeats():
     document = _document([_row(label="mmap", restore=r) for r in (1000, 1100, 1300)], repeat=3)
     (warning,) = [w for w in report.warnings(document) if w.startswith("spread")]
@@ -66,8 +72,8 @@ def test_handler_on_the_other_cpu_in_a_vm(handler_cpu, in_vm, warned):
     else:
         assert found == []
     table = report.render_table(document)
-    assert f"handler placement: uffd read: {'other' if handler_cpu else 'same'} CPU " \
-           f"(workload on CPU 0, handler on CPU {handler_cpu})" in table
+    assert f"handler placement: {'other' if handler_cpu else 'same'} CPU " \
+           f"(workload on CPU 0, handler on CPU {handler_cpu}): uffd read, uffd write\n" in table
 
 
 @pytest.mark.parametrize("pool,command", [
@@ -80,8 +86,7 @@ def test_huge_page_skip_gives_the_reserve_command_for_this_image(pool, command):
             _row(label="uffd-huge", op="write", status="skipped", reason=reason),
             _row(label="uffd", status="skipped", reason="userfaultfd: EPERM")]
     (warning,) = [w for w in report.warnings(_document(rows, hugepages=pool)) if "huge" in w]
-    assert warning.startswith("uffd-huge skipped: not enough free 2 MiB huge pages")
-    assert "the 512 MiB image needs 256" in warning
+    assert warning.startswith("uffd-huge skipped: the 512 MiB image needs 256 free 2 MiB huge pages")
     assert f"`{command}`" in warning
 
 

@@ -131,24 +131,23 @@ def _time_axis(axis):
 
 def _cdf_panel(axes, document, groups, op, color_of):
     axes.set_title(f"first {op} of a page: latency CDF", fontsize=10)
+    curves = [(group, cdf_points(merged_buckets(measured_rows(document, group)))) for group in groups]
+    curves = [(group, points) for group, points in curves if points[0]]
+    if not curves:
+        axes.text(0.5, 0.5, f"no {op} rows measured", ha="center", va="center",
+                  transform=axes.transAxes, color="gray")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        return
     axes.set_ylabel("share of pages")
     axes.set_xlabel("latency (log scale)")
     axes.set_xscale("log")
     axes.set_ylim(0, 1.02)
     axes.grid(True, which="major", alpha=0.3)
-    drawn = 0
-    for group in groups:
-        xs, ys = cdf_points(merged_buckets(measured_rows(document, group)))
-        if xs:
-            axes.step(xs, ys, where="post", color=color_of[group["label"]], label=group["label"],
-                      linewidth=1.4)
-            drawn += 1
-    if drawn:
-        _time_axis(axes.xaxis)
-        axes.legend(loc="lower right", fontsize=8)
-    else:
-        axes.text(0.5, 0.5, f"no {op} rows measured", ha="center", va="center",
-                  transform=axes.transAxes, color="gray")
+    for group, (xs, ys) in curves:
+        axes.step(xs, ys, where="post", color=color_of[group["label"]], label=group["label"], linewidth=1.4)
+    _time_axis(axes.xaxis)
+    axes.legend(loc="lower right", fontsize=8)
 
 
 def _phase_bars(axes, groups):

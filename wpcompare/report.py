@@ -177,9 +177,11 @@ def _huge_page_warning(document):
     needed = max(1, -(-image_bytes // HUGE_PAGE))
     pool = ((meta.get("system") or {}).get("hugepages") or {}).get("2048kB") or {}
     in_use = (pool["total"] - pool["free"]) if pool.get("total") is not None and pool.get("free") is not None else 0
-    return (f"{', '.join(labels)} skipped: not enough free 2 MiB huge pages "
-            f"({pool.get('free', 'unknown')} free, the {human_bytes(image_bytes)} image needs {needed}); "
-            f"reserve them as root with `sysctl vm.nr_hugepages={needed + in_use}` and run again")
+    # The pool is shared and may change during the runs: the count is what the image needs
+    # plus what others held when the machine was probed.
+    return (f"{', '.join(labels)} skipped: the {human_bytes(image_bytes)} image needs {needed} free "
+            f"2 MiB huge pages; reserve them as root with `sysctl vm.nr_hugepages={needed + in_use}` "
+            "and run again")
 
 
 def _in_a_vm(document):
@@ -195,23 +197,30 @@ def _handler_placement_warnings(document):
     for group in document["groups"]:
         placement = group.get("placement") or {}
         if group["status"] == "ok" and placement.get("handler") in ("other", "mixed"):
-            by_label.setdefault(group["label"], (group["strategy"], []))[1].append(group["op"])
+            by_label.setdefault(group["label"], []).append(group["op"])
     return [f"{label} ({', '.join(ops)}): the fault handler ran on another CPU than the workload; "
             "in a VM each such fault pays a cross-vCPU wakeup, often several times a same-CPU fault: "
-            f"measure it beside -s {strategy}:handler-cpu=same"
-            for label, (strategy, ops) in by_label.items()]
+            f"measure it beside -s {_on_the_same_cpu(label)}"
+            for label, ops in by_label.items()]
+
+
+def _on_the_same_cpu(label):
+    """The label with handler-cpu=same in place of its handler-cpu, other parameters kept."""
+    name, _, params = label.partition(":")
+    kept = [item for item in filter(None, params.split(",")) if not item.startswith("handler-cpu=")]
+    return f"{name}:" + ",".join(kept + ["handler-cpu=same"])
 
 
 def placement_notes(document):
-    """Where the handler ran, for every row whose strategy pinned one."""
-    notes = []
+    """Where the handler ran, for the rows whose strategy pinned one: one line per placement."""
+    rows_by_placement = {}
     for group in document["groups"]:
         placement = group.get("placement") or {}
         if group["status"] == "ok" and placement.get("handler"):
-            notes.append(f"{group['label']} {group['op']}: {placement['handler']} CPU "
-                         f"(workload on {_cpus(placement['app_cpus'])}, "
-                         f"handler on {_cpus(placement['handler_cpus'])})")
-    return notes
+            where = (f"{placement['handler']} CPU (workload on {_cpus(placement['app_cpus'])}, "
+                     f"handler on {_cpus(placement['handler_cpus'])})")
+            rows_by_placement.setdefault(where, []).append(f"{group['label']} {group['op']}")
+    return [f"{where}: {', '.join(rows)}" for where, rows in rows_by_placement.items()]
 
 
 def _cpus(numbers):
