@@ -117,6 +117,14 @@ struct wpc_strategy {
 	int (*dirty_pages)(struct wpc_run *run, uint8_t *bitmap);
 	/* Undo everything restore and fixup set up; called once, also after failures. */
 	void (*teardown)(struct wpc_run *run);
+	/*
+	 * Of the fixup phase that just ended, the ns during which the application
+	 * could not have run (a whole-region copy it must not race with, a
+	 * stop-the-world step). NULL: all of it. A fixup that runs alongside the
+	 * application (a background thread the harness merely waits for) returns
+	 * only the part that stops it: this is the pause `wpcompare cycle` reports.
+	 */
+	int64_t (*fixup_pause_ns)(struct wpc_run *run);
 };
 
 extern const struct wpc_strategy *const wpc_strategies[];
@@ -133,7 +141,15 @@ struct wpc_plan {
 	uint64_t count;
 	uint64_t begin[WPC_MAX_THREADS + 1];	/* thread t walks order[begin[t]..begin[t+1]) */
 	bool overlap;
+	bool write_all;			/* WPC_OP_WRITE */
+	uint8_t *write_set;		/* WPC_OP_MIXED: bit p set if page p is written */
 };
+
+/* Whether the workload's access to `page` is a write. */
+static inline bool wpc_plan_writes(const struct wpc_plan *plan, uint64_t page)
+{
+	return plan->write_all || (plan->write_set && (plan->write_set[page / 8] >> (page % 8) & 1));
+}
 
 struct wpc_run {
 	struct wpc_config cfg;
@@ -167,6 +183,9 @@ struct wpc_run {
 	int nextra_images;
 
 	struct wpc_result *res;
+
+	struct wpc_workload *history;	/* a copy of cfg.history (cycle runs) */
+	bool fixed_up;			/* the strategy's fixup returned success */
 };
 
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
@@ -188,8 +207,38 @@ int wpc_handler_cpu_for(const struct wpc_run *run, int placement);
 int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
 void wpc_plan_free(struct wpc_plan *plan);
 int wpc_workload_touch(struct wpc_run *run);
+/* The same pass again, timed the same way, into nothing but its wall time. */
+int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);
 int wpc_verify_bytes(struct wpc_run *run);
 int wpc_verify_dirty(struct wpc_run *run);
+
+/*
+ * What memory holds after a chain of cycles (model.c): the generated image
+ * plus, cycle by cycle, the words each cycle's workload wrote. A later write
+ * to the same word replaces an earlier one (thread t always writes word slot
+ * (page, t)), so the last cycle that wrote a word says what it must hold.
+ */
+struct wpc_model {
+	uint64_t seed;
+	int kind;
+	uint64_t image_size;
+	uint64_t npages;
+	int ncycles;
+	uint64_t **writers;	/* writers[j][page]: threads that wrote page in cycle j + 1 */
+	uint64_t *write_seeds;	/* cycle j + 1's workload seed: the values it wrote */
+};
+
+int wpc_model_build(struct wpc_model *m, uint64_t seed, int kind, uint64_t image_size,
+		    const struct wpc_workload *cycles, int ncycles);
+void wpc_model_free(struct wpc_model *m);
+/* The bytes page `page` holds after every cycle; zeros past the image's end. */
+void wpc_model_page(const struct wpc_model *m, uint64_t page, uint8_t *buf);
+/* The last cycle (1..ncycles) that wrote word `word` of `page`; 0: none did. */
+int wpc_model_word_cycle(const struct wpc_model *m, uint64_t page, size_t word);
+/* Bitmask of the threads that write each of npages pages under plan (calloc'd; NULL: no memory). */
+uint64_t *wpc_plan_writer_masks(const struct wpc_plan *plan, int threads, uint64_t npages);
+/* Index of the first differing 8-byte word of two pages of nbytes; -1 if equal. */
+int64_t wpc_first_differing_word(const uint8_t *a, const uint8_t *b, size_t nbytes);
 
 struct wpc_maps_report {
 	int64_t region_vmas;
