@@ -103,24 +103,33 @@ def plot_run(document, Figure):
     notes = [f"not plotted: {group['label']} {group['op']}: {group['status']}: {group['reason']}"
              for group in groups if group["status"] != "ok"]
     labels = list(dict.fromkeys(group["label"] for group in plotted))
-    colors = _palette(len(labels))
-    color_of = dict(zip(labels, colors))
+    style_of = dict(zip(labels, _line_styles(len(labels))))
 
+    cdf_height = 4.0 + 0.1 * max(len(labels) - 6, 0)
     bar_height = 0.4 * max(len(plotted), 1) + 1.2
-    figure = Figure(figsize=(12, 4.8 + bar_height), layout="constrained")
-    grid = figure.add_gridspec(2, 2, height_ratios=[4.2, bar_height])
+    figure = Figure(figsize=(13, cdf_height + bar_height), layout="constrained")
+    grid = figure.add_gridspec(2, 3, height_ratios=[cdf_height, bar_height], width_ratios=[1, 1, 0.36])
     figure.suptitle(report.context_line(document), fontsize=10)
+    lines = {}
     for column, op in enumerate(("read", "write")):
         axes = figure.add_subplot(grid[0, column])
-        _cdf_panel(axes, document, [g for g in plotted if g["op"] == op], op, color_of)
+        lines.update(_cdf_panel(axes, document, [g for g in plotted if g["op"] == op], op, style_of))
+    # One legend for both panels (a strategy has the same line in each), beside them, hiding no curve.
+    legend = figure.add_subplot(grid[0, 2])
+    legend.set_axis_off()
+    if lines:
+        legend.legend(list(lines.values()), list(lines), loc="upper left", fontsize=8, frameon=False,
+                      title="strategy", title_fontsize=9)
     _phase_bars(figure.add_subplot(grid[1, :]), plotted)
     return figure, notes
 
 
-def _palette(count):
+def _line_styles(count):
+    """(color, dash) per strategy: ten distinct colors, then the same colors dashed, then dotted."""
     from matplotlib import colormaps
-    cmap = colormaps["tab10" if count <= 10 else "tab20"]
-    return [cmap(index % cmap.N) for index in range(count)]
+    colors = colormaps["tab10"].colors
+    dashes = ("-", "--", ":", "-.")
+    return [(colors[index % 10], dashes[index // 10 % len(dashes)]) for index in range(count)]
 
 
 def _time_axis(axis):
@@ -129,7 +138,8 @@ def _time_axis(axis):
     axis.set_major_formatter(FuncFormatter(lambda value, _: report.format_ns(value)))
 
 
-def _cdf_panel(axes, document, groups, op, color_of):
+def _cdf_panel(axes, document, groups, op, style_of):
+    """Draw the panel; {label: line} of the curves drawn."""
     axes.set_title(f"first {op} of a page: latency CDF", fontsize=10)
     curves = [(group, cdf_points(merged_buckets(measured_rows(document, group)))) for group in groups]
     curves = [(group, points) for group, points in curves if points[0]]
@@ -138,16 +148,19 @@ def _cdf_panel(axes, document, groups, op, color_of):
                   transform=axes.transAxes, color="gray")
         axes.set_xticks([])
         axes.set_yticks([])
-        return
+        return {}
     axes.set_ylabel("share of pages")
     axes.set_xlabel("latency (log scale)")
     axes.set_xscale("log")
     axes.set_ylim(0, 1.02)
     axes.grid(True, which="major", alpha=0.3)
+    lines = {}
     for group, (xs, ys) in curves:
-        axes.step(xs, ys, where="post", color=color_of[group["label"]], label=group["label"], linewidth=1.4)
+        color, dash = style_of[group["label"]]
+        (lines[group["label"]],) = axes.step(xs, ys, where="post", color=color, linestyle=dash,
+                                             label=group["label"], linewidth=1.4)
     _time_axis(axes.xaxis)
-    axes.legend(loc="lower right", fontsize=8)
+    return lines
 
 
 def _phase_bars(axes, groups):
