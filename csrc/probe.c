@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the kernel offers: userfaultfd (by each way of opening one), its
- * feature bits by name, and the cost of reading the clock.
+ * feature bits by name, the cost of reading the clock, and the hypervisor
+ * the machine runs under.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -10,6 +11,9 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "compat.h"
 #include "internal.h"
@@ -163,4 +167,36 @@ int64_t wpc_timer_overhead_ns(void)
 	int64_t median = (int64_t)d[SAMPLES / 2];
 	free(d);
 	return median;
+}
+
+/*
+ * A hypervisor announces itself in CPUID leaf 0x40000000 (ebx, ecx, edx:
+ * "KVMKVMKVM", "Microsoft Hv", "VMwareVMware"...) once CPUID.1:ECX bit 31
+ * says one is present. It names the hypervisor even where DMI tables and
+ * /sys/hypervisor are absent, as in minimal cloud guests.
+ */
+int wpc_hypervisor_vendor(char *out, size_t len)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	unsigned int eax, ebx, ecx, edx;
+	char vendor[13];
+
+	if (len == 0)
+		return -EINVAL;
+	out[0] = '\0';
+	__cpuid(1, eax, ebx, ecx, edx);
+	if (!(ecx & (1u << 31)))
+		return -ENOENT;
+	__cpuid(0x40000000, eax, ebx, ecx, edx);
+	memcpy(vendor, &ebx, 4);
+	memcpy(vendor + 4, &ecx, 4);
+	memcpy(vendor + 8, &edx, 4);
+	vendor[12] = '\0';
+	snprintf(out, len, "%s", vendor);
+	return 0;
+#else
+	if (len)
+		out[0] = '\0';
+	return -EOPNOTSUPP;
+#endif
 }

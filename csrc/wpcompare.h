@@ -227,6 +227,8 @@ struct wpc_uffd_probe {
 int wpc_uffd_probe(struct wpc_uffd_probe *out);
 /* Kernel name of feature bit `bit` ("UFFD_FEATURE_MOVE"), or NULL. */
 const char *wpc_uffd_feature_name(int bit);
+/* The CPUID hypervisor vendor signature ("KVMKVMKVM"): 0; -ENOENT: none; -EOPNOTSUPP: not x86. */
+int wpc_hypervisor_vendor(char *out, size_t len);
 /* Median cost of one clock_gettime(CLOCK_MONOTONIC) pair, in ns. */
 int64_t wpc_timer_overhead_ns(void);
 

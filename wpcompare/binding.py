@@ -362,3 +362,12 @@ def uffd_feature_name(bit):
 
 def timer_overhead_ns():
     return lib.wpc_timer_overhead_ns()
+
+
+def hypervisor_vendor():
+    """The CPUID hypervisor signature ("KVMKVMKVM"), "" when CPUID says there is none, None off x86."""
+    buf = ffi.new("char[]", 16)
+    rc = lib.wpc_hypervisor_vendor(buf, len(buf))
+    if rc == 0:
+        return _text(buf)
+    return "" if rc == -errno.ENOENT else None

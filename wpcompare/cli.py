@@ -1,4 +1,4 @@
-"""The command line: `wpcompare run`, `wpcompare info`, `wpcompare list`.
+"""The command line: `wpcompare run`, `compare`, `plot`, `info`, `list`.
 
 Bad input is refused before anything runs, with one line naming the problem
 and the fix, and a non-zero exit; no output file is touched.
@@ -11,9 +11,11 @@ from datetime import datetime, timezone
 
 import click
 
-from wpcompare import __version__, binding, probe, report, results, runner, strategies
+from wpcompare import __version__, binding, compare, plot, presets, probe, published, report, results, runner
+from wpcompare import strategies
 from wpcompare import image as images
 from wpcompare.errors import InvalidArgument, WpcError
+from wpcompare.progress import progress_for
 from wpcompare.options import parse_pattern, parse_size
 from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
@@ -88,6 +90,40 @@ class OutputType(click.ParamType):
         return path
 
 
+class PresetType(_ParsedType):
+    name = "preset"
+
+    def parse(self, value):
+        return value if value == "list" else presets.find(value)
+
+
+class ResultFileType(_ParsedType):
+    """A result document of `wpcompare run`, loaded and checked."""
+
+    name = "results.json"
+
+    def parse(self, value):
+        return compare.Side(value, results.load_document(value))
+
+
+class PlottableFileType(_ParsedType):
+    name = "results.json"
+
+    def parse(self, value):
+        return plot.load_plottable(value)
+
+
+class ImageOutputType(OutputType):
+    name = "file.png|file.svg"
+
+    def convert(self, value, param, ctx):
+        try:
+            plot.image_format(value)
+        except WpcError as error:
+            self.fail(error.reason, param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class InjectionType(click.ParamType):
     name = "kind[:N][@strategy]"
 
@@ -110,6 +146,9 @@ def main():
 
 
 @main.command()
+@click.option("--preset", type=PresetType(), default=None, metavar="NAME|list",
+              help="A named experiment: its strategies and options (options given here override "
+                   "them); `--preset list` describes them.")
 @click.option("-s", "--strategy", "choices", multiple=True, type=StrategyType(),
               metavar="NAME[:PARAM=VALUE,...]",
               help="Strategy to measure, with parameters; repeat for several. [default: every strategy]")
@@ -146,14 +185,31 @@ def main():
               help="Write the results here once every run has finished; the table still goes to stdout.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress line on stderr (it is shown only on a terminal, for runs over 2 s).")
 @click.option("--inject", type=InjectionType(), default=None, hidden=True)
-def run(choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed, image_kind, image,
-        cache, fmt, output, timeout, inject):
+@click.pass_context
+def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed, image_kind,
+        image, cache, fmt, output, timeout, quiet, inject):
     """Measure strategies: restore, touch, fixup and verify, each run in a fresh process."""
+    if preset == "list":
+        click.echo("\n\n".join("\n".join(presets.describe(each)) for each in presets.PRESETS.values()))
+        return
     if image is not None and (size is not None or image_kind is not None):
         raise click.UsageError("--size and --image-kind describe a generated image: "
                                "drop them, or drop --image")
-    if not choices:
+    missing = []
+    if preset is not None:
+        settings = _preset_settings(ctx, preset, image is not None)
+        op = settings.get("op", op)
+        pattern = parse_pattern(settings["pattern"]) if "pattern" in settings else pattern
+        size = parse_size(settings["size"]) if "size" in settings else size
+        image_kind = settings.get("image_kind", image_kind)
+        if not choices:
+            resolved = presets.resolve(preset)
+            choices = [item for item in resolved if not isinstance(item, presets.Missing)]
+            missing = [item for item in resolved if isinstance(item, presets.Missing)]
+    elif not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
     unique = {}
     for choice in choices:
@@ -179,11 +235,22 @@ def run(choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed,
                            threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject)
     started = time.monotonic()
+    progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
     try:
-        rows = runner.run_matrix(matrix)
+        rows = runner.run_matrix(matrix, progress) if matrix.choices else []
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    document = results.build_document(rows, _metadata(matrix, facts, time.monotonic() - started))
+    finally:
+        progress.close()
+    metadata = _metadata(matrix, facts, time.monotonic() - started)
+    if preset is not None:
+        rows = _in_preset_order(preset, rows, missing, matrix)
+        metadata["preset"] = {
+            "name": preset.name, "summary": preset.summary,
+            "missing": [{"strategy": item.text, "reason": item.reason} for item in missing],
+            "reference": published.REFERENCES.get(preset.reference),
+        }
+    document = results.build_document(rows, metadata)
 
     if output:
         export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
@@ -199,6 +266,44 @@ def run(choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed,
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
         raise click.ClickException(f"{failed} run(s) failed; their reasons are listed with the results")
+
+
+# Options a preset may set, by the name of run()'s parameter.
+PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "threads")
+_FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def _preset_settings(ctx, preset, user_image):
+    """The preset's option values that the command line did not set itself."""
+    settings = {}
+    for key, value in preset.settings.items():
+        if key not in PRESET_OPTIONS:
+            raise ValueError(f"preset {preset.name!r} sets unknown option {key!r}")
+        if ctx.get_parameter_source(key) in _FROM_COMMAND_LINE:
+            continue
+        if user_image and key in ("size", "image_kind"):
+            continue        # they describe a generated image; --image brings its own
+        settings[key] = value
+    return settings
+
+
+def _in_preset_order(preset, rows, missing, matrix):
+    """The rows in the order the preset names its strategies, missing ones as skipped rows."""
+    missing_by_text = {item.text: item for item in missing}
+    ordered, placed = [], set()
+    for text in preset.strategies:
+        if text in missing_by_text:
+            ordered += presets.missing_rows(missing_by_text[text], matrix.ops, matrix.pattern, matrix.threads,
+                                            matrix.overlap, matrix.seed)
+            continue
+        label = next((choice.label for choice in matrix.choices
+                      if text in (choice.label, choice.strategy.name + ":" + choice.params_text)), None)
+        if label is not None and label not in placed:
+            ordered += [row for row in rows if row["label"] == label]
+            placed.add(label)
+    # Anything not matched above (it should not happen) still appears, at the end.
+    ordered += [row for row in rows if row["label"] not in placed]
+    return ordered
 
 
 def _metadata(matrix, facts, elapsed):
@@ -219,6 +324,45 @@ def _metadata(matrix, facts, elapsed):
             "timeout": matrix.timeout,
         },
     }
+
+
+@main.command(name="compare")
+@click.argument("a", type=ResultFileType(), metavar="A.json")
+@click.argument("b", type=ResultFileType(), metavar="B.json")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=compare.DEFAULT_ALPHA, show_default=True,
+              help="Significance level of the Mann-Whitney U test.")
+@click.option("--format", "fmt", type=click.Choice(compare.FORMATS), default=None,
+              help="Format of --output (default: from its extension), or else of stdout. [default: table]")
+@click.option("-o", "--output", type=OutputType(), default=None,
+              help="Write the comparison here; the table still goes to stdout.")
+def compare_results(a, b, alpha, fmt, output):
+    """Compare two result files row by row: B's medians against A's, with a significance test."""
+    comparison = compare.compare_documents(a, b, alpha)
+    if output:
+        extension = os.path.splitext(output)[1].lower()
+        export_format = fmt or {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(extension, "table")
+        report.write_export(output, compare.render(comparison, export_format))
+        terminal_format = "table"
+    else:
+        terminal_format = fmt or "table"
+    click.echo(compare.render(comparison, terminal_format), nl=False)
+
+
+@main.command(name="plot")
+@click.argument("document", type=PlottableFileType(), metavar="RESULTS.json")
+@click.option("-o", "--output", type=ImageOutputType(), required=True,
+              help="The image to write: FILE.png or FILE.svg.")
+def plot_results(document, output):
+    """Draw a result file: first-access latency CDFs (read, write) and the phases of each row."""
+    try:
+        data, notes = plot.render(document, plot.image_format(output))
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+    report.write_export(output, data)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(f"wrote {output}", err=True)
 
 
 @main.command()

@@ -7,11 +7,12 @@ for tools: csv holds raw numbers (ns, counts), json the whole document.
 import csv
 import io
 import os
+import re
 import tempfile
 
 from tabulate import tabulate
 
-from wpcompare import results
+from wpcompare import published, results
 from wpcompare.options import human_bytes
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -114,7 +115,7 @@ def context_line(document):
 
 
 def warnings(document):
-    """Things the reader must know to trust (or distrust) the numbers."""
+    """Things the reader must know to trust (or distrust) the numbers, each with what to do."""
     found = []
     image = document["metadata"].get("image") or {}
     if image.get("tail_bytes"):
@@ -127,7 +128,103 @@ def warnings(document):
                          + "; ".join(group["failures"]))
         if group["status"] == "ok" and not group["verified"]:
             found.append(f"{name}: restored bytes differ from the image")
+    found += filter(None, (_spread_warning(document), _huge_page_warning(document)))
+    found += _handler_placement_warnings(document)
     return found
+
+
+SPREAD_LIMIT_PCT = 10
+# The timings a reader compares; max/page is one sample per run and always noisy.
+SPREAD_CHECKED = {"restore_ns": "restore", "touch_ns": "touch", "page_p50_ns": "p50/page",
+                  "page_p99_ns": "p99/page", "fixup_ns": "fixup", "time_to_detached_ns": "to detached"}
+
+
+def _spread_warning(document):
+    wide = []
+    for group in document["groups"]:
+        if group["status"] != "ok":
+            continue
+        for metric, column in SPREAD_CHECKED.items():
+            summary = group["metrics"].get(metric)
+            if summary and summary["n"] > 1 and summary["spread_pct"] > SPREAD_LIMIT_PCT:
+                wide.append(f"{group['label']} {group['op']} {column} ±{summary['spread_pct']:.0f}%")
+    if not wide:
+        return None
+    repeat = (document["metadata"].get("options") or {}).get("repeat") or 5
+    shown = ", ".join(wide[:6]) + (f" and {len(wide) - 6} more" if len(wide) > 6 else "")
+    return (f"spread over {SPREAD_LIMIT_PCT}% of the median in {len(wide)} value(s) ({shown}): "
+            f"the medians are uncertain; more runs narrow them (--repeat {max(10, 2 * repeat)}), "
+            "as does a quieter machine")
+
+
+HUGE_PAGE = 2 << 20
+# The reason a strategy gives when it found no free huge pages ("no free 2 MiB huge pages",
+# "run `sysctl vm.nr_hugepages=N`"), not when the kernel has no hugetlb at all.
+_WANTS_HUGE_PAGES = re.compile(r"free [^;:]*huge ?pages|nr_hugepages", re.IGNORECASE)
+
+
+def _huge_page_warning(document):
+    """Strategies skipped for want of huge pages, with the command that reserves enough for this image."""
+    labels = []
+    for group in document["groups"]:
+        if group["status"] == "skipped" and _WANTS_HUGE_PAGES.search(group["reason"] or ""):
+            if group["label"] not in labels:
+                labels.append(group["label"])
+    if not labels:
+        return None
+    meta = document["metadata"]
+    image_bytes = (meta.get("image") or {}).get("bytes") or 0
+    needed = max(1, -(-image_bytes // HUGE_PAGE))
+    pool = ((meta.get("system") or {}).get("hugepages") or {}).get("2048kB") or {}
+    in_use = (pool["total"] - pool["free"]) if pool.get("total") is not None and pool.get("free") is not None else 0
+    # The pool is shared and may change during the runs: the count is what the image needs
+    # plus what others held when the machine was probed.
+    return (f"{', '.join(labels)} skipped: the {human_bytes(image_bytes)} image needs {needed} free "
+            f"2 MiB huge pages; reserve them as root with `sysctl vm.nr_hugepages={needed + in_use}` "
+            "and run again")
+
+
+def _in_a_vm(document):
+    system = document["metadata"].get("system") or {}
+    virtualization = system.get("virtualization") or {}
+    return bool(virtualization.get("hypervisor") or (system.get("cpu") or {}).get("hypervisor"))
+
+
+def _handler_placement_warnings(document):
+    if not _in_a_vm(document):
+        return []
+    by_label = {}
+    for group in document["groups"]:
+        placement = group.get("placement") or {}
+        if group["status"] == "ok" and placement.get("handler") in ("other", "mixed"):
+            by_label.setdefault(group["label"], []).append(group["op"])
+    return [f"{label} ({', '.join(ops)}): the fault handler ran on another CPU than the workload; "
+            "in a VM each such fault pays a cross-vCPU wakeup, often several times a same-CPU fault: "
+            f"measure it beside -s {_on_the_same_cpu(label)}"
+            for label, ops in by_label.items()]
+
+
+def _on_the_same_cpu(label):
+    """The label with handler-cpu=same in place of its handler-cpu, other parameters kept."""
+    name, _, params = label.partition(":")
+    kept = [item for item in filter(None, params.split(",")) if not item.startswith("handler-cpu=")]
+    return f"{name}:" + ",".join(kept + ["handler-cpu=same"])
+
+
+def placement_notes(document):
+    """Where the handler ran, for the rows whose strategy pinned one: one line per placement."""
+    rows_by_placement = {}
+    for group in document["groups"]:
+        placement = group.get("placement") or {}
+        if group["status"] == "ok" and placement.get("handler"):
+            where = (f"{placement['handler']} CPU (workload on {_cpus(placement['app_cpus'])}, "
+                     f"handler on {_cpus(placement['handler_cpus'])})")
+            rows_by_placement.setdefault(where, []).append(f"{group['label']} {group['op']}")
+    return [f"{where}: {', '.join(rows)}" for where, rows in rows_by_placement.items()]
+
+
+def _cpus(numbers):
+    return "CPU " + ", ".join(map(str, numbers)) if numbers else "no pinned CPU"
 
 
 def _text_report(document, tablefmt, bullet):
@@ -136,12 +233,47 @@ def _text_report(document, tablefmt, bullet):
     if notes:
         parts.append("")
         parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
+    placements = placement_notes(document)
+    if placements:
+        parts.append("")
+        parts += [f"{bullet}handler placement: {note}" for note in placements]
+    reference = (document["metadata"].get("preset") or {}).get("reference")
+    if reference:
+        parts += [""] + reference_lines(document, reference, tablefmt, bullet)
     found = warnings(document)
     if found:
         parts.append("")
         parts += [f"{bullet}warning: {text}" for text in found]
     parts += ["", bullet + SPREAD_NOTE]
     return "\n".join(parts) + "\n"
+
+
+def _times(value):
+    return "-" if value is None else f"{value:.2g}x" if value < 10 else f"{value:.0f}x"
+
+
+def reference_lines(document, reference, tablefmt="simple", bullet=""):
+    """The published figures with this run's beside them."""
+    compared = published.beside_reference(document, reference)
+    show_published_per_page = any(line["published_per_page_ns"] is not None for line in compared)
+    header = ["row", "page", "per page here", "x mmap here", "x mmap published"]
+    if show_published_per_page:
+        header.append("per page published")
+    rows = []
+    for line in compared:
+        # The reason of a row that did not run is listed with the table's notes.
+        here = format_ns(line["per_page_ns"]) if line["status"] == "ok" else line["status"].split(":")[0]
+        row = [f"{line['label']} {line['op']}", line["page"], here, _times(line["times_mmap"]),
+               _times(line["published_times_mmap"])]
+        if show_published_per_page:
+            row.append(format_ns(line["published_per_page_ns"]))
+        rows.append(row)
+    return [f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}",
+            "",
+            tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True),
+            "",
+            f"{bullet}per page here: touch time / pages touched, median over the measured runs; "
+            "x mmap: per page over mmap's per page"]
 
 
 def render_table(document):
@@ -181,11 +313,11 @@ def render(document, fmt):
 
 
 def write_export(path, text):
-    """Write text to path all at once: readers see the old file or the new, never half of it."""
+    """Write text (or bytes) to path all at once: readers see the old file or the new, never half of it."""
     path = os.path.abspath(path)
     fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wpcompare-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as export:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as export:
             export.write(text)
             export.flush()
             os.fsync(export.fileno())

@@ -134,8 +134,31 @@ def _summarize_group(members):
                  for name, extract in METRICS.items()},
         verified=all(row.get("verified") for row in measured) if measured else None,
         detached_runs=sum(1 for row in measured if row.get("detached")),
+        placement=handler_placement(measured),
     )
     return summary
+
+
+def handler_placement(rows):
+    """Where the workload and the strategy's handler ran in these runs.
+
+    handler is "same" (every handler on its workload's CPU), "other" (never
+    on it), "mixed", or None where no handler was pinned (no handler thread,
+    or handler-cpu=any, or the workload unpinned).
+    """
+    app_cpus = sorted({row["app_cpu"] for row in rows if row.get("app_cpu") is not None})
+    handler_cpus = sorted({row["handler_cpu"] for row in rows if row.get("handler_cpu") is not None})
+    pairs = {(row["app_cpu"], row["handler_cpu"]) for row in rows
+             if row.get("app_cpu") is not None and row.get("handler_cpu") is not None}
+    if not pairs:
+        where = None
+    elif all(app == handler for app, handler in pairs):
+        where = "same"
+    elif all(app != handler for app, handler in pairs):
+        where = "other"
+    else:
+        where = "mixed"
+    return {"app_cpus": app_cpus, "handler_cpus": handler_cpus, "handler": where}
 
 
 def _failure_text(row):

@@ -113,6 +113,9 @@ class Progress:
     def finished(self, index, total, spec, row):
         pass
 
+    def close(self):
+        """The matrix is over (or interrupted): leave the terminal clean."""
+
 
 def plan(matrix):
     """Every run's worker spec, in order: per strategy and op, warmups first."""
