@@ -67,6 +67,19 @@ def problems(rows, pages):
     return found
 
 
+def _children():
+    """Live or zombie children of this process: workers the runner did not reap."""
+    mine = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    mine.append(int(entry))
+        except OSError:
+            pass
+    return mine
+
+
 def test_eight_threads_reading_and_writing_lose_nothing(make_image):
     image = make_image(SIZE, seed=7, kind="random")
     choices = stress_choices()
@@ -86,6 +99,7 @@ def test_eight_threads_reading_and_writing_lose_nothing(make_image):
     # The mixed workload really mixed: the reads saw data, the dirty sets saw writes.
     assert all(row["checksum"] for row in rows if row["status"] == "ok")
     assert all(row["dirty"]["reported"] for row in rows if row["status"] == "ok" and row["dirty"])
+    assert not _children(), "every worker was reaped"
     print(f"stress: {len(rows)} runs of {len(ran)} strategies in {elapsed:.1f} s; skipped: {skipped}")
 
 

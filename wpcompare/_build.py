@@ -20,6 +20,9 @@ def cdef_text():
     return "\n".join(line for line in HEADER.read_text().splitlines() if not _DROP.match(line))
 
 
+# WPCOMPARE_SANITIZE (e.g. "address,undefined") builds an instrumented core; .ci/sanitize
+# shows how to run it (the runtimes preloaded into Python, and ASan's own SIGSEGV/SIGBUS
+# handling off, since the strategies handle those signals themselves).
 def extra_compile_args():
     args = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
             "-fno-strict-aliasing"]
