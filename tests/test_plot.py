@@ -1,4 +1,5 @@
-"""`wpcompare plot`: the data behind the figures, valid PNG and SVG files, and a missing matplotlib."""
+"""`wpcompare plot`: the data behind the figures, valid PNG and SVG files of `run` and `cycle`
+results, and a missing matplotlib."""
 import json
 import struct
 import sys
@@ -7,8 +8,10 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 from click.testing import CliRunner
 
-from wpcompare import plot, results
+from wpcompare import cycle, cycle_plot, cycle_results, plot, results
 from wpcompare.cli import main
+from wpcompare.options import human_bytes
+from wpcompare.report import format_ns
 
 SMALL = ["--size", "1M", "--repeat", "2", "--warmup", "0"]
 
@@ -112,7 +115,10 @@ def test_missing_matplotlib_is_one_line_naming_the_install(result_file, tmp_path
 
 @pytest.mark.parametrize("content,name,message", [
     (None, "figure.pdf", "name the file .png or .svg"),
-    ('{"schema": "wpcompare.cycle/2"}', "figure.png", "wpcompare plot draws wpcompare.run/1"),
+    ('{"schema": "wpcompare.cycle/2"}', "figure.png",
+     "has schema 'wpcompare.cycle/2'; wpcompare plot draws wpcompare.run/1, wpcompare.cycle/1"),
+    ('{"schema": "wpcompare.cycle/1", "chains": []}', "figure.svg",
+     "has no metadata, ranking: not a whole `wpcompare cycle` result"),
     ("[1, 2", "figure.png", "is not JSON"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(result_file, tmp_path, content, name, message):
@@ -130,3 +136,84 @@ def test_bad_input_is_one_line_and_writes_nothing(result_file, tmp_path, content
 
 def test_every_schema_has_a_plotter():
     assert plot.PLOTTERS[results.SCHEMA] is plot.plot_run
+    assert plot.PLOTTERS[cycle_results.SCHEMA] is cycle_plot.plot_cycle
+
+
+# ---- cycle results ----
+
+CYCLE_SMALL = ["cycle", "--size", "1M", "--cycles", "2", "--dirty", "0.5"]
+
+
+@pytest.fixture
+def cycle_file(tmp_path, monkeypatch):
+    """Real chains of `wpcompare cycle`: read completes, mmap is skipped, sigsegv fails in cycle 2.
+
+    Two runs, since a lost write (the way to fail a cycle) is injected into every chain of a run.
+    """
+    def probe(argument):
+        return "needs a kernel feature (test)" if argument[0] == "mmap" else None
+    monkeypatch.setattr(cycle, "_probe", probe)
+    completed, failing = tmp_path / "completed.json", tmp_path / "failing.json"
+    assert invoke(*CYCLE_SMALL, "-s", "read", "-s", "mmap", "-o", str(completed)).exit_code == 0
+    assert invoke(*CYCLE_SMALL, "-s", "sigsegv", "--lose-write", "2", "-o", str(failing)).exit_code == 1
+    document = json.loads(completed.read_text())
+    chains = document["chains"] + json.loads(failing.read_text())["chains"]
+    path = tmp_path / "cycles.json"
+    path.write_text(results.dumps(cycle_results.build_document(chains, document["metadata"])))
+    completed.unlink()
+    failing.unlink()
+    return path
+
+
+def test_cycle_rows_follow_the_chains(cycle_file):
+    document = json.loads(cycle_file.read_text())
+    rows, notes = cycle_plot.figure_rows(document)
+    assert [(row["label"], row["cycle"], row["text"]) for row in rows] == [
+        ("read", 1, None), ("read", 2, None), ("mmap", None, "skipped [1]"),
+        ("sigsegv", 1, None), ("sigsegv", 2, "failed in image-check [2]")]
+    assert notes[0] == "mmap: skipped: needs a kernel feature (test)"
+    assert notes[1].startswith("sigsegv cycle 2: failed in image-check: incremental dump of image 3: page ")
+    read = document["chains"][0]["cycles"]
+    assert rows[1]["metrics"] == cycle_results.cycle_metrics(read[1]) and rows[1]["kept"] == "full"
+    positions = [row["position"] for row in rows]
+    assert positions == sorted(positions) and positions[1] - positions[0] == 1
+    assert positions[2] - positions[1] > 1, "a gap between strategies"
+
+
+def test_plot_cycle_writes_a_png(cycle_file, tmp_path):
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
+    target = tmp_path / "cycles.png"
+    result = invoke("plot", str(cycle_file), "-o", str(target))
+    assert result.exit_code == 0, result.output
+    data = target.read_bytes()
+    width, height = _png_size(data)
+    assert width > 800 and height > 500
+    assert data.endswith(b"IEND\xaeB`\x82"), "the file is complete"
+    assert "mmap: skipped: needs a kernel feature (test)" in result.stderr
+    assert "sigsegv cycle 2: failed in image-check:" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cycles.json", "cycles.png"]
+
+
+def test_plot_cycle_writes_an_svg_with_every_cycle(cycle_file, tmp_path):
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
+    target = tmp_path / "cycles.svg"
+    result = invoke("plot", str(cycle_file), "-o", str(target))
+    assert result.exit_code == 0, result.output
+    root = ElementTree.parse(target).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    text = " ".join("".join(node.itertext()) for node in root.iter("{http://www.w3.org/2000/svg}text"))
+    for label in ("time per cycle, and the application's pause", "bytes per checkpoint (the kept dump)",
+                  "restore", "work", "fixup", "checkpoint (kept dump)", "pause (application stopped)",
+                  "written by the kept dump", "read  cycle 1", "cycle 2", "sigsegv  cycle 1",
+                  "skipped [1]", "failed in image-check [2]",
+                  "[1] mmap: skipped: needs a kernel feature (test)",
+                  "[2] sigsegv cycle 2: failed in image-check:",
+                  "median time per cycle (chains that completed): read "):
+        assert label in text, label
+    document = json.loads(cycle_file.read_text())
+    completed = [row for chain in document["chains"] for row in chain["cycles"] if row["status"] == "ok"]
+    assert len(completed) == 3
+    for row in completed:
+        metrics = cycle_results.cycle_metrics(row)
+        assert f"{format_ns(metrics['cycle_ns'])}  (pause {format_ns(metrics['pause_ns'])})" in text
+        assert f"{human_bytes(metrics['bytes_written'])} ({row['checkpoint']['kept']})" in text

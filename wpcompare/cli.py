@@ -354,7 +354,8 @@ def compare_results(a, b, alpha, fmt, output):
 @click.option("-o", "--output", type=ImageOutputType(), required=True,
               help="The image to write: FILE.png or FILE.svg.")
 def plot_results(document, output):
-    """Draw a result file: first-access latency CDFs (read, write) and the phases of each row."""
+    """Draw a result file: of `run`, first-access latency CDFs (read, write) and the phases of each
+    row; of `cycle`, every cycle's phases, pause and bytes written."""
     try:
         data, notes = plot.render(document, plot.image_format(output))
     except WpcError as error:

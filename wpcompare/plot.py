@@ -7,8 +7,7 @@ kept in the file (the measured runs of a row merged); and one stacked bar
 per row with the median restore, touch and fixup times.
 
 Each document type has its plotter in PLOTTERS, keyed by schema: results of
-`wpcompare cycle` get theirs by adding a "wpcompare.cycle/1" entry, with
-nothing else here changing.
+`wpcompare cycle` (wpcompare.cycle/1) are drawn per cycle by cycle_plot.
 
 matplotlib is an optional dependency (`pip install 'wpcompare[plot]'`); it
 is imported only here, with the Agg backend, which needs no display.
@@ -17,7 +16,7 @@ import io
 import json
 import os
 
-from wpcompare import report, results
+from wpcompare import cycle_plot, cycle_results, report, results
 from wpcompare.errors import InvalidArgument, WpcError
 
 IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
@@ -188,8 +187,9 @@ def _phase_bars(axes, groups):
     axes.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=len(PHASES), fontsize=8, frameon=False)
 
 
-# Document types and how to draw them: "wpcompare.cycle/1" joins when `wpcompare cycle` exists.
-PLOTTERS = {results.SCHEMA: plot_run}
+# Document types and how to draw them.
+PLOTTERS = {results.SCHEMA: plot_run, cycle_results.SCHEMA: cycle_plot.plot_cycle}
+CYCLE_KEYS = ("metadata", "chains", "ranking")
 
 
 def load_plottable(path):
@@ -204,9 +204,14 @@ def load_plottable(path):
     schema = document.get("schema") if isinstance(document, dict) else None
     if schema not in PLOTTERS:
         raise InvalidArgument(f"{path} has schema {schema!r}; wpcompare plot draws "
-                              + ", ".join(PLOTTERS) + " (the JSON that `wpcompare run --format json` writes)")
+                              + ", ".join(PLOTTERS) + " (the JSON `wpcompare run` and `wpcompare cycle` "
+                              "write with --format json or -o FILE.json)")
     if schema == results.SCHEMA:
         document = results.load_document(path)
+    missing = [key for key in CYCLE_KEYS if key not in document] if schema == cycle_results.SCHEMA else []
+    if missing:
+        raise InvalidArgument(f"{path} has no {', '.join(missing)}: not a whole `wpcompare cycle` result; "
+                              "write it again with `wpcompare cycle -o FILE.json`")
     return document
 
 
