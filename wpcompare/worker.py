@@ -18,6 +18,7 @@ prints the row. A spec is a JSON object:
 import json
 import mmap
 import os
+import re
 import signal
 import sys
 import time
@@ -67,7 +68,7 @@ def parse_injection(text):
                          f"not {text!r}")
     if not sep:
         return kind, 1
-    if kind not in _INJECTION_ENVIRONMENT or not count.isdigit() or int(count) < 1:
+    if kind not in _INJECTION_ENVIRONMENT or not re.fullmatch("[0-9]+", count) or int(count) < 1:
         raise ValueError(f"inject {text!r}: only {', '.join(_INJECTION_ENVIRONMENT)} take a count "
                          "N >= 1")
     return kind, int(count)
