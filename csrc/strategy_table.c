@@ -11,11 +11,23 @@
 extern const struct wpc_strategy wpc_strategy_mmap;
 extern const struct wpc_strategy wpc_strategy_mmap_populate;
 extern const struct wpc_strategy wpc_strategy_read;
+extern const struct wpc_strategy wpc_strategy_uffd;
+extern const struct wpc_strategy wpc_strategy_uffd_huge;
+extern const struct wpc_strategy wpc_strategy_uffd_sigbus;
+extern const struct wpc_strategy wpc_strategy_uffd_hybrid;
+extern const struct wpc_strategy wpc_strategy_uffd_move;
+extern const struct wpc_strategy wpc_strategy_uffd_minor;
 
 const struct wpc_strategy *const wpc_strategies[] = {
 	&wpc_strategy_mmap,
 	&wpc_strategy_mmap_populate,
 	&wpc_strategy_read,
+	&wpc_strategy_uffd,
+	&wpc_strategy_uffd_huge,
+	&wpc_strategy_uffd_sigbus,
+	&wpc_strategy_uffd_hybrid,
+	&wpc_strategy_uffd_move,
+	&wpc_strategy_uffd_minor,
 };
 
 const size_t wpc_strategy_rows = WPC_ARRAY_SIZE(wpc_strategies);
