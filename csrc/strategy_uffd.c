@@ -445,9 +445,10 @@ const struct wpc_strategy wpc_strategy_uffd_huge = {
 const struct wpc_strategy wpc_strategy_uffd_hybrid = {
 	.name = "uffd-hybrid",
 	.family = "userfaultfd",
-	.description = "uffd plus proactive loader threads (64 KiB growing to 4 MiB while no "
-		       "fault interrupts, CRIU lazy-pages style), optionally prefetching a "
-		       "recorded fault order first; detached when the loaders finish",
+	.description = "uffd plus proactive loader threads on CPUs other than the handler's "
+		       "(64 KiB growing to 4 MiB while no fault interrupts, CRIU lazy-pages "
+		       "style), optionally prefetching a recorded fault order first; detached "
+		       "when the loaders finish",
 	.params = uffd_hybrid_params,
 	.probe = uffd_hybrid_probe,
 	.restore = uffd_hybrid_restore,

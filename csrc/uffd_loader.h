@@ -64,6 +64,7 @@ struct wpc_loader {
 	pthread_t tid;
 	struct wpc_uffd *u;
 	int index;
+	int nice;			/* 0, or raised where it shares the handler's CPU */
 	bool started;
 	uint8_t *staging;		/* WPC_FILL_MOVE: WPC_LOADER_MAX_XFER bytes */
 };
