@@ -507,9 +507,9 @@ def test_teardown_stops_loaders_mid_flight(big_image):
 
 # ---- unprivileged ----
 
-def _unprivileged(image):
+def _unprivileged(image, strategy, params):
     """As nobody: kernel-faults=yes is refused, auto falls back to UFFD_USER_MODE_ONLY."""
-    run = CoreRun(image, "uffd", None)          # opens the image while still root
+    run = CoreRun(image, strategy, params)      # opens the image while still root
     libc = ctypes.CDLL(None, use_errno=True)
     os.setgroups([])
     os.setgid(NOBODY)
@@ -535,10 +535,14 @@ def _unprivileged(image):
     return out
 
 
-def test_unprivileged_user_mode_only(image):
+@pytest.mark.parametrize("strategy,params", [
+    ("uffd", None), ("uffd-sigbus", None), ("uffd-hybrid", "loader-threads=0"),
+    ("uffd-move", None), ("uffd-minor", None)])
+def test_unprivileged_user_mode_only(image, strategy, params):
     if os.geteuid() != 0:
         pytest.skip("needs root to drop privileges to nobody")
-    out = in_child(_unprivileged, image)
+    skip_unless_runs(strategy, params)
+    out = in_child(_unprivileged, image, strategy, params)
     assert out["uid"] == NOBODY
     with open("/proc/sys/vm/unprivileged_userfaultfd") as f:
         restricted = f.read().strip() == "0"
