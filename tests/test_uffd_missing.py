@@ -493,16 +493,20 @@ def test_teardown_with_faults_in_flight_leaves_no_thread_blocked(image, strategy
 def _restore_then_destroy(image, strategy, params):
     run = CoreRun(image, strategy, params)
     rc, reason = run.phase("restore")
+    loading = not _image_unmapped(image)        # the loaders still copy from the view
     t0 = time.monotonic()
     run.destroy()
-    return {"rc": rc, "reason": reason, "destroy_s": time.monotonic() - t0}
+    return {"rc": rc, "reason": reason, "loading": loading,
+            "destroy_s": time.monotonic() - t0, "unmapped_after": _image_unmapped(image)}
 
 
 def test_teardown_stops_loaders_mid_flight(big_image):
     out = in_child(_restore_then_destroy, big_image, "uffd-hybrid", "loader-threads=2",
                    timeout=30)
     assert out["rc"] == 0, out["reason"]
+    assert out["loading"], "the loaders finished 16 MiB before restore returned?"
     assert out["destroy_s"] < 2.0
+    assert out["unmapped_after"]
 
 
 # ---- unprivileged ----
