@@ -80,7 +80,7 @@ struct wpc_params {
 	int64_t loader_threads;
 	char path[WPC_PARAM_STRING_LEN];
 	int kernel_faults;	/* uffd: enum wpc_kernel_faults (uffd_loader.h) */
-	int64_t fault_delay_us;	/* uffd: simulated source latency per fault */
+	int64_t fault_delay_us;	/* uffd: simulated source latency, microseconds */
 	uint64_t page;		/* uffd-hybrid: 4 KiB or 2 MiB (hugetlb) region pages */
 };
 

@@ -45,8 +45,9 @@
 	  "auto: yes where permitted", offsetof(struct wpc_params, kernel_faults), 0, 0 }
 #define PARAM_FAULT_DELAY							\
 	{ "fault-delay", WPC_PARAM_INT, NULL, "0",				\
-	  "microseconds each fault waits before it is served: a simulated remote "	\
-	  "page source (tests use it to hold faults in flight)",		\
+	  "microseconds between a fault's arrival and the handler reading it (and "	\
+	  "any others queued meanwhile): a simulated remote page source; tests use it " \
+	  "to hold faults in flight",						\
 	  offsetof(struct wpc_params, fault_delay_us), 0, 10000000 }
 
 struct uffd_kind {

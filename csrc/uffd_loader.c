@@ -466,8 +466,6 @@ static void serve_fault(struct wpc_uffd *u, uint64_t addr)
 	atomic_fetch_add_explicit(&u->st.faults, 1, memory_order_relaxed);
 	atomic_fetch_add(&u->fault_gen, 1);
 	record_fault(u, addr - region);
-	if (u->fault_delay_ns && delay_or_stop(u, u->fault_delay_ns))
-		return;
 	ret = wpc_uffd_resolve(u, addr, true);
 	if (ret)
 		wpc_uffd_give_up(u, -ret, "resolving a fault");
@@ -507,6 +505,12 @@ static void *handler_main(void *arg)
 		if (pfd[1].revents)
 			break;
 		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			break;
+		/*
+		 * A slow page source: requests that arrive while one is in
+		 * transit travel together, so the delay is per batch of messages.
+		 */
+		if (u->fault_delay_ns && delay_or_stop(u, u->fault_delay_ns))
 			break;
 
 		ssize_t n = read(u->fd, msgs, sizeof(msgs));

@@ -82,7 +82,7 @@ struct wpc_uffd {
 	size_t map_len;			/* region mapping length: region_len rounded to unit */
 	size_t chunk;			/* fault-around: bytes resolved per fault, multiple of unit */
 	uint64_t nunits;
-	uint64_t fault_delay_ns;	/* simulated source latency per fault */
+	uint64_t fault_delay_ns;	/* simulated source latency per batch of faults */
 
 	/* Read-only MAP_SHARED view of the image (WPC_FILL_COPY), map_len long. */
 	uint8_t *view;
