@@ -314,6 +314,45 @@ def test_sigbus_handler_runs_on_the_faulting_thread(image):
     assert row["counters"]["user_mode_only"] == 1
 
 
+def _smaps_of(addr):
+    """Rss and Anonymous kB of the VMA starting at addr."""
+    fields, inside = {}, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                inside = int(head[0].split("-")[0], 16) == addr
+            elif inside and head[0] in ("Rss:", "Anonymous:"):
+                fields[head[0][:-1]] = int(head[1])
+    return fields
+
+
+def _minor_copy_on_write(image, op):
+    run = CoreRun(image, "uffd-minor", None, op=op, pattern="sparse:0.1")
+    try:
+        assert run.phase("restore")[0] == 0, run.res.reason
+        addr, _ = run.region()
+        assert run.phase("touch")[0] == 0, run.res.reason
+        after_touch = _smaps_of(addr)
+        for name in ("fixup", "verify"):
+            assert run.phase(name)[0] == 0, run.res.reason
+        return dict(run.summary(), after_touch=after_touch)
+    finally:
+        run.destroy()
+
+
+@pytest.mark.parametrize("op", ("read", "write"))
+def test_minor_maps_shmem_pages_and_copies_on_first_write(image, op):
+    skip_unless_runs("uffd-minor")
+    row = in_child(_minor_copy_on_write, image, op)
+    assert_restored(row, "uffd-minor")
+    mem = row["after_touch"]
+    touched_kb = row["touched"] * PAGE // 1024
+    # Reads map the memfd's own pages (no copy); each first write makes a private copy.
+    assert mem["Rss"] >= touched_kb
+    assert mem["Anonymous"] == (touched_kb if op == "write" else 0), mem
+
+
 # ---- many threads, same pages ----
 
 @pytest.mark.parametrize("strategy", ("uffd", "uffd-sigbus", "uffd-hybrid", "uffd-move",
