@@ -258,8 +258,8 @@ static int place_once(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontw
 		};
 		/*
 		 * A hugetlb copy from source pages not yet mapped takes the kernel's
-		 * slow retry path, ~18x slower here; mapping the source first is
-		 * cheap. (4 KiB copies gain nothing from it: file fault-around
+		 * slow retry path: 512 MiB took 199 ms here, 140 ms with the source
+		 * mapped first. (4 KiB copies gain nothing from it: file fault-around
 		 * already maps 64 KiB per miss.) Old kernels: EINVAL, ignored.
 		 */
 		if (u->unit == WPC_HUGE_PAGE)
