@@ -7,6 +7,7 @@
 #define WPC_INTERNAL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,6 +80,8 @@ struct wpc_params {
 	int order;
 	int64_t loader_threads;
 	char path[WPC_PARAM_STRING_LEN];
+	int copy;		/* sigsegv, uffd-wp: enum wpc_chunk_copy */
+	int wp_rearm;		/* mmap-wp-async: time the re-arming scan (0: yes, 1: no) */
 	int kernel_faults;	/* uffd: enum wpc_kernel_faults (uffd_loader.h) */
 	int64_t fault_delay_us;	/* uffd: simulated source latency, microseconds */
 	uint64_t page;		/* uffd-hybrid: 4 KiB or 2 MiB (hugetlb) region pages */
@@ -120,6 +123,14 @@ struct wpc_strategy {
 	int (*dirty_pages)(struct wpc_run *run, uint8_t *bitmap);
 	/* Undo everything restore and fixup set up; called once, also after failures. */
 	void (*teardown)(struct wpc_run *run);
+	/*
+	 * Of the fixup phase that just ended, the ns during which the application
+	 * could not have run (a whole-region copy it must not race with, a
+	 * stop-the-world step). NULL: all of it. A fixup that runs alongside the
+	 * application (a background thread the harness merely waits for) returns
+	 * only the part that stops it: this is the pause `wpcompare cycle` reports.
+	 */
+	int64_t (*fixup_pause_ns)(struct wpc_run *run);
 };
 
 extern const struct wpc_strategy *const wpc_strategies[];
@@ -136,7 +147,15 @@ struct wpc_plan {
 	uint64_t count;
 	uint64_t begin[WPC_MAX_THREADS + 1];	/* thread t walks order[begin[t]..begin[t+1]) */
 	bool overlap;
+	bool write_all;			/* WPC_OP_WRITE */
+	uint8_t *write_set;		/* WPC_OP_MIXED: bit p set if page p is written */
 };
+
+/* Whether the workload's access to `page` is a write. */
+static inline bool wpc_plan_writes(const struct wpc_plan *plan, uint64_t page)
+{
+	return plan->write_all || (plan->write_set && (plan->write_set[page / 8] >> (page % 8) & 1));
+}
 
 struct wpc_run {
 	struct wpc_config cfg;
@@ -170,6 +189,9 @@ struct wpc_run {
 	int nextra_images;
 
 	struct wpc_result *res;
+
+	struct wpc_workload *history;	/* a copy of cfg.history (cycle runs) */
+	bool fixed_up;			/* the strategy's fixup returned success */
 };
 
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
@@ -191,8 +213,38 @@ int wpc_handler_cpu_for(const struct wpc_run *run, int placement);
 int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
 void wpc_plan_free(struct wpc_plan *plan);
 int wpc_workload_touch(struct wpc_run *run);
+/* The same pass again, timed the same way, into nothing but its wall time. */
+int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);
 int wpc_verify_bytes(struct wpc_run *run);
 int wpc_verify_dirty(struct wpc_run *run);
+
+/*
+ * What memory holds after a chain of cycles (model.c): the generated image
+ * plus, cycle by cycle, the words each cycle's workload wrote. A later write
+ * to the same word replaces an earlier one (thread t always writes word slot
+ * (page, t)), so the last cycle that wrote a word says what it must hold.
+ */
+struct wpc_model {
+	uint64_t seed;
+	int kind;
+	uint64_t image_size;
+	uint64_t npages;
+	int ncycles;
+	uint64_t **writers;	/* writers[j][page]: threads that wrote page in cycle j + 1 */
+	uint64_t *write_seeds;	/* cycle j + 1's workload seed: the values it wrote */
+};
+
+int wpc_model_build(struct wpc_model *m, uint64_t seed, int kind, uint64_t image_size,
+		    const struct wpc_workload *cycles, int ncycles);
+void wpc_model_free(struct wpc_model *m);
+/* The bytes page `page` holds after every cycle; zeros past the image's end. */
+void wpc_model_page(const struct wpc_model *m, uint64_t page, uint8_t *buf);
+/* The last cycle (1..ncycles) that wrote word `word` of `page`; 0: none did. */
+int wpc_model_word_cycle(const struct wpc_model *m, uint64_t page, size_t word);
+/* Bitmask of the threads that write each of npages pages under plan (calloc'd; NULL: no memory). */
+uint64_t *wpc_plan_writer_masks(const struct wpc_plan *plan, int threads, uint64_t npages);
+/* Index of the first differing 8-byte word of two pages of nbytes; -1 if equal. */
+int64_t wpc_first_differing_word(const uint8_t *a, const uint8_t *b, size_t nbytes);
 
 struct wpc_maps_report {
 	int64_t region_vmas;
@@ -209,5 +261,132 @@ int wpc_copy_and_remap(void *addr, size_t len);
 
 /* Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC, UFFD_USER_MODE_ONLY...). */
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);
+
+/* ---- chunked copy-and-remap (chunk_fixup.c), shared by sigsegv and uffd-wp ---- */
+
+/*
+ * Per-chunk state, one 32-bit word each so it can be a futex. Moves only
+ * forward: FRESH -> COPYING [-> WAITED] -> DONE. Whoever wins the CAS
+ * FRESH -> COPYING copies and remaps the chunk; everybody else who needs it
+ * sleeps on the word until it is DONE.
+ */
+enum wpc_chunk_state {
+	WPC_CHUNK_FRESH = 0,	/* still the image's pages; a write must be caught */
+	WPC_CHUNK_COPYING = 1,	/* one thread is copying and remapping it */
+	WPC_CHUNK_WAITED = 2,	/* COPYING, and someone sleeps on the futex */
+	WPC_CHUNK_DONE = 3,	/* anonymous now (or given up after a failed remap) */
+};
+
+/* Per-chunk marks for the dirty set. */
+#define WPC_CHUNK_WRITTEN 1u		/* a write faulted on it */
+#define WPC_CHUNK_UNWATCHED 2u		/* remapped while the workload may still write it */
+#define WPC_CHUNK_MOVED 4u		/* anonymous now (DONE without it: given up) */
+
+#define WPC_CHUNK_HIST_SLOTS 8
+
+/* How a chunk's bytes reach the shadow; same order as WPC_CHUNK_COPY_CHOICES. */
+enum wpc_chunk_copy {
+	WPC_CHUNK_COPY_MEMCPY,	/* from the region's mapping, as openjdk/crac PR 57 */
+	WPC_CHUNK_COPY_READ,	/* pread() from the image (its bytes are the region's) */
+};
+#define WPC_CHUNK_COPY_CHOICES "memcpy|read"
+
+struct wpc_chunks;
+/* Make every chunk writable in place after a remap failed (see chunk_fixup.c). */
+typedef int (*wpc_chunks_degrade_fn)(struct wpc_chunks *c);
+
+struct wpc_chunks {
+	struct wpc_run *run;
+	uint8_t *region;
+	size_t region_len;
+	size_t chunk;
+	uint64_t nchunks;
+	uint8_t *shadow;		/* anonymous, region_len bytes: chunk i is copied to the same offset */
+	int source_fd;			/* >= 0: copy with pread() from it; -1: memcpy from the region */
+	_Atomic int remap_flags;	/* MREMAP_DONTUNMAP while the kernel takes it */
+	_Atomic uint32_t *state;	/* enum wpc_chunk_state per chunk */
+	_Atomic uint8_t *marks;		/* WPC_CHUNK_* per chunk */
+	_Atomic uint64_t remaining;	/* chunks not yet remapped */
+
+	/* Failure: the first remap error (-errno) stops all copying and degrades once. */
+	_Atomic int error;
+	_Atomic uint64_t error_chunk;
+	_Atomic int inflight;		/* threads between claiming and finishing chunks */
+	_Atomic int degraded;		/* 0 no, 1 in progress, 2 done */
+	int degrade_error;
+	wpc_chunks_degrade_fn degrade;
+	void *owner;			/* the strategy's context, for degrade */
+
+	/* Counts, read once the workload and the background thread are done. */
+	_Atomic uint64_t faults;
+	_Atomic uint64_t by_fault;
+	_Atomic uint64_t by_background;
+	_Atomic uint64_t at_fixup;
+	_Atomic uint64_t waits;
+
+	/* Service time of faults: a slot is taken with a try-lock, so handlers never share one. */
+	_Atomic int hist_busy[WPC_CHUNK_HIST_SLOTS];
+	struct wpc_hist *hists;
+
+	pthread_t background;
+	bool background_started;
+	_Atomic bool stop;
+	uint64_t background_ns;
+	uint64_t pause_ns;		/* of wpc_chunks_finish, the part after the background thread */
+};
+
+/* source_fd: a file holding the region's bytes at the same offsets, or -1 (memcpy). */
+int wpc_chunks_init(struct wpc_chunks *c, struct wpc_run *run, size_t chunk, int source_fd);
+void wpc_chunks_destroy(struct wpc_chunks *c);
+static inline bool wpc_chunks_contains(const struct wpc_chunks *c, uintptr_t addr)
+{
+	return addr - (uintptr_t)c->region < c->region_len;
+}
+/* A write hit addr: return once its chunk is anonymous. Async-signal-safe. */
+int wpc_chunks_write_fault(struct wpc_chunks *c, uintptr_t addr);
+/*
+ * Stop all copying after error err (first one wins) and, once copies in
+ * flight are done, let c->degrade make the rest writable in place, so no
+ * writer waits forever. Async-signal-safe.
+ */
+void wpc_chunks_give_up(struct wpc_chunks *c, uint64_t idx, int err);
+/* Record one fault's service time. Async-signal-safe. */
+void wpc_chunks_record(struct wpc_chunks *c, uint64_t ns);
+int wpc_chunks_start_background(struct wpc_chunks *c);
+/* Fixup phase: join the background thread, then copy the rest (batched: coalesce runs). */
+int wpc_chunks_finish(struct wpc_chunks *c, bool batched);
+/* Stop and join the background thread (teardown, failures). */
+void wpc_chunks_stop(struct wpc_chunks *c);
+/* Counters and the handler histogram into run->res. */
+void wpc_chunks_publish(struct wpc_chunks *c);
+int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
+/* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
+int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
+
+/* ---- userfaultfd write-protection and PAGEMAP_SCAN (wp_track.c) ---- */
+
+/* 0 if a userfaultfd with every feature in `need` can be opened; else -errno and why. */
+int wpc_wp_probe_uffd(uint64_t need, char *why, size_t len);
+/* UFFDIO_REGISTER_MODE_WP; -EOPNOTSUPP if the range offers no UFFDIO_WRITEPROTECT. */
+int wpc_uffd_register_wp(int uffd, void *addr, size_t len);
+int wpc_uffd_unregister(int uffd, void *addr, size_t len);
+/* protect=false also wakes writers blocked on the range. */
+int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
+
+struct wpc_scan_stats {
+	uint64_t calls;		/* PAGEMAP_SCAN ioctls (one per full result vector) */
+	uint64_t regions;	/* runs of contiguous written pages returned */
+};
+/* 0 if PAGEMAP_SCAN works on /proc/self/pagemap; else -EOPNOTSUPP and why. */
+int wpc_pagemap_scan_probe(char *why, size_t len);
+int wpc_pagemap_open(void);
+/*
+ * Pages of [base, base + len) written since they were write-protected
+ * (PAGE_IS_WRITTEN of a WP_ASYNC registration): sets bit (page - base) in
+ * bitmap (may be NULL) and returns the count, or -errno. rearm: write-protect
+ * them again in the same walk (PM_SCAN_WP_MATCHING).
+ */
+int64_t wpc_pagemap_written(int pagemap_fd, void *base, size_t len, bool rearm, uint8_t *bitmap,
+			    struct wpc_scan_stats *st);
 
 #endif /* WPC_INTERNAL_H */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the kernel offers: userfaultfd (by each way of opening one), its
- * feature bits by name, and the cost of reading the clock.
+ * feature bits by name, the cost of reading the clock, and the hypervisor
+ * the machine runs under.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -10,6 +11,9 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "compat.h"
 #include "internal.h"
@@ -62,11 +66,29 @@ static int uffd_devnode(int flags)
 	return fd;
 }
 
+/*
+ * Test-only: WPCOMPARE_UFFD_FEATURE_MASK=0x... names UFFD_FEATURE_* bits to
+ * pretend the kernel lacks, so the tests can drive every strategy's skip
+ * path on a kernel that has everything. Requesting a masked feature fails
+ * as an old kernel would (-EINVAL), and masked bits never appear as
+ * available. Unset (the normal case) masks nothing.
+ */
+static uint64_t masked_features(void)
+{
+	const char *text = getenv("WPCOMPARE_UFFD_FEATURE_MASK");
+
+	return text && *text ? strtoull(text, NULL, 0) : 0;
+}
+
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
-	int fd = uffd_syscall(flags);
+	uint64_t masked = masked_features();
+	int fd;
 
+	if (features & masked)
+		return -EINVAL;
+	fd = uffd_syscall(flags);
 	if (fd < 0 && (fd == -EPERM || fd == -ENOSYS))
 		fd = uffd_devnode(flags);
 	if (fd < 0)
@@ -77,7 +99,7 @@ int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 		return -err;
 	}
 	if (available)
-		*available = api.features;
+		*available = api.features & ~masked;
 	return fd;
 }
 
@@ -116,7 +138,7 @@ int wpc_uffd_probe(struct wpc_uffd_probe *out)
 		return -err;
 	}
 	out->api = api.api;
-	out->features = api.features;
+	out->features = api.features & ~masked_features();
 	out->ioctls = api.ioctls;
 	close(fd);
 	return 0;
@@ -145,4 +167,36 @@ int64_t wpc_timer_overhead_ns(void)
 	int64_t median = (int64_t)d[SAMPLES / 2];
 	free(d);
 	return median;
+}
+
+/*
+ * A hypervisor announces itself in CPUID leaf 0x40000000 (ebx, ecx, edx:
+ * "KVMKVMKVM", "Microsoft Hv", "VMwareVMware"...) once CPUID.1:ECX bit 31
+ * says one is present. It names the hypervisor even where DMI tables and
+ * /sys/hypervisor are absent, as in minimal cloud guests.
+ */
+int wpc_hypervisor_vendor(char *out, size_t len)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	unsigned int eax, ebx, ecx, edx;
+	char vendor[13];
+
+	if (len == 0)
+		return -EINVAL;
+	out[0] = '\0';
+	__cpuid(1, eax, ebx, ecx, edx);
+	if (!(ecx & (1u << 31)))
+		return -ENOENT;
+	__cpuid(0x40000000, eax, ebx, ecx, edx);
+	memcpy(vendor, &ebx, 4);
+	memcpy(vendor + 4, &ecx, 4);
+	memcpy(vendor + 8, &edx, 4);
+	vendor[12] = '\0';
+	snprintf(out, len, "%s", vendor);
+	return 0;
+#else
+	if (len)
+		out[0] = '\0';
+	return -EOPNOTSUPP;
+#endif
 }

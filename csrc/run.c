@@ -149,6 +149,29 @@ static int open_image(struct wpc_run *run, char *why, size_t len)
 	return 0;
 }
 
+/* The earlier cycles of a chain, kept by the run: the caller's array need not outlive create. */
+static int copy_history(struct wpc_run *run, const struct wpc_config *cfg, char *why, size_t len)
+{
+	run->cfg.history = NULL;
+	if (!cfg->history) {
+		run->cfg.history_len = 0;
+		return 0;
+	}
+	if (cfg->history_len < 0 || (cfg->history_len && cfg->image_seed < 0)) {
+		wpc_why(why, len, "a run with earlier cycles needs a generated image (image_seed >= 0) "
+			"and a history length >= 0");
+		return -EINVAL;
+	}
+	run->history = calloc((size_t)cfg->history_len + 1, sizeof(*run->history));
+	if (!run->history) {
+		wpc_why(why, len, "out of memory for the history of %d cycles", cfg->history_len);
+		return -ENOMEM;
+	}
+	memcpy(run->history, cfg->history, sizeof(*run->history) * (size_t)cfg->history_len);
+	run->cfg.history = run->history;
+	return 0;
+}
+
 int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why, size_t len)
 {
 	struct wpc_run *run = calloc(1, sizeof(*run));
@@ -178,14 +201,17 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	ret = wpc_params_parse(run->strategy, cfg->params, &run->params, why, len);
 	if (ret)
 		goto fail;
+	ret = copy_history(run, cfg, why, len);
+	if (ret)
+		goto fail;
 	ret = open_image(run, why, len);
 	if (ret)
 		goto fail;
 	ret = wpc_plan_build(&run->plan, run->npages, &cfg->workload);
 	if (ret) {
 		wpc_why(why, len, ret == -ENOMEM ? "out of memory for the access order"
-			: "invalid workload: threads must be 1..%d, sparse fraction in (0, 1], stride >= 1",
-			WPC_MAX_THREADS);
+			: "invalid workload: threads must be 1..%d, sparse fraction in (0, 1], "
+			  "stride >= 1, write fraction in [0, 1]", WPC_MAX_THREADS);
 		goto fail;
 	}
 	load_cpus(run);
@@ -281,6 +307,7 @@ int wpc_run_fixup(struct wpc_run *run)
 	if (run->strategy->fixup)
 		ret = run->strategy->fixup(run);
 	phase_end(run, WPC_PHASE_FIXUP, &pc, true);
+	run->fixed_up = ret == 0;
 	if (!ret) {
 		uint64_t at = atomic_load(&run->detached_at_ns);
 		if (!at)
@@ -317,6 +344,34 @@ int wpc_run_verify(struct wpc_run *run)
 	return ret ? ret : dirty_ret;
 }
 
+int wpc_run_detached(struct wpc_run *run)
+{
+	return run->fixed_up || atomic_load(&run->detached_at_ns) != 0;
+}
+
+int64_t wpc_run_fixup_pause_ns(struct wpc_run *run)
+{
+	int64_t fixup_ns = run->res->phase[WPC_PHASE_FIXUP].ns;
+
+	if (fixup_ns < 0 || !run->strategy->fixup_pause_ns)
+		return fixup_ns;
+	return run->strategy->fixup_pause_ns(run);
+}
+
+int wpc_run_steady(struct wpc_run *run, int64_t *ns)
+{
+	uint64_t pass_ns = 0;
+	int ret;
+
+	*ns = -1;
+	if (!run->region)
+		return wpc_fail(run, EINVAL, "steady-state pass before a successful restore");
+	ret = wpc_workload_steady(run, &pass_ns);
+	if (!ret)
+		*ns = (int64_t)pass_ns;
+	return ret;
+}
+
 struct wpc_result *wpc_run_result(struct wpc_run *run)
 {
 	return run->res;
@@ -344,6 +399,7 @@ void wpc_run_destroy(struct wpc_run *run)
 	wpc_plan_free(&run->plan);
 	free(run->image_path);
 	free(run->params_text);
+	free(run->history);
 	free(run->res);
 	free(run);
 }

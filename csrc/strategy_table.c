@@ -11,6 +11,10 @@
 extern const struct wpc_strategy wpc_strategy_mmap;
 extern const struct wpc_strategy wpc_strategy_mmap_populate;
 extern const struct wpc_strategy wpc_strategy_read;
+extern const struct wpc_strategy wpc_strategy_sigsegv;
+extern const struct wpc_strategy wpc_strategy_uffd_wp;
+extern const struct wpc_strategy wpc_strategy_uffd_wp_anon;
+extern const struct wpc_strategy wpc_strategy_mmap_wp_async;
 extern const struct wpc_strategy wpc_strategy_uffd;
 extern const struct wpc_strategy wpc_strategy_uffd_huge;
 extern const struct wpc_strategy wpc_strategy_uffd_sigbus;
@@ -22,6 +26,10 @@ const struct wpc_strategy *const wpc_strategies[] = {
 	&wpc_strategy_mmap,
 	&wpc_strategy_mmap_populate,
 	&wpc_strategy_read,
+	&wpc_strategy_sigsegv,
+	&wpc_strategy_uffd_wp,
+	&wpc_strategy_uffd_wp_anon,
+	&wpc_strategy_mmap_wp_async,
 	&wpc_strategy_uffd,
 	&wpc_strategy_uffd_huge,
 	&wpc_strategy_uffd_sigbus,

@@ -12,26 +12,19 @@
 
 #define READ_BLOCK_PAGES 256
 
-/* Bitmask of the workload threads that wrote each page (0 for a read workload). */
+/* Bitmask of the workload threads that wrote each page (0 for pages only read). */
 static uint64_t *writer_masks(const struct wpc_run *run)
 {
-	const struct wpc_plan *plan = &run->plan;
-	uint64_t *masks = calloc(run->npages, sizeof(*masks));
-
-	if (!masks || run->cfg.workload.op != WPC_OP_WRITE)
-		return masks;
-	for (int t = 0; t < run->cfg.workload.threads; t++) {
-		uint64_t first = plan->overlap ? 0 : plan->begin[t];
-		uint64_t last = plan->overlap ? plan->count : plan->begin[t + 1];
-
-		for (uint64_t i = first; i < last; i++)
-			masks[plan->order[i]] |= 1ull << t;
-	}
-	return masks;
+	return wpc_plan_writer_masks(&run->plan, run->cfg.workload.threads, run->npages);
 }
 
-/* Expected image bytes of pages [first, first + n) into buf. */
-static int expected_image(const struct wpc_run *run, uint64_t first, uint64_t n, uint8_t *buf)
+/*
+ * Expected image bytes of pages [first, first + n) into buf: for a generated
+ * image, the model (the generator plus the writes of earlier cycles, if this
+ * run is part of a chain), so the file need not exist any more.
+ */
+static int expected_image(const struct wpc_run *run, const struct wpc_model *model, uint64_t first,
+			  uint64_t n, uint8_t *buf)
 {
 	uint64_t off = first * WPC_PAGE;
 	uint64_t want = n * WPC_PAGE;
@@ -41,8 +34,7 @@ static int expected_image(const struct wpc_run *run, uint64_t first, uint64_t n,
 		have = want;
 	if (run->cfg.image_seed >= 0) {
 		for (uint64_t p = 0; p < n; p++)
-			wpc_image_fill_page((uint64_t)run->cfg.image_seed, run->cfg.image_kind,
-					    first + p, buf + p * WPC_PAGE);
+			wpc_model_page(model, first + p, buf + p * WPC_PAGE);
 	} else {
 		for (uint64_t done = 0; done < have;) {
 			ssize_t got = pread(run->image_fd, buf + done, have - done, (off_t)(off + done));
@@ -60,17 +52,46 @@ static int expected_image(const struct wpc_run *run, uint64_t first, uint64_t n,
 	return 0;
 }
 
+/*
+ * In a chain, which cycle's write the first differing word of `page` should
+ * have held: this run's (history_len + 1) if this run wrote it, else the
+ * model's answer; 0 if no cycle wrote it.
+ */
+static int mismatch_cycle(const struct wpc_run *run, const struct wpc_model *model,
+			  const uint64_t *masks, uint64_t page, const uint8_t *expected)
+{
+	int64_t word = wpc_first_differing_word(expected, run->region + page * WPC_PAGE, WPC_PAGE);
+
+	if (word < 0)
+		return 0;
+	for (uint64_t m = masks[page]; m; m &= m - 1)
+		if (wpc_word_slot(page, __builtin_ctzll(m)) == (size_t)word)
+			return run->cfg.history_len + 1;
+	return wpc_model_word_cycle(model, page, (size_t)word);
+}
+
 int wpc_verify_bytes(struct wpc_run *run)
 {
 	struct wpc_result *res = run->res;
 	uint64_t *masks = writer_masks(run);
 	uint8_t *buf = malloc(READ_BLOCK_PAGES * WPC_PAGE);
 	uint64_t seed = run->cfg.workload.seed;
+	struct wpc_model model = { 0 };
+	int first_cycle = 0;
 	int ret = 0;
 
 	if (!masks || !buf) {
 		ret = wpc_fail(run, ENOMEM, "out of memory for verification");
 		goto out;
+	}
+	if (run->cfg.image_seed >= 0) {
+		ret = wpc_model_build(&model, (uint64_t)run->cfg.image_seed, run->cfg.image_kind,
+				      run->image_size, run->history, run->cfg.history_len);
+		if (ret) {
+			ret = wpc_fail(run, -ret, "cannot build the model of the earlier cycles: %s",
+				       strerror(-ret));
+			goto out;
+		}
 	}
 	res->mismatched_pages = 0;
 	res->first_mismatch_page = -1;
@@ -78,7 +99,7 @@ int wpc_verify_bytes(struct wpc_run *run)
 		uint64_t n = run->npages - first < READ_BLOCK_PAGES ? run->npages - first
 								       : READ_BLOCK_PAGES;
 
-		ret = expected_image(run, first, n, buf);
+		ret = expected_image(run, &model, first, n, buf);
 		if (ret) {
 			ret = wpc_fail(run, -ret, "cannot read image page %llu for verification: %s",
 				       (unsigned long long)first, strerror(-ret));
@@ -93,19 +114,30 @@ int wpc_verify_bytes(struct wpc_run *run)
 				words[wpc_word_slot(page, t)] = wpc_write_value(seed, page, t);
 			}
 			if (memcmp(words, run->region + page * WPC_PAGE, WPC_PAGE)) {
-				if (!res->mismatched_pages)
+				if (!res->mismatched_pages) {
 					res->first_mismatch_page = (int64_t)page;
+					if (run->history)
+						first_cycle = mismatch_cycle(run, &model, masks, page,
+									     (uint8_t *)words);
+				}
 				res->mismatched_pages++;
 			}
 		}
 	}
 	res->verified = res->mismatched_pages == 0;
-	if (!res->verified)
+	if (!res->verified && first_cycle)
+		ret = wpc_fail(run, EIO, "%llu of %llu pages differ from the image plus the workload's "
+			       "writes; first at page %lld, which lost the write of cycle %d",
+			       (unsigned long long)res->mismatched_pages,
+			       (unsigned long long)run->npages, (long long)res->first_mismatch_page,
+			       first_cycle);
+	else if (!res->verified)
 		ret = wpc_fail(run, EIO, "%llu of %llu pages differ from the image plus the workload's "
 			       "writes; first at page %lld",
 			       (unsigned long long)res->mismatched_pages,
 			       (unsigned long long)run->npages, (long long)res->first_mismatch_page);
 out:
+	wpc_model_free(&model);
 	free(masks);
 	free(buf);
 	return ret;

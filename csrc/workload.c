@@ -11,12 +11,51 @@
 
 #include "internal.h"
 
+/*
+ * WPC_OP_MIXED: exactly round(F * count) of the pages in the order are
+ * written, picked by a partial Fisher-Yates shuffle with a salt of their own,
+ * so the written share does not depend on the order's shape (seq or random).
+ */
+static int build_write_set(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w)
+{
+	uint64_t writes = (uint64_t)((double)plan->count * w->write_fraction + 0.5);
+	uint64_t *pick;
+
+	plan->write_set = calloc((npages + 7) / 8, 1);
+	if (!plan->write_set)
+		return -ENOMEM;
+	if (writes > plan->count)
+		writes = plan->count;
+	if (!writes)
+		return 0;
+	pick = malloc(sizeof(*pick) * plan->count);
+	if (!pick)
+		return -ENOMEM;
+	memcpy(pick, plan->order, sizeof(*pick) * plan->count);
+
+	uint64_t state = wpc_mix64(w->seed ^ 0x3717e5e7ull);
+	for (uint64_t i = 0; i < writes; i++) {
+		uint64_t j = i + wpc_mix64(state + i) % (plan->count - i);
+		uint64_t tmp = pick[i];
+
+		pick[i] = pick[j];
+		pick[j] = tmp;
+		plan->write_set[pick[i] / 8] |= (uint8_t)(1u << (pick[i] % 8));
+	}
+	free(pick);
+	return 0;
+}
+
 int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w)
 {
 	uint64_t count;
 
 	memset(plan, 0, sizeof(*plan));
 	if (w->threads < 1 || w->threads > WPC_MAX_THREADS || !npages)
+		return -EINVAL;
+	if (w->op != WPC_OP_READ && w->op != WPC_OP_WRITE && w->op != WPC_OP_MIXED)
+		return -EINVAL;
+	if (w->op == WPC_OP_MIXED && !(w->write_fraction >= 0.0 && w->write_fraction <= 1.0))
 		return -EINVAL;
 
 	switch (w->pattern) {
@@ -65,13 +104,44 @@ int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_work
 	plan->overlap = w->overlap != 0;
 	for (int t = 0; t <= w->threads; t++)
 		plan->begin[t] = plan->overlap ? (t ? count : 0) : count * (uint64_t)t / (uint64_t)w->threads;
+	plan->write_all = w->op == WPC_OP_WRITE;
+	if (w->op == WPC_OP_MIXED) {
+		int ret = build_write_set(plan, npages, w);
+		if (ret) {
+			wpc_plan_free(plan);
+			return ret;
+		}
+	}
 	return 0;
 }
 
 void wpc_plan_free(struct wpc_plan *plan)
 {
 	free(plan->order);
+	free(plan->write_set);
 	plan->order = NULL;
+	plan->write_set = NULL;
+}
+
+int64_t wpc_workload_written_pages(const struct wpc_workload *w, uint64_t npages, uint8_t *bitmap)
+{
+	struct wpc_plan plan;
+	int64_t written = 0;
+	int ret = wpc_plan_build(&plan, npages, w);
+
+	if (ret)
+		return ret;
+	memset(bitmap, 0, (npages + 7) / 8);
+	for (uint64_t i = 0; i < plan.count; i++) {
+		uint64_t page = plan.order[i];
+
+		if (wpc_plan_writes(&plan, page) && !(bitmap[page / 8] & (1u << (page % 8)))) {
+			bitmap[page / 8] |= (uint8_t)(1u << (page % 8));
+			written++;
+		}
+	}
+	wpc_plan_free(&plan);
+	return written;
 }
 
 /* Releases every workload thread at once, or none if one failed to start. */
@@ -116,7 +186,6 @@ static void *touch_thread(void *arg)
 	uint64_t first = plan->overlap ? 0 : plan->begin[tc->index];
 	uint64_t last = plan->overlap ? plan->count : plan->begin[tc->index + 1];
 	uint64_t seed = run->cfg.workload.seed;
-	bool write = run->cfg.workload.op == WPC_OP_WRITE;
 	uint64_t sum = 0;
 
 	if (tc->cpu >= 0)
@@ -126,6 +195,7 @@ static void *touch_thread(void *arg)
 
 	for (uint64_t i = first; i < last; i++) {
 		uint64_t page = plan->order[i];
+		bool write = wpc_plan_writes(plan, page);
 		volatile uint64_t *word = (volatile uint64_t *)(run->region + page * WPC_PAGE) +
 					  wpc_word_slot(page, tc->index);
 		uint64_t value = write ? wpc_write_value(seed, page, tc->index) : 0;
@@ -142,7 +212,20 @@ static void *touch_thread(void *arg)
 	return NULL;
 }
 
-int wpc_workload_touch(struct wpc_run *run)
+/* What one pass of the workload threads produced, merged. */
+struct pass_totals {
+	uint64_t ns;
+	uint64_t checksum;
+	int app_cpu;
+	struct wpc_hist *hist;		/* merged into; the caller's */
+};
+
+/*
+ * One pass of every workload thread over its part of the order, every access
+ * timed. Used for the first touch and, unchanged, for the steady-state pass,
+ * so the two differ only in the state of the memory they find.
+ */
+static int workload_pass(struct wpc_run *run, struct pass_totals *out)
 {
 	int nthreads = run->cfg.workload.threads;
 	struct toucher *tcs = calloc((size_t)nthreads, sizeof(*tcs));
@@ -174,16 +257,44 @@ int wpc_workload_touch(struct wpc_run *run)
 		return wpc_fail(run, -ret, "cannot start workload thread %d of %d", started, nthreads);
 	}
 
-	run->res->phase[WPC_PHASE_TOUCH].ns = (int64_t)(t1 - t0);
-	run->res->app_cpu = tcs[0].cpu;
+	out->ns = t1 - t0;
+	out->app_cpu = tcs[0].cpu;
+	out->checksum = 0;
 	for (int t = 0; t < nthreads; t++) {
-		run->res->checksum += tcs[t].checksum;
-		wpc_hist_merge(&run->res->touch, &tcs[t].hist);
+		out->checksum += tcs[t].checksum;
+		wpc_hist_merge(out->hist, &tcs[t].hist);
 		if (tcs[t].pin_err && !ret)
 			ret = wpc_fail(run, -tcs[t].pin_err, "cannot pin workload thread %d to CPU %d",
 				       t, tcs[t].cpu);
 	}
-	run->res->touched_pages = run->res->touch.count;
 	free(tcs);
+	return ret;
+}
+
+int wpc_workload_touch(struct wpc_run *run)
+{
+	struct pass_totals pass = { .hist = &run->res->touch };
+	int ret = workload_pass(run, &pass);
+
+	if (pass.ns) {
+		run->res->phase[WPC_PHASE_TOUCH].ns = (int64_t)pass.ns;
+		run->res->app_cpu = pass.app_cpu;
+		run->res->checksum += pass.checksum;
+		run->res->touched_pages = run->res->touch.count;
+	}
+	return ret;
+}
+
+int wpc_workload_steady(struct wpc_run *run, uint64_t *ns)
+{
+	struct pass_totals pass = { .hist = malloc(sizeof(*pass.hist)) };
+	int ret;
+
+	if (!pass.hist)
+		return wpc_fail(run, ENOMEM, "out of memory for the steady-state pass");
+	wpc_hist_reset(pass.hist);
+	ret = workload_pass(run, &pass);
+	free(pass.hist);
+	*ns = pass.ns;
 	return ret;
 }

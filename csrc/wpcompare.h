@@ -29,6 +29,7 @@
 enum wpc_op {
 	WPC_OP_READ = 0,
 	WPC_OP_WRITE = 1,
+	WPC_OP_MIXED = 2,	/* write the share write_fraction of the pages, read the rest */
 };
 
 enum wpc_pattern_kind {
@@ -74,6 +75,11 @@ struct wpc_workload {
 	int threads;		/* 1..WPC_MAX_THREADS; pages split among them */
 	int overlap;		/* 1: every thread touches every selected page */
 	int pin_threads;	/* 1: thread i runs on the i-th allowed CPU */
+	/*
+	 * WPC_OP_MIXED: share of the pattern's pages written, in [0, 1]; exactly
+	 * round(write_fraction * pages touched) of them, chosen with seed.
+	 */
+	double write_fraction;
 };
 
 struct wpc_config {
@@ -83,6 +89,14 @@ struct wpc_config {
 	const char *strategy;	/* a name from the strategy table */
 	const char *params;	/* "name=value,name=value" or NULL for defaults */
 	struct wpc_workload workload;
+	/*
+	 * Repeated checkpoints: non-NULL makes this run cycle history_len + 1 of
+	 * a chain. The image is then the generated one (image_seed) plus the
+	 * writes of the workloads of cycles 1..history_len, oldest first, and the
+	 * verifier expects exactly that.
+	 */
+	const struct wpc_workload *history;
+	int history_len;
 };
 
 struct wpc_phase_stats {
@@ -203,7 +217,93 @@ struct wpc_uffd_probe {
 int wpc_uffd_probe(struct wpc_uffd_probe *out);
 /* Kernel name of feature bit `bit` ("UFFD_FEATURE_MOVE"), or NULL. */
 const char *wpc_uffd_feature_name(int bit);
+/* The CPUID hypervisor vendor signature ("KVMKVMKVM"): 0; -ENOENT: none; -EOPNOTSUPP: not x86. */
+int wpc_hypervisor_vendor(char *out, size_t len);
 /* Median cost of one clock_gettime(CLOCK_MONOTONIC) pair, in ns. */
 int64_t wpc_timer_overhead_ns(void);
+
+/* ---- repeated checkpoints: restore -> work -> fixup -> checkpoint ---- */
+
+/* One image written from memory (checkpoint.c). */
+struct wpc_dump_stats {
+	int64_t ns;		/* temp file created .. renamed into place, dirty set included */
+	int64_t dirty_ns;	/* asking the strategy for its dirty set; -1: full dump */
+	uint64_t dirty_pages;	/* pages written from memory */
+	uint64_t bytes_written;	/* write()/pwrite() from memory */
+	uint64_t bytes_copied;	/* copy_file_range from the previous image */
+	uint64_t bytes_fallback;	/* read()+write() from it where copy_file_range could not */
+	int fallback_errno;	/* why copy_file_range was given up (EXDEV, EOPNOTSUPP...); 0: it was not */
+	uint64_t write_calls;
+	uint64_t copy_calls;
+};
+
+/*
+ * Write the run's region into a new image at path (a temp file in the same
+ * directory, renamed: never half written). incremental 0: the whole region,
+ * image_size bytes, with write(). 1: only the pages the strategy's dirty set
+ * names, the rest copied from the image this run restored from with
+ * copy_file_range; -EOPNOTSUPP if the strategy reports no dirty set.
+ */
+int wpc_run_checkpoint(struct wpc_run *run, const char *path, int incremental, struct wpc_dump_stats *out);
+/*
+ * The writer itself, for tests: size bytes of memory into path; dirty NULL
+ * writes them all, else bit p set takes page p from memory and the others are
+ * copied from prev_path.
+ */
+int wpc_dump_image(const void *memory, uint64_t size, const uint8_t *dirty, const char *prev_path,
+		   const char *path, struct wpc_dump_stats *out, char *why, size_t len);
+/* 1 once the strategy has said the region needs the image no more (marked detached, or fixup done). */
+int wpc_run_detached(struct wpc_run *run);
+/* Of the last fixup phase, the ns the application could not have run: all of it unless the strategy says less. */
+int64_t wpc_run_fixup_pause_ns(struct wpc_run *run);
+/* The workload once more over the loaded region, in the same timed loop: the steady-state cost. */
+int wpc_run_steady(struct wpc_run *run, int64_t *ns);
+/* Pages workload w writes in a region of npages: bit p of bitmap set; the count or -errno. */
+int64_t wpc_workload_written_pages(const struct wpc_workload *w, uint64_t npages, uint8_t *bitmap);
+
+struct wpc_image_check {
+	uint64_t mismatched_pages;
+	int64_t first_mismatch_page;	/* -1: none */
+	int64_t first_mismatch_offset;	/* byte offset in the file of its first differing word */
+	int first_mismatch_cycle;	/* the cycle whose write that word lost; 0: a byte no cycle wrote */
+};
+
+/*
+ * Check the image file at path against the model: the generated image of
+ * size bytes (seed, kind) plus the writes of cycles[0..ncycles), in order.
+ * 0 if equal; -EIO if not, with out filled and why naming the first page and
+ * the cycle whose write it lost.
+ */
+int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
+		    const struct wpc_workload *cycles, int ncycles, struct wpc_image_check *out,
+		    char *why, size_t len);
+
+/*
+ * ---- test-only: kernel write tracking outside a run ----
+ * For tests/test_wp.py, not for measurements: arms exactly the tracking
+ * mmap-wp-async uses (userfaultfd with UFFD_FEATURE_WP_ASYNC and
+ * WP_UNPOPULATED, registered UFFDIO_REGISTER_MODE_WP, the whole range
+ * write-protected) on a bare mapping, so tests can check what the kernel
+ * reports. fd >= 0: MAP_PRIVATE mapping of the first len bytes of fd; fd < 0:
+ * anonymous memory. populate: MAP_POPULATE before protecting.
+ */
+struct wpc_wp_tracker;
+
+int wpc_wp_tracker_open(int fd, uint64_t len, int populate, struct wpc_wp_tracker **out,
+			char *why, size_t why_len);
+uintptr_t wpc_wp_tracker_addr(const struct wpc_wp_tracker *t);
+/* Pages written since protection (bit p of bitmap set): count or -errno; rearm protects them again. */
+int64_t wpc_wp_tracker_scan(struct wpc_wp_tracker *t, int rearm, uint8_t *bitmap);
+/*
+ * An incremental checkpointer racing `threads` writers, which write one
+ * word of seeded random pages without pause: `rounds` rounds of a scan with
+ * re-arm that copies every reported page into a shadow, all while every
+ * writer is writing. Every 50 rounds the writers stop, one last round runs
+ * and the shadow is compared with the region: *lost_pages counts the pages
+ * that differed (writes no scan reported). *writes: the writes made in all.
+ */
+int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t rounds, uint64_t seed,
+			  uint64_t *writes, uint64_t *lost_pages);
+void wpc_wp_tracker_close(struct wpc_wp_tracker *t);
 
 #endif /* WPCOMPARE_H */

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `uffd-wp`: the sigsegv strategy with userfaultfd write-protect faults in
+ * place of SIGSEGV. Synchronous write-protect registers only on anonymous,
+ * shmem and hugetlbfs memory, not on a regular file's mapping, so restore
+ * first copies the image into a memfd (shmem; a memfd rather than a tmpfs
+ * file because it needs no mounted tmpfs and vanishes with its last
+ * reference). That copy is part of the measured restore (and reported on
+ * its own as shmem_copy_ns). The memfd is mapped MAP_PRIVATE, so the image
+ * copy is never written, and write-protected as a whole.
+ *
+ * A write blocks the writer in the kernel and queues a message; the handler
+ * thread (placed by handler-cpu) copies the chunk into the shadow region and
+ * remaps it over (chunk_fixup.c: the same per-chunk state, so the same
+ * no-lost-write guarantee: a write-protected chunk cannot change while it is
+ * copied), then wakes every writer blocked on that chunk. The moved VMA is
+ * not registered with the userfaultfd (registration lives in VMA flags,
+ * which differ, so it does not merge with the registered remainder either):
+ * later writes to the chunk go straight through. Background fixup as in
+ * sigsegv; once every chunk moved, nothing maps the memfd any more.
+ *
+ * Unlike SIGSEGV, the kernel's own writes into the region (read(2) into a
+ * protected chunk) also block until handled instead of failing with EFAULT:
+ * the descriptor is opened without UFFD_USER_MODE_ONLY where permitted.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+enum uffd_wp_fixup {
+	UFFD_WP_FIXUP_BACKGROUND,
+	UFFD_WP_FIXUP_AT_CHECKPOINT,
+	UFFD_WP_FIXUP_ON_WRITE_ONLY,
+};
+
+#define UFFD_WP_FEATURES \
+	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | \
+	 UFFD_FEATURE_WP_UNPOPULATED)
+#define UFFD_WP_MSG_BATCH 32
+
+struct uffd_wp_ctx {
+	struct wpc_chunks chunks;
+	bool chunks_ready;
+	int uffd;
+	int stop_fd;
+	int memfd_for_read;		/* copy=read: the memfd, else -1 */
+	pthread_t handler;
+	bool handler_started;
+	int handler_error;		/* -errno that ended the handler loop early */
+	_Atomic uint64_t wakes;
+	_Atomic uint64_t unexpected;
+	uint64_t shmem_copy_ns;
+};
+
+static const struct {
+	uint64_t bit;
+	const char *since;
+} required_features[] = {
+	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "5.7" },
+	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "5.19" },
+	{ UFFD_FEATURE_WP_UNPOPULATED, "6.4" },
+};
+
+static int check_features(uint64_t available, char *why, size_t len)
+{
+	for (size_t i = 0; i < WPC_ARRAY_SIZE(required_features); i++) {
+		uint64_t bit = required_features[i].bit;
+
+		if (!(available & bit)) {
+			wpc_why(why, len, "kernel lacks %s (needs Linux %s)",
+				wpc_uffd_feature_name(__builtin_ctzll(bit)), required_features[i].since);
+			return -EOPNOTSUPP;
+		}
+	}
+	return 0;
+}
+
+static int open_error(int err, char *why, size_t len)
+{
+	if (err == -EPERM || err == -EACCES) {
+		wpc_why(why, len, "userfaultfd not permitted: run as root, or `sysctl "
+			"vm.unprivileged_userfaultfd=1`, or grant access to /dev/userfaultfd");
+		return -EPERM;
+	}
+	wpc_why(why, len, "userfaultfd unavailable: %s (kernel built without "
+		"CONFIG_USERFAULTFD?)", strerror(-err));
+	return -EOPNOTSUPP;
+}
+
+static int uffd_wp_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	uint64_t available = 0;
+	int fd = wpc_uffd_open(O_CLOEXEC, 0, &available);
+
+	(void)p;
+	if (fd < 0)
+		return open_error(fd, why, len);
+	close(fd);
+	return check_features(available, why, len);
+}
+
+/* The image into a memfd of region_len bytes (the tail past EOF reads zeros). */
+static int image_to_memfd(struct wpc_run *run, int *out)
+{
+	int fd = memfd_create("wpcompare-image", MFD_CLOEXEC);
+	off_t off = 0;
+
+	if (fd < 0)
+		return wpc_fail(run, errno, "memfd_create failed: %s", strerror(errno));
+	*out = fd;
+	if (ftruncate(fd, (off_t)run->region_len) < 0)
+		return wpc_fail(run, errno, "cannot size the memfd to %zu bytes: %s (tmpfs full?)",
+				run->region_len, strerror(errno));
+	/* sendfile: one kernel copy from the page cache into shmem, no user buffer. */
+	while ((uint64_t)off < run->image_size) {
+		ssize_t n = sendfile(fd, run->image_fd, &off, run->image_size - (uint64_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return wpc_fail(run, n ? errno : ENODATA, "copying the image into the memfd at "
+					"byte %lld: %s", (long long)off,
+					n ? strerror(errno) : "unexpected end of file");
+	}
+	return 0;
+}
+
+static int register_wp(struct wpc_run *run, struct uffd_wp_ctx *ctx)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)run->region, .len = run->region_len },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	struct uffdio_writeprotect wp = {
+		.range = reg.range,
+		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+	uint64_t available = 0, need = (1ull << _UFFDIO_WRITEPROTECT) | (1ull << _UFFDIO_WAKE);
+	char why[WPC_REASON_LEN];
+	int ret;
+
+	/* Through probe.c's opener: the feature masking tests apply to us too. */
+	ctx->uffd = wpc_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_WP_FEATURES, &available);
+	if (ctx->uffd < 0) {
+		ret = ctx->uffd;
+		ctx->uffd = -1;
+		/* EINVAL from UFFDIO_API: a feature is missing; ask for none to learn which. */
+		if (ret == -EINVAL) {
+			int fd = wpc_uffd_open(O_CLOEXEC, 0, &available);
+			if (fd >= 0) {
+				close(fd);
+				if (check_features(available, why, sizeof(why)))
+					return wpc_fail(run, EOPNOTSUPP, "%s", why);
+			}
+		}
+		ret = open_error(ret, why, sizeof(why));
+		return wpc_fail(run, -ret, "%s", why);
+	}
+	if (check_features(available, why, sizeof(why)))
+		return wpc_fail(run, EOPNOTSUPP, "%s", why);
+	if (ioctl(ctx->uffd, UFFDIO_REGISTER, &reg) < 0)
+		return wpc_fail(run, errno, "UFFDIO_REGISTER (write-protect) of the shmem region failed: %s",
+				strerror(errno));
+	if ((reg.ioctls & need) != need)
+		return wpc_fail(run, EOPNOTSUPP, "the registered range offers no UFFDIO_WRITEPROTECT/WAKE");
+	/* Unpopulated pages too (WP_UNPOPULATED, markers on shmem): nothing is read yet. */
+	if (ioctl(ctx->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		return wpc_fail(run, errno, "UFFDIO_WRITEPROTECT of the region failed: %s", strerror(errno));
+	return 0;
+}
+
+static void wake_range(struct uffd_wp_ctx *ctx, uintptr_t start, size_t len)
+{
+	struct uffdio_range range = { .start = start, .len = len };
+
+	if (ioctl(ctx->uffd, UFFDIO_WAKE, &range) == 0)
+		atomic_fetch_add_explicit(&ctx->wakes, 1, memory_order_relaxed);
+}
+
+/*
+ * After a failed remap: unprotect what was not moved, which also wakes its
+ * writers. Only runs of chunks still registered: UFFDIO_WRITEPROTECT fails
+ * with ENOENT on a range that contains an unregistered (moved) VMA.
+ */
+static int uffd_wp_degrade(struct wpc_chunks *c)
+{
+	struct uffd_wp_ctx *ctx = c->owner;
+	int ret = 0;
+
+	for (uint64_t i = 0; i < c->nchunks;) {
+		if (atomic_load(&c->marks[i]) & WPC_CHUNK_MOVED) {
+			i++;
+			continue;
+		}
+		uint64_t end = i + 1;
+		while (end < c->nchunks && !(atomic_load(&c->marks[end]) & WPC_CHUNK_MOVED))
+			end++;
+		size_t off = (size_t)i * c->chunk;
+		size_t stop = (size_t)end * c->chunk < c->region_len ? (size_t)end * c->chunk
+								      : c->region_len;
+		struct uffdio_writeprotect wp = {
+			.range = { .start = (uintptr_t)c->region + off, .len = stop - off },
+			.mode = 0,
+		};
+		if (ioctl(ctx->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 && !ret)
+			ret = -errno;
+		i = end;
+	}
+	return ret;
+}
+
+static void serve(struct uffd_wp_ctx *ctx, const struct uffd_msg *msg)
+{
+	struct wpc_chunks *c = &ctx->chunks;
+	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
+
+	if (msg->event != UFFD_EVENT_PAGEFAULT || !(msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) ||
+	    !wpc_chunks_contains(c, addr)) {
+		atomic_fetch_add_explicit(&ctx->unexpected, 1, memory_order_relaxed);
+		return;
+	}
+
+	uint64_t t0 = wpc_now_ns();
+	uint64_t idx = (addr - (uintptr_t)c->region) / c->chunk;
+	size_t off = (size_t)idx * c->chunk;
+	size_t len = c->region_len - off < c->chunk ? c->region_len - off : c->chunk;
+
+	wpc_chunks_write_fault(c, addr);
+	/* Every writer blocked anywhere in the chunk: their messages may come later, or never be needed. */
+	wake_range(ctx, (uintptr_t)c->region + off, len);
+	wpc_chunks_record(c, wpc_now_ns() - t0);
+}
+
+/* Serve every queued message; 0 when the queue is empty, else -errno. */
+static int drain(struct uffd_wp_ctx *ctx)
+{
+	struct uffd_msg msgs[UFFD_WP_MSG_BATCH];
+
+	for (;;) {
+		ssize_t n = read(ctx->uffd, msgs, sizeof(msgs));
+
+		if (n < 0)
+			return errno == EAGAIN ? 0 : errno == EINTR ? 0 : -errno;
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+			serve(ctx, &msgs[i]);
+	}
+}
+
+/* Nobody will serve faults any more: unprotect the rest, or its writers block forever. */
+static void *handler_failed(struct uffd_wp_ctx *ctx, int err)
+{
+	ctx->handler_error = err;
+	wpc_chunks_give_up(&ctx->chunks, UINT64_MAX, err);
+	return NULL;
+}
+
+static void *handler_main(void *arg)
+{
+	struct uffd_wp_ctx *ctx = arg;
+	struct pollfd fds[2] = {
+		{ .fd = ctx->uffd, .events = POLLIN },
+		{ .fd = ctx->stop_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return handler_failed(ctx, -errno);
+		}
+		int ret = drain(ctx);
+		if (ret)
+			return handler_failed(ctx, ret);
+		/* Stop only with the queue drained: a late message still gets its wake. */
+		if (fds[1].revents)
+			return NULL;
+	}
+}
+
+static int start_handler(struct wpc_run *run, struct uffd_wp_ctx *ctx)
+{
+	int cpu = wpc_handler_cpu_for(run, run->params.handler_cpu);
+	int ret;
+
+	ctx->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (ctx->stop_fd < 0)
+		return wpc_fail(run, errno, "eventfd failed: %s", strerror(errno));
+	ret = wpc_thread_start_quiet(&ctx->handler, cpu, handler_main, ctx);
+	if (ret)
+		return wpc_fail(run, -ret, "cannot start the userfaultfd handler thread%s: %s",
+				cpu >= 0 ? " pinned" : "", strerror(-ret));
+	ctx->handler_started = true;
+	run->res->handler_cpu = cpu;
+	return 0;
+}
+
+static void stop_handler(struct uffd_wp_ctx *ctx)
+{
+	uint64_t one = 1;
+
+	if (!ctx->handler_started)
+		return;
+	if (write(ctx->stop_fd, &one, sizeof(one)) != sizeof(one)) {
+		/* An eventfd write of 1 cannot fail short of a counter overflow. */
+	}
+	pthread_join(ctx->handler, NULL);
+	ctx->handler_started = false;
+}
+
+static int uffd_wp_restore(struct wpc_run *run)
+{
+	struct uffd_wp_ctx *ctx = calloc(1, sizeof(*ctx));
+	int memfd = -1, ret;
+
+	if (!ctx)
+		return wpc_fail(run, ENOMEM, "out of memory for the uffd-wp context");
+	ctx->uffd = -1;
+	ctx->stop_fd = -1;
+	ctx->memfd_for_read = -1;
+	run->priv = ctx;
+
+	uint64_t t0 = wpc_now_ns();
+	ret = image_to_memfd(run, &memfd);
+	ctx->shmem_copy_ns = wpc_now_ns() - t0;
+	if (!ret && (ret = wpc_run_add_image_identity(run, memfd)))
+		ret = wpc_fail(run, -ret, "cannot record the memfd as the image: %s", strerror(-ret));
+	if (!ret) {
+		void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, memfd, 0);
+		if (p == MAP_FAILED)
+			ret = wpc_fail(run, errno, "mmap of the memfd failed: %s", strerror(errno));
+		else
+			run->region = p;
+	}
+	/*
+	 * The mapping holds the shmem now; once every chunk moved out, it is
+	 * freed. copy=read keeps the descriptor to read chunks from (an open
+	 * descriptor is not a mapping: detached still means mapped nowhere).
+	 */
+	if (!ret && run->params.copy == WPC_CHUNK_COPY_READ)
+		ctx->memfd_for_read = memfd;
+	else if (memfd >= 0)
+		close(memfd);
+	if (ret)
+		return ret;
+
+	ret = register_wp(run, ctx);
+	if (ret)
+		return ret;
+	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk, ctx->memfd_for_read);
+	ctx->chunks_ready = true;
+	if (ret)
+		return wpc_fail(run, -ret, "cannot set up %llu chunks and a %zu-byte shadow: %s",
+				(unsigned long long)ctx->chunks.nchunks, run->region_len, strerror(-ret));
+	ctx->chunks.degrade = uffd_wp_degrade;
+	ctx->chunks.owner = ctx;
+
+	ret = start_handler(run, ctx);
+	if (ret)
+		return ret;
+	if (run->params.fixup == UFFD_WP_FIXUP_BACKGROUND) {
+		ret = wpc_chunks_start_background(&ctx->chunks);
+		if (ret)
+			return wpc_fail(run, -ret, "cannot start the background fixup thread: %s",
+					strerror(-ret));
+	}
+	return 0;
+}
+
+static int uffd_wp_fixup(struct wpc_run *run)
+{
+	struct uffd_wp_ctx *ctx = run->priv;
+	int ret = wpc_chunks_finish(&ctx->chunks, run->params.fixup == UFFD_WP_FIXUP_AT_CHECKPOINT);
+
+	/*
+	 * Every chunk is anonymous (or unprotected after a failure): no fault
+	 * can come any more. Stopping the handler drains late messages, so the
+	 * counts and its histogram are final.
+	 */
+	stop_handler(ctx);
+	if (ctx->handler_error)
+		ret = wpc_fail(run, -ctx->handler_error, "the userfaultfd handler stopped: %s; the "
+			       "rest of the region was unprotected in place",
+			       strerror(-ctx->handler_error));
+	wpc_chunks_publish(&ctx->chunks);
+	wpc_counter_set(run, "wakes", atomic_load(&ctx->wakes));
+	wpc_counter_set(run, "unexpected_msgs", atomic_load(&ctx->unexpected));
+	wpc_counter_set(run, "shmem_copy_ns", ctx->shmem_copy_ns);
+	return ret;
+}
+
+/* The sweep after the background thread (all of it at-checkpoint / on-write-only). */
+static int64_t uffd_wp_fixup_pause_ns(struct wpc_run *run)
+{
+	struct uffd_wp_ctx *ctx = run->priv;
+
+	return ctx ? (int64_t)ctx->chunks.pause_ns : run->res->phase[WPC_PHASE_FIXUP].ns;
+}
+
+static int uffd_wp_dirty_pages(struct wpc_run *run, uint8_t *bitmap)
+{
+	struct uffd_wp_ctx *ctx = run->priv;
+
+	return wpc_chunks_dirty(&ctx->chunks, bitmap);
+}
+
+static void uffd_wp_teardown(struct wpc_run *run)
+{
+	struct uffd_wp_ctx *ctx = run->priv;
+
+	if (!ctx)
+		return;
+	if (ctx->chunks_ready)
+		wpc_chunks_stop(&ctx->chunks);
+	stop_handler(ctx);
+	if (ctx->uffd >= 0)
+		close(ctx->uffd);
+	if (ctx->stop_fd >= 0)
+		close(ctx->stop_fd);
+	if (ctx->memfd_for_read >= 0)
+		close(ctx->memfd_for_read);
+	if (run->region)
+		munmap(run->region, run->region_len);
+	run->region = NULL;
+	if (ctx->chunks_ready)
+		wpc_chunks_destroy(&ctx->chunks);
+	free(ctx);
+	run->priv = NULL;
+}
+
+static const struct wpc_param_spec uffd_wp_params[] = {
+	{ "chunk", WPC_PARAM_SIZE, "4K|64K|2M", "64K",
+	  "bytes copied and remapped per write fault and per background step",
+	  offsetof(struct wpc_params, chunk), 0, 0 },
+	{ "fixup", WPC_PARAM_CHOICE, "background|at-checkpoint|on-write-only", "background",
+	  "background: a thread fixes up the rest while the workload runs; at-checkpoint: the fixup "
+	  "phase does the rest in one batched pass; on-write-only: the fixup phase does the rest "
+	  "chunk by chunk",
+	  offsetof(struct wpc_params, fixup), 0, 0 },
+	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",
+	  "CPU of the fault handler thread: same as workload thread 0 (as the SIGSEGV handler, "
+	  "which runs on the faulting thread), the other CPU, or unpinned",
+	  offsetof(struct wpc_params, handler_cpu), 0, 0 },
+	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
+	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "
+	  "which leaves the region's page tables empty for mremap",
+	  offsetof(struct wpc_params, copy), 0, 0 },
+	{ NULL },
+};
+
+const struct wpc_strategy wpc_strategy_uffd_wp = {
+	.name = "uffd-wp",
+	.family = "uffd",
+	.description = "image copied into a memfd, mapped MAP_PRIVATE and write-protected; a handler "
+		       "thread copies each written chunk into anonymous memory and mremaps it over",
+	.params = uffd_wp_params,
+	.probe = uffd_wp_probe,
+	.restore = uffd_wp_restore,
+	.fixup = uffd_wp_fixup,
+	.dirty_pages = uffd_wp_dirty_pages,
+	.fixup_pause_ns = uffd_wp_fixup_pause_ns,
+	.teardown = uffd_wp_teardown,
+};

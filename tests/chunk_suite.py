@@ -1,0 +1,314 @@
+"""Correctness of chunked copy-and-remap (csrc/chunk_fixup.c), shared by sigsegv and uffd-wp.
+
+test_sigsegv.py and test_uffd_wp.py subclass ChunkFixupSuite with their
+strategy name, so both strategies pass the same suite. Every run happens in
+a forked child: the strategies install signal handlers, start threads and
+remap memory, none of which may reach the pytest process.
+"""
+import ctypes
+import mmap
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import assert_ok
+from wpcompare import binding
+from wpcompare.errors import WpcError
+from wpcompare.options import parse_pattern
+
+CHUNKS = {"4K": 4096, "64K": 65536, "2M": 2 << 20}
+FIXUPS = ("background", "at-checkpoint", "on-write-only")
+COPIES = ("memcpy", "read")
+# A multiple of neither 2 MiB, 64 KiB nor even 4 KiB: the last chunk is short
+# and the last page ends past the image.
+ODD_SIZE = (3 << 20) + 12345
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long)
+libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+
+
+def chunk_count(size, chunk):
+    region = -(-size // binding.PAGE_SIZE) * binding.PAGE_SIZE
+    return -(-region // chunk)
+
+
+def open_run(image, strategy, params, op="write", pattern="random", threads=1, overlap=False,
+             seed=5):
+    return binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                       strategy=strategy, params=params, op=op, pattern=parse_pattern(pattern),
+                       threads=threads, overlap=overlap, seed=seed, pin_threads=True)
+
+
+def expected_region(image):
+    """The bytes a correct restore shows before any write: the generator's pages."""
+    return b"".join(binding.image_page(image.seed, image.kind, page)
+                    for page in range(image.pages))
+
+
+def region_buffer(run):
+    addr, length = run.region()
+    return addr, (ctypes.c_char * length).from_address(addr)
+
+
+def maps_lines(needle):
+    with open("/proc/self/maps") as maps:
+        return [line for line in maps if needle in line]
+
+
+def fill_vmas_to(limit_gap):
+    """Create VMAs until the process is limit_gap below vm.max_map_count; returns (addr, len)."""
+    with open("/proc/sys/vm/max_map_count") as f:
+        limit = int(f.read())
+    have = len(maps_lines(""))
+    # Every other page PROT_NONE: each mprotect splits off two more VMAs.
+    pairs = max(0, (limit - limit_gap - have) // 2)
+    length = (2 * pairs + 1) * mmap.PAGESIZE
+    addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value)
+    for i in range(pairs):
+        libc.mprotect(addr + (2 * i + 1) * mmap.PAGESIZE, mmap.PAGESIZE, 0)   # PROT_NONE
+    return addr, length
+
+
+def wait_status(function, argument=None, timeout=60):
+    """Run function(argument) in a forked child with stderr silenced; its raw wait status.
+
+    The child exits 0 when function returns, 3 when it raises; a signal
+    that kills it shows in the status (os.WTERMSIG).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            function(argument)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"child did not finish within {timeout} s")
+        time.sleep(0.005)
+
+
+# ---- bodies run in forked children (module level: they must be importable names) ----
+
+def _detach_then_destroy_image(spec):
+    """Restore, write, fix up; then unlink and truncate the image and verify every byte."""
+    image, strategy, params = spec
+    with open_run(image, strategy, params, threads=4) as run:
+        run.restore()
+        mapped_before = bool(maps_lines(os.path.basename(image.path))) or \
+            bool(maps_lines("memfd:wpcompare-image"))
+        run.touch()
+        run.fixup()
+        os.truncate(image.path, 0)
+        os.unlink(image.path)
+        # The page cache of the image is gone: a chunk still mapping it would SIGBUS here.
+        run.verify()
+        result = run.result
+        return {"mapped_before": mapped_before, "verified": bool(result.verified),
+                "detached": bool(result.detached), "image_mapped": bool(result.image_mapped)}
+
+
+def _read_while_remapping(spec):
+    """A reader thread compares never-written pages while writers remap the chunks around them."""
+    image, strategy, params = spec
+    expected = expected_region(image)
+    page = binding.PAGE_SIZE
+    with open_run(image, strategy, params, op="write", pattern="stride:2", threads=2) as run:
+        run.restore()
+        addr, _ = run.region()
+        want = ctypes.create_string_buffer(expected, len(expected))
+        want_addr = ctypes.addressof(want)
+        stop = threading.Event()
+        seen = {"passes": 0, "mismatches": 0}
+
+        def reader():
+            while not stop.is_set():
+                for number in range(1, image.pages, 2):   # stride:2 writes the even pages
+                    offset = number * page
+                    if libc.memcmp(addr + offset, want_addr + offset, page):
+                        seen["mismatches"] += 1
+                seen["passes"] += 1
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            while seen["passes"] == 0:
+                time.sleep(0.001)
+            run.touch()    # cffi drops the GIL: the reader runs throughout
+            run.fixup()
+        finally:
+            stop.set()
+            thread.join()
+        run.verify()
+        counters = {binding.result_text(run.result.counters[i].name): run.result.counters[i].value
+                    for i in range(run.result.ncounters)}
+        return dict(seen, verified=bool(run.result.verified), counters=counters)
+
+
+def _vma_limit(spec):
+    """4 KiB chunks written at random with the process a few VMAs below vm.max_map_count."""
+    image, strategy, params = spec
+    with open_run(image, strategy, params, op="write", pattern="random") as run:
+        run.restore()
+        filler = fill_vmas_to(limit_gap=40)
+        run.touch()
+        reason = None
+        try:
+            run.fixup()
+        except WpcError as error:
+            reason = error.reason
+        libc.munmap(*filler)
+        try:
+            run.verify()
+        except WpcError:
+            pass    # the dirty set is unknown after degrading; the bytes must still verify
+        return {"reason": reason, "verified": bool(run.result.verified),
+                "mismatched": run.result.mismatched_pages}
+
+
+class ChunkFixupSuite:
+    strategy = None          # set by the subclass
+
+    def run(self, run_strategy, image, params, **fields):
+        row = run_strategy(image, self.strategy, params=params, **fields)
+        assert_ok(row)
+        return row
+
+    @pytest.mark.parametrize("chunk", sorted(CHUNKS))
+    @pytest.mark.parametrize("fixup", FIXUPS)
+    @pytest.mark.parametrize("op", ("read", "write"))
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_bytes_right_after_fixup(self, make_image, run_strategy, chunk, fixup, op, copy):
+        image = make_image(ODD_SIZE)
+        row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup},copy={copy}", op=op,
+                       threads=2)
+        counters = row["counters"]
+        assert row["detached"] and not row["image_mapped"]
+        assert row["time_to_detached_ns"] > 0
+        # Moved pieces of one shadow merge again: the region ends as one VMA.
+        assert row["phases"]["fixup"]["vmas"] == 1
+        assert counters["chunks"] == chunk_count(ODD_SIZE, CHUNKS[chunk])
+        # Each chunk copied exactly once, by whoever claimed it.
+        assert (counters["chunks_by_fault"] + counters["chunks_by_background"]
+                + counters["chunks_at_fixup"]) == counters["chunks"]
+        if fixup != "background":
+            assert counters["chunks_by_background"] == 0
+        if op == "read":
+            assert counters["write_faults"] == 0, "a first read must not fault"
+        else:
+            assert row["dirty"]["missing"] == 0
+        assert row["histograms"]["handler"]["count"] == counters["write_faults"]
+
+    @pytest.mark.parametrize("chunk", ("4K", "64K"))
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_concurrent_writers_lose_no_write(self, make_image, run_strategy, chunk, copy):
+        """4 threads write random pages while the background thread fixes up the rest; the
+        verifier checks every page against image + each thread's known values."""
+        image = make_image(16 << 20)
+        row = self.run(run_strategy, image, f"chunk={chunk},fixup=background,copy={copy}",
+                       op="write", pattern="random", threads=4)
+        counters = row["counters"]
+        assert row["touched_pages"] == image.pages
+        assert counters["chunks_by_fault"] > 0 and counters["chunks_by_background"] > 0, \
+            "writers and the background thread did not both copy chunks: no concurrency tested"
+        assert row["dirty"]["missing"] == 0
+        assert row["histograms"]["handler"]["count"] == counters["write_faults"]
+
+    @pytest.mark.parametrize("fixup", ("background", "on-write-only"))
+    def test_many_writers_on_the_same_chunk(self, make_image, run_strategy, fixup):
+        """overlap: all 8 threads write every page, so they fault on the same 2 MiB chunks at once."""
+        image = make_image((4 << 20) + 4096)
+        row = self.run(run_strategy, image, f"chunk=2M,fixup={fixup}", op="write",
+                       pattern="seq", threads=8, overlap=True)
+        counters = row["counters"]
+        assert row["touched_pages"] == 8 * image.pages
+        assert (counters["chunks_by_fault"] + counters["chunks_by_background"]
+                + counters["chunks_at_fixup"]) == counters["chunks"] == 3
+        assert counters["write_faults"] >= counters["chunks_by_fault"]
+
+    def test_reads_during_background_remap_see_the_image(self, make_image, run_strategy):
+        image = make_image(16 << 20)
+        row = self.run(run_strategy, image, "chunk=4K,fixup=background", op="read", threads=2)
+        reference = run_strategy(image, "read", op="read", threads=2)
+        assert_ok(reference)
+        assert row["checksum"] == reference["checksum"] != 0
+        assert row["counters"]["chunks_by_background"] > 0
+        assert row["counters"]["write_faults"] == 0
+
+    def test_chunk_remapped_while_another_thread_reads_it(self, make_image, in_child):
+        image = make_image(16 << 20)
+        # on-write-only: every chunk is remapped by a writer while the reader runs.
+        out = in_child(_read_while_remapping, (image, self.strategy, "chunk=64K,fixup=on-write-only"))
+        assert out["verified"]
+        assert out["passes"] > 1
+        assert out["mismatches"] == 0
+        assert out["counters"]["chunks_by_fault"] == out["counters"]["chunks"]
+
+    @pytest.mark.parametrize("fixup", FIXUPS)
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_image_unlinked_and_truncated_after_detach(self, make_image, in_child, fixup, copy):
+        image = make_image(ODD_SIZE, name="doomed.img")
+        out = in_child(_detach_then_destroy_image, (image, self.strategy, f"fixup={fixup},copy={copy}"))
+        if fixup != "background":     # the background thread may be done before we look
+            assert out["mapped_before"], "the region did not map the image before fixup"
+        assert out["verified"] and out["detached"] and not out["image_mapped"], out
+
+    @pytest.mark.parametrize("chunk,pattern,fixup", [
+        ("4K", "sparse:0.3", "on-write-only"),
+        ("4K", "sparse:0.3", "at-checkpoint"),
+        ("64K", "stride:16", "on-write-only"),
+    ])
+    def test_dirty_set_is_exact(self, make_image, run_strategy, chunk, pattern, fixup):
+        image = make_image(4 << 20)
+        row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup}", op="write",
+                       pattern=pattern, threads=4)
+        dirty = row["dirty"]
+        assert dirty["missing"] == 0
+        if chunk == "4K":
+            # Page-sized chunks: exactly the pages written, nothing more.
+            assert dirty["reported"] == row["touched_pages"] == round(0.3 * image.pages)
+            assert dirty["extra"] == 0
+        else:
+            # One written page in every 16-page chunk: the chunk is the unit reported.
+            assert row["touched_pages"] == image.pages // 16
+            assert dirty["reported"] == image.pages
+            assert dirty["extra"] == image.pages - row["touched_pages"]
+
+    def test_dirty_set_with_background_fixup_misses_nothing(self, make_image, run_strategy):
+        image = make_image(8 << 20)
+        row = self.run(run_strategy, image, "chunk=4K,fixup=background", op="write",
+                       pattern="sparse:0.2", threads=4)
+        dirty = row["dirty"]
+        assert dirty["missing"] == 0
+        # Chunks remapped by the background thread while writers ran are reported too.
+        assert dirty["reported"] == row["touched_pages"] + dirty["extra"]
+        assert dirty["reported"] >= row["touched_pages"]
+
+    def test_vma_limit_fails_the_run_with_a_reason(self, make_image, in_child):
+        image = make_image(2 << 20)
+        out = in_child(_vma_limit, (image, self.strategy, "chunk=4K,fixup=on-write-only"))
+        assert out["reason"] and "vm.max_map_count" in out["reason"], out
+        assert "raise it" in out["reason"]
+        assert out["verified"], f"{out['mismatched']} pages wrong after degrading"

@@ -1,0 +1,129 @@
+"""Metadata in every result, handler placement, and the warnings (with hints) under the table."""
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from wpcompare import binding, report, results
+from wpcompare.cli import main
+
+
+def _row(label="uffd", op="read", restore=1000, app_cpu=0, handler_cpu=None, status="ok", reason=None):
+    row = {"strategy": label.partition(":")[0], "params": "", "label": label, "op": op, "pattern": "random",
+           "threads": 1, "overlap": False, "seed": 1, "repetition": 1, "warmup": False,
+           "status": status, "reason": reason, "failed_phase": None, "phases": None}
+    if status == "ok":
+        row.update(
+            phases={name: {"ns": restore if name == "restore" else 5000, "minflt": 0, "majflt": 0, "vmas": 1}
+                    for name in ("restore", "touch", "fixup", "verify")},
+            time_to_detached_ns=15000, verified=True, detached=True, peak_rss_kb=100,
+            app_cpu=app_cpu, handler_cpu=handler_cpu,
+            histograms={"touch": {"count": 0, "buckets": []}, "handler": {"count": 0, "buckets": []}})
+    return row
+
+
+def _document(rows, in_vm=True, image_bytes=512 << 20, hugepages=None, repeat=5):
+    metadata = {"image": {"bytes": image_bytes, "tail_bytes": 0, "seed": 1, "kind": "random"},
+                "options": {"pattern": "random", "threads": 1, "repeat": repeat, "warmup": 0}, "cache": "hot",
+                "system": {"virtualization": {"hypervisor": in_vm, "name": "KVM" if in_vm else None},
+                           "cpu": {"hypervisor": in_vm},
+                           "hugepages": hugepages if hugepages is not None else {}}}
+    return results.build_document(rows, metadata)
+
+
+@pytest.mark.parametrize("pairs,expected", [
+    ([(0, None), (0, None)], None),
+    ([(0, 0), (0, 0)], "same"),
+    ([(0, 1), (1, 0)], "other"),
+    ([(0, 0), (0, 1)], "mixed"),
+    ([(None, 1)], None),
+])
+def test_handler_placement(pairs, expected):
+    rows = [_row(app_cpu=app, handler_cpu=handler) for app, handler in pairs]
+    placement = results.handler_placement(rows)
+    assert placement["handler"] == expected
+    assert placement["handler_cpus"] == sorted({h for _, h in pairs if h is not None})
+
+
+def test_same_cpu_hint_keeps_the_other_parameters():
+    rows = [_row(label="uffd:chunk=64K,handler-cpu=other", handler_cpu=1)]
+    (warning,) = [w for w in report.warnings(_document(rows)) if "handler" in w]
+    assert warning.endswith("measure it beside -s uffd:chunk=64K,handler-cpu=same")
+
+
+def test_spread_over_ten_percent_is_warned_with_more_repeats():
+    document = _document([_row(label="mmap", restore=r) for r in (1000, 1100, 1300)], repeat=3)
+    (warning,) = [w for w in report.warnings(document) if w.startswith("spread")]
+    assert "mmap read restore ±14%" in warning      # (1300 - 1000) / 2 / 1100
+    assert "--repeat 10" in warning
+    tight = _document([_row(label="mmap", restore=r) for r in (1000, 1050, 1100)])
+    assert not [w for w in report.warnings(tight) if w.startswith("spread")]
+
+
+@pytest.mark.parametrize("handler_cpu,in_vm,warned", [(1, True, True), (0, True, False), (1, False, False)])
+def test_handler_on_the_other_cpu_in_a_vm(handler_cpu, in_vm, warned):
+    document = _document([_row(handler_cpu=handler_cpu), _row(op="write", handler_cpu=handler_cpu)], in_vm=in_vm)
+    found = [w for w in report.warnings(document) if "handler" in w]
+    if warned:
+        (warning,) = found
+        assert warning.startswith("uffd (read, write): the fault handler ran on another CPU")
+        assert "-s uffd:handler-cpu=same" in warning
+    else:
+        assert found == []
+    table = report.render_table(document)
+    assert f"handler placement: {'other' if handler_cpu else 'same'} CPU " \
+           f"(workload on CPU 0, handler on CPU {handler_cpu}): uffd read, uffd write\n" in table
+
+
+@pytest.mark.parametrize("pool,command", [
+    ({"2048kB": {"total": 0, "free": 0}}, "sysctl vm.nr_hugepages=256"),
+    ({"2048kB": {"total": 16, "free": 6}}, "sysctl vm.nr_hugepages=266"),   # 10 held by others stay held
+])
+def test_huge_page_skip_gives_the_reserve_command_for_this_image(pool, command):
+    reason = "no free 2 MiB huge pages: run `sysctl vm.nr_hugepages=N` (N = image size / 2 MiB)"
+    rows = [_row(label="uffd-huge", status="skipped", reason=reason),
+            _row(label="uffd-huge", op="write", status="skipped", reason=reason),
+            _row(label="uffd", status="skipped", reason="userfaultfd: EPERM")]
+    (warning,) = [w for w in report.warnings(_document(rows, hugepages=pool)) if "huge" in w]
+    assert warning.startswith("uffd-huge skipped: the 512 MiB image needs 256 free 2 MiB huge pages")
+    assert f"`{command}`" in warning
+
+
+def test_huge_pages_the_kernel_lacks_are_not_a_reserve_hint():
+    rows = [_row(label="uffd-huge", status="skipped",
+                 reason="kernel offers no 2 MiB hugetlb pages (/sys/kernel/mm/hugepages/hugepages-2048kB missing)")]
+    assert not [w for w in report.warnings(_document(rows)) if "sysctl" in w]
+
+
+def test_every_result_carries_the_machine_facts():
+    result = CliRunner().invoke(main, ["run", "-s", "mmap", "--op", "read", "--size", "1M", "--repeat", "1",
+                                       "--warmup", "0", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    meta = document["metadata"]
+    system = meta["system"]
+    assert meta["wpcompare_version"] and meta["timer_overhead_ns"] > 0
+    assert system["kernel"]["release"] == os.uname().release
+    assert system["cpu"]["model"] is not None
+    assert set(system["thp"]) == {"enabled", "defrag", "shmem_enabled"}
+    assert system["max_map_count"] > 0
+    assert "governor" in system["cpu"]
+    assert isinstance(system["hugepages"], dict)
+    virtualization = system["virtualization"]
+    assert set(virtualization) == {"hypervisor", "name", "cpuid_signature", "dmi_vendor", "dmi_product"}
+    (group,) = document["groups"]
+    assert group["placement"]["app_cpus"] == [min(os.sched_getaffinity(0))], "pinned to the first allowed CPU"
+    assert group["placement"]["handler"] is None, "mmap has no handler"
+
+
+def test_hypervisor_signature_agrees_with_the_cpu_flag():
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), None)
+    if flags is None:
+        pytest.skip("no x86 flags line in /proc/cpuinfo")
+    vendor = binding.hypervisor_vendor()
+    if "hypervisor" in flags:
+        assert vendor, "CPUID names the hypervisor the flag announces"
+    else:
+        assert vendor == ""

@@ -1,0 +1,90 @@
+"""Parsing of the values people type: sizes and access patterns.
+
+Kept free of the C core so that the CLI can reject bad input before anything
+is built, generated or run.
+"""
+import math
+import re
+from dataclasses import dataclass
+
+from wpcompare.errors import InvalidArgument
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text, minimum=1):
+    """Bytes from "4096", "4K", "256M", "1G" (binary multiples; "MiB"/"MB" also accepted)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise InvalidArgument(
+            f"invalid size {text!r}: give bytes or a whole number with K, M or G (e.g. 256M)")
+    size = int(match.group(1)) * _UNITS[match.group(2).upper()]
+    if size < minimum:
+        raise InvalidArgument(f"invalid size {text!r}: must be at least {format_size(minimum)} byte"
+                              + ("s" if minimum > 1 else ""))
+    return size
+
+
+def format_size(size):
+    """The shortest exact spelling parse_size accepts: 268435456 -> "256M"."""
+    for suffix in ("T", "G", "M", "K"):
+        unit = _UNITS[suffix]
+        if size and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def human_bytes(size):
+    """Approximate size for people: 1536 -> "1.5 KiB"."""
+    value = float(size)
+    for suffix in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or suffix == "GiB":
+            break
+        value /= 1024
+    if suffix == "B":
+        return f"{size} B"
+    return f"{value:.4g} {suffix}"
+
+
+PATTERN_KINDS = ("seq", "random", "sparse", "stride")
+_PATTERN_HELP = "use seq, random, sparse:F (0 < F <= 1) or stride:N (N >= 1)"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Which pages the workload touches, in which order (see the workload semantics)."""
+
+    kind: str
+    fraction: float = 1.0
+    stride: int = 1
+
+    def __str__(self):
+        if self.kind == "sparse":
+            return f"sparse:{self.fraction:g}"
+        if self.kind == "stride":
+            return f"stride:{self.stride}"
+        return self.kind
+
+
+def parse_pattern(text):
+    """Pattern from "seq", "random", "sparse:0.1" or "stride:16"."""
+    kind, sep, arg = str(text).strip().partition(":")
+    kind = kind.lower()
+    if kind in ("seq", "random") and not sep:
+        return Pattern(kind)
+    if kind == "sparse" and arg:
+        try:
+            fraction = float(arg)
+        except ValueError:
+            fraction = math.nan
+        if not (0 < fraction <= 1):
+            raise InvalidArgument(
+                f"invalid pattern {text!r}: the fraction of sparse:F must be a number with 0 < F <= 1")
+        return Pattern("sparse", fraction=fraction)
+    if kind == "stride" and arg:
+        if not arg.isdigit() or int(arg) < 1:
+            raise InvalidArgument(
+                f"invalid pattern {text!r}: the N of stride:N must be a whole number of pages >= 1")
+        return Pattern("stride", stride=int(arg))
+    raise InvalidArgument(f"invalid pattern {text!r}: {_PATTERN_HELP}")

@@ -1,0 +1,224 @@
+"""`wpcompare plot RESULTS.json -o FILE.png|svg`: the figures of a result file.
+
+A run result (schema wpcompare.run/1) gives three panels: the distribution
+(CDF, log time axis) of the first-access latency of a page, one curve per
+strategy, for first reads and for first writes, from the touch histograms
+kept in the file (the measured runs of a row merged); and one stacked bar
+per row with the median restore, touch and fixup times.
+
+Each document type has its plotter in PLOTTERS, keyed by schema: results of
+`wpcompare cycle` (wpcompare.cycle/1) are drawn per cycle by cycle_plot.
+
+matplotlib is an optional dependency (`pip install 'wpcompare[plot]'`); it
+is imported only here, with the Agg backend, which needs no display.
+"""
+import io
+import json
+import os
+
+from wpcompare import cycle_plot, cycle_results, report, results
+from wpcompare.errors import InvalidArgument, WpcError
+
+IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
+PHASES = (("restore", "restore_ns", "#4c72b0"), ("touch", "touch_ns", "#dd8452"),
+          ("fixup", "fixup_ns", "#55a868"))
+MISSING_MATPLOTLIB = ("wpcompare plot needs matplotlib, which is not installed: "
+                      "pip install 'wpcompare[plot]' (in a checkout: pip install '.[plot]')")
+
+
+class PlotUnavailable(WpcError):
+    """matplotlib is not installed."""
+
+
+def figure_class():
+    """matplotlib's Figure, on the Agg backend; PlotUnavailable naming the install command if absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotUnavailable(MISSING_MATPLOTLIB) from None
+    matplotlib.use("Agg")
+    # Text stays text in SVG: searchable, selectable, smaller.
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    from matplotlib.figure import Figure
+    return Figure
+
+
+def image_format(path):
+    """"png" or "svg" from the file name, or InvalidArgument."""
+    extension = os.path.splitext(str(path))[1].lower()
+    if extension not in IMAGE_FORMATS:
+        raise InvalidArgument(f"cannot tell the image format of {os.path.basename(str(path))!r}: "
+                              f"name the file .png or .svg")
+    return IMAGE_FORMATS[extension]
+
+
+# ---- the data the figures show (no matplotlib needed) ----
+
+def measured_rows(document, group):
+    key = tuple(group.get(name) for name in results.GROUP_KEYS)
+    return [row for row in document["runs"]
+            if results.group_key(row) == key and row["status"] == "ok" and not row.get("warmup")]
+
+
+def merged_buckets(rows, histogram="touch"):
+    """[(low_ns, high_ns, count)] of the rows' histograms added up, in latency order."""
+    counts = {}
+    for row in rows:
+        hist = (row.get("histograms") or {}).get(histogram)
+        for low, high, count in (hist or {}).get("buckets", ()):
+            counts[(low, high)] = counts.get((low, high), 0) + count
+    return sorted((low, high, count) for (low, high), count in counts.items())
+
+
+def cdf_points(buckets):
+    """(xs, ys) of the empirical CDF: ys[i] is the share of accesses at most xs[i] ns.
+
+    A bucket's accesses are counted at its upper bound, so the curve never
+    claims an access was faster than it could have been.
+    """
+    total = sum(count for _, _, count in buckets)
+    if not total:
+        return [], []
+    xs, ys = [max(buckets[0][0], 1)], [0.0]
+    seen = 0
+    for _, high, count in buckets:
+        seen += count
+        xs.append(max(high, 1))
+        ys.append(seen / total)
+    return xs, ys
+
+
+def phase_medians(group):
+    """{phase: median ns or 0} for the stacked bars."""
+    return {name: ((group["metrics"].get(metric) or {}).get("median") or 0) for name, metric, _ in PHASES}
+
+
+# ---- run results ----
+
+def plot_run(document, Figure):
+    """(figure, notes): the CDF panels and the phase bars; notes name the rows left out."""
+    groups = document["groups"]
+    plotted = [group for group in groups if group["status"] == "ok"]
+    notes = [f"not plotted: {group['label']} {group['op']}: {group['status']}: {group['reason']}"
+             for group in groups if group["status"] != "ok"]
+    labels = list(dict.fromkeys(group["label"] for group in plotted))
+    style_of = dict(zip(labels, _line_styles(len(labels))))
+
+    cdf_height = 4.0 + 0.1 * max(len(labels) - 6, 0)
+    bar_height = 0.4 * max(len(plotted), 1) + 1.2
+    figure = Figure(figsize=(13, cdf_height + bar_height), layout="constrained")
+    grid = figure.add_gridspec(2, 3, height_ratios=[cdf_height, bar_height], width_ratios=[1, 1, 0.36])
+    figure.suptitle(report.context_line(document), fontsize=10)
+    lines = {}
+    for column, op in enumerate(("read", "write")):
+        axes = figure.add_subplot(grid[0, column])
+        lines.update(_cdf_panel(axes, document, [g for g in plotted if g["op"] == op], op, style_of))
+    # One legend for both panels (a strategy has the same line in each), beside them, hiding no curve.
+    legend = figure.add_subplot(grid[0, 2])
+    legend.set_axis_off()
+    if lines:
+        legend.legend(list(lines.values()), list(lines), loc="upper left", fontsize=8, frameon=False,
+                      title="strategy", title_fontsize=9)
+    _phase_bars(figure.add_subplot(grid[1, :]), plotted)
+    return figure, notes
+
+
+def _line_styles(count):
+    """(color, dash) per strategy: ten distinct colors, then the same colors dashed, then dotted."""
+    from matplotlib import colormaps
+    colors = colormaps["tab10"].colors
+    dashes = ("-", "--", ":", "-.")
+    return [(colors[index % 10], dashes[index // 10 % len(dashes)]) for index in range(count)]
+
+
+def _time_axis(axis):
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: report.format_ns(value)))
+
+
+def _cdf_panel(axes, document, groups, op, style_of):
+    """Draw the panel; {label: line} of the curves drawn."""
+    axes.set_title(f"first {op} of a page: latency CDF", fontsize=10)
+    curves = [(group, cdf_points(merged_buckets(measured_rows(document, group)))) for group in groups]
+    curves = [(group, points) for group, points in curves if points[0]]
+    if not curves:
+        axes.text(0.5, 0.5, f"no {op} rows measured", ha="center", va="center",
+                  transform=axes.transAxes, color="gray")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        return {}
+    axes.set_ylabel("share of pages")
+    axes.set_xlabel("latency (log scale)")
+    axes.set_xscale("log")
+    axes.set_ylim(0, 1.02)
+    axes.grid(True, which="major", alpha=0.3)
+    lines = {}
+    for group, (xs, ys) in curves:
+        color, dash = style_of[group["label"]]
+        (lines[group["label"]],) = axes.step(xs, ys, where="post", color=color, linestyle=dash,
+                                             label=group["label"], linewidth=1.4)
+    _time_axis(axes.xaxis)
+    return lines
+
+
+def _phase_bars(axes, groups):
+    axes.set_title("median time per phase", fontsize=10, loc="left")
+    if not groups:
+        axes.text(0.5, 0.5, "no rows measured", ha="center", va="center", transform=axes.transAxes,
+                  color="gray")
+        axes.set_axis_off()
+        return
+    names = [f"{group['label']} {group['op']}" for group in groups]
+    positions = range(len(groups))
+    left = [0.0] * len(groups)
+    for name, _, color in PHASES:
+        widths = [phase_medians(group)[name] / 1e6 for group in groups]
+        axes.barh(positions, widths, left=left, color=color, label=name, height=0.6)
+        left = [start + width for start, width in zip(left, widths)]
+    for position, total in zip(positions, left):
+        axes.text(total, position, " " + report.format_ns(total * 1e6), va="center", fontsize=8)
+    axes.set_yticks(list(positions), names, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("milliseconds")
+    axes.set_xlim(0, max(left) * 1.15 or 1)
+    axes.grid(True, axis="x", alpha=0.3)
+    # Above the bars, beside the title: inside, it would hide the longest bars.
+    axes.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=len(PHASES), fontsize=8, frameon=False)
+
+
+# Document types and how to draw them.
+PLOTTERS = {results.SCHEMA: plot_run, cycle_results.SCHEMA: cycle_plot.plot_cycle}
+CYCLE_KEYS = ("metadata", "chains", "ranking")
+
+
+def load_plottable(path):
+    """The document at path if some plotter draws its schema, else InvalidArgument saying why."""
+    try:
+        with open(path) as source:
+            document = json.load(source)
+    except OSError as error:
+        raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise InvalidArgument(f"{path} is not JSON: {error}") from None
+    schema = document.get("schema") if isinstance(document, dict) else None
+    if schema not in PLOTTERS:
+        raise InvalidArgument(f"{path} has schema {schema!r}; wpcompare plot draws "
+                              + ", ".join(PLOTTERS) + " (the JSON `wpcompare run` and `wpcompare cycle` "
+                              "write with --format json or -o FILE.json)")
+    if schema == results.SCHEMA:
+        document = results.load_document(path)
+    missing = [key for key in CYCLE_KEYS if key not in document] if schema == cycle_results.SCHEMA else []
+    if missing:
+        raise InvalidArgument(f"{path} has no {', '.join(missing)}: not a whole `wpcompare cycle` result; "
+                              "write it again with `wpcompare cycle -o FILE.json`")
+    return document
+
+
+def render(document, fmt):
+    """(image bytes in fmt, notes) for a loaded document."""
+    Figure = figure_class()
+    figure, notes = PLOTTERS[document["schema"]](document, Figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=110)
+    return buffer.getvalue(), notes

@@ -1,0 +1,331 @@
+"""Rendering a result document: the terminal table, and exports (markdown, csv, json).
+
+The terminal view is for people: medians in human units with their spread,
+skipped and failed rows with their reasons, warnings underneath. Exports are
+for tools: csv holds raw numbers (ns, counts), json the whole document.
+"""
+import csv
+import io
+import os
+import re
+import tempfile
+
+from tabulate import tabulate
+
+from wpcompare import published, results
+from wpcompare.options import human_bytes
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+COLUMNS = (
+    ("strategy", None),
+    ("op", None),
+    ("restore", "restore_ns"),
+    ("touch", "touch_ns"),
+    ("p50/page", "page_p50_ns"),
+    ("p99/page", "page_p99_ns"),
+    ("max/page", "page_max_ns"),
+    ("fixup", "fixup_ns"),
+    ("to detached", "time_to_detached_ns"),
+    ("faults", "touch_faults"),
+    ("VMAs", "vmas_after_fixup"),
+    ("verified", None),
+    ("detached", None),
+)
+
+SPREAD_NOTE = ("values: median over measured runs ± spread (half the min-max range, % of the median); "
+               "p50/p99/max: first access of a page during touch; faults: minor+major during touch; "
+               "VMAs: after fixup")
+
+
+def format_ns(ns):
+    """850 -> "850 ns", 12345 -> "12.3 µs", 45600000 -> "45.6 ms"."""
+    if ns is None:
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            value = ns / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def format_count(value):
+    return "-" if value is None else f"{round(value):,}"
+
+
+def _with_spread(summary, formatter, always):
+    if summary is None:
+        return None
+    text = formatter(summary["median"])
+    if summary["n"] > 1 and (always or round(summary["spread_pct"])):
+        text += f" ±{summary['spread_pct']:.0f}%"
+    return text
+
+
+def _cell(metric, summary):
+    if metric == "time_to_detached_ns" and summary is None:
+        return "never"
+    if metric in ("touch_faults", "vmas_after_fixup"):
+        # Counts are mostly exact: a spread is shown only where there is one.
+        return _with_spread(summary, format_count, always=False) or "-"
+    return _with_spread(summary, format_ns, always=True) or "-"
+
+
+def _yes_no(group):
+    verified = "yes" if group["verified"] else "NO"
+    runs, detached = group["runs"], group["detached_runs"]
+    if detached == runs:
+        state = "yes"
+    elif detached == 0:
+        state = "no"
+    else:
+        state = f"{detached} of {runs}"
+    return verified, state
+
+
+def table_rows(document):
+    """(header, rows, notes): the table cells and the numbered reasons of skipped/failed rows."""
+    header = [name for name, _ in COLUMNS]
+    rows, notes = [], []
+    for group in document["groups"]:
+        row = [group["label"], group["op"]]
+        if group["status"] != "ok":
+            notes.append(f"{group['label']} {group['op']}: {group['status']}: {group['reason']}")
+            row.append(f"{group['status']} [{len(notes)}]")
+            row += [""] * (len(COLUMNS) - len(row))
+        else:
+            for _, metric in COLUMNS[2:-2]:
+                row.append(_cell(metric, group["metrics"][metric]))
+            row += list(_yes_no(group))
+        rows.append(row)
+    return header, rows, notes
+
+
+def context_line(document):
+    """One line saying what was measured, for the top of the table."""
+    meta = document["metadata"]
+    image, options = meta.get("image") or {}, meta.get("options") or {}
+    if image.get("seed") is not None:
+        source = f"{image['kind']} image, seed {image['seed']}"
+    else:
+        source = image.get("path", "?")
+    return (f"{human_bytes(image.get('bytes', 0))} {source}; pattern {options.get('pattern')}, "
+            f"{options.get('threads')} thread(s); page cache {meta.get('cache')}; "
+            f"{options.get('repeat')} run(s) + {options.get('warmup')} warmup per row")
+
+
+def warnings(document):
+    """Things the reader must know to trust (or distrust) the numbers, each with what to do."""
+    found = []
+    image = document["metadata"].get("image") or {}
+    if image.get("tail_bytes"):
+        found.append(f"the image is {image['bytes']} bytes, not whole pages: its last page has "
+                     f"{image['tail_bytes']} bytes past the end of the file")
+    for group in document["groups"]:
+        name = f"{group['label']} {group['op']}"
+        if group["status"] == "ok" and group["failed_runs"]:
+            found.append(f"{name}: {group['failed_runs']} run(s) failed and are left out: "
+                         + "; ".join(group["failures"]))
+        if group["status"] == "ok" and not group["verified"]:
+            found.append(f"{name}: restored bytes differ from the image")
+    found += filter(None, (_spread_warning(document), _huge_page_warning(document)))
+    found += _handler_placement_warnings(document)
+    return found
+
+
+SPREAD_LIMIT_PCT = 10
+# The timings a reader compares; max/page is one sample per run and always noisy.
+SPREAD_CHECKED = {"restore_ns": "restore", "touch_ns": "touch", "page_p50_ns": "p50/page",
+                  "page_p99_ns": "p99/page", "fixup_ns": "fixup", "time_to_detached_ns": "to detached"}
+
+
+def _spread_warning(document):
+    wide = []
+    for group in document["groups"]:
+        if group["status"] != "ok":
+            continue
+        for metric, column in SPREAD_CHECKED.items():
+            summary = group["metrics"].get(metric)
+            if summary and summary["n"] > 1 and summary["spread_pct"] > SPREAD_LIMIT_PCT:
+                wide.append(f"{group['label']} {group['op']} {column} ±{summary['spread_pct']:.0f}%")
+    if not wide:
+        return None
+    repeat = (document["metadata"].get("options") or {}).get("repeat") or 5
+    shown = ", ".join(wide[:6]) + (f" and {len(wide) - 6} more" if len(wide) > 6 else "")
+    return (f"spread over {SPREAD_LIMIT_PCT}% of the median in {len(wide)} value(s) ({shown}): "
+            f"the medians are uncertain; more runs narrow them (--repeat {max(10, 2 * repeat)}), "
+            "as does a quieter machine")
+
+
+HUGE_PAGE = 2 << 20
+# The reason a strategy gives when it found no free huge pages ("no free 2 MiB huge pages",
+# "run `sysctl vm.nr_hugepages=N`"), not when the kernel has no hugetlb at all.
+_WANTS_HUGE_PAGES = re.compile(r"free [^;:]*huge ?pages|nr_hugepages", re.IGNORECASE)
+
+
+def _huge_page_warning(document):
+    """Strategies skipped for want of huge pages, with the command that reserves enough for this image."""
+    labels = []
+    for group in document["groups"]:
+        if group["status"] == "skipped" and _WANTS_HUGE_PAGES.search(group["reason"] or ""):
+            if group["label"] not in labels:
+                labels.append(group["label"])
+    if not labels:
+        return None
+    meta = document["metadata"]
+    image_bytes = (meta.get("image") or {}).get("bytes") or 0
+    needed = max(1, -(-image_bytes // HUGE_PAGE))
+    pool = ((meta.get("system") or {}).get("hugepages") or {}).get("2048kB") or {}
+    in_use = (pool["total"] - pool["free"]) if pool.get("total") is not None and pool.get("free") is not None else 0
+    # The pool is shared and may change during the runs: the count is what the image needs
+    # plus what others held when the machine was probed.
+    return (f"{', '.join(labels)} skipped: the {human_bytes(image_bytes)} image needs {needed} free "
+            f"2 MiB huge pages; reserve them as root with `sysctl vm.nr_hugepages={needed + in_use}` "
+            "and run again")
+
+
+def _in_a_vm(document):
+    system = document["metadata"].get("system") or {}
+    virtualization = system.get("virtualization") or {}
+    return bool(virtualization.get("hypervisor") or (system.get("cpu") or {}).get("hypervisor"))
+
+
+def _handler_placement_warnings(document):
+    if not _in_a_vm(document):
+        return []
+    by_label = {}
+    for group in document["groups"]:
+        placement = group.get("placement") or {}
+        if group["status"] == "ok" and placement.get("handler") in ("other", "mixed"):
+            by_label.setdefault(group["label"], []).append(group["op"])
+    return [f"{label} ({', '.join(ops)}): the fault handler ran on another CPU than the workload; "
+            "in a VM each such fault pays a cross-vCPU wakeup, often several times a same-CPU fault: "
+            f"measure it beside -s {_on_the_same_cpu(label)}"
+            for label, ops in by_label.items()]
+
+
+def _on_the_same_cpu(label):
+    """The label with handler-cpu=same in place of its handler-cpu, other parameters kept."""
+    name, _, params = label.partition(":")
+    kept = [item for item in filter(None, params.split(",")) if not item.startswith("handler-cpu=")]
+    return f"{name}:" + ",".join(kept + ["handler-cpu=same"])
+
+
+def placement_notes(document):
+    """Where the handler ran, for the rows whose strategy pinned one: one line per placement."""
+    rows_by_placement = {}
+    for group in document["groups"]:
+        placement = group.get("placement") or {}
+        if group["status"] == "ok" and placement.get("handler"):
+            where = (f"{placement['handler']} CPU (workload on {_cpus(placement['app_cpus'])}, "
+                     f"handler on {_cpus(placement['handler_cpus'])})")
+            rows_by_placement.setdefault(where, []).append(f"{group['label']} {group['op']}")
+    return [f"{where}: {', '.join(rows)}" for where, rows in rows_by_placement.items()]
+
+
+def _cpus(numbers):
+    return "CPU " + ", ".join(map(str, numbers)) if numbers else "no pinned CPU"
+
+
+def _text_report(document, tablefmt, bullet):
+    header, rows, notes = table_rows(document)
+    parts = [context_line(document), "", tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)]
+    if notes:
+        parts.append("")
+        parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
+    placements = placement_notes(document)
+    if placements:
+        parts.append("")
+        parts += [f"{bullet}handler placement: {note}" for note in placements]
+    reference = (document["metadata"].get("preset") or {}).get("reference")
+    if reference:
+        parts += [""] + reference_lines(document, reference, tablefmt, bullet)
+    found = warnings(document)
+    if found:
+        parts.append("")
+        parts += [f"{bullet}warning: {text}" for text in found]
+    parts += ["", bullet + SPREAD_NOTE]
+    return "\n".join(parts) + "\n"
+
+
+def _times(value):
+    return "-" if value is None else f"{value:.2g}x" if value < 10 else f"{value:.0f}x"
+
+
+def reference_lines(document, reference, tablefmt="simple", bullet=""):
+    """The published figures with this run's beside them."""
+    compared = published.beside_reference(document, reference)
+    show_published_per_page = any(line["published_per_page_ns"] is not None for line in compared)
+    header = ["row", "page", "per page here", "x mmap here", "x mmap published"]
+    if show_published_per_page:
+        header.append("per page published")
+    rows = []
+    for line in compared:
+        # The reason of a row that did not run is listed with the table's notes.
+        here = format_ns(line["per_page_ns"]) if line["status"] == "ok" else line["status"].split(":")[0]
+        row = [f"{line['label']} {line['op']}", line["page"], here, _times(line["times_mmap"]),
+               _times(line["published_times_mmap"])]
+        if show_published_per_page:
+            row.append(format_ns(line["published_per_page_ns"]))
+        rows.append(row)
+    return [f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}",
+            "",
+            tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True),
+            "",
+            f"{bullet}per page here: touch time / pages touched, median over the measured runs; "
+            "x mmap: per page over mmap's per page"]
+
+
+def render_table(document):
+    return _text_report(document, "simple", "")
+
+
+def render_markdown(document):
+    return _text_report(document, "github", "- ")
+
+
+def render_csv(document):
+    """One line per group; times in ns, raw medians and spreads."""
+    metric_names = list(results.METRICS)
+    header = ["strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
+              "runs", "failed_runs", "verified", "detached_runs"]
+    for name in metric_names:
+        header += [f"{name}_median", f"{name}_min", f"{name}_max", f"{name}_spread_pct"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for group in document["groups"]:
+        line = [group.get(key) for key in header[:13]]
+        for name in metric_names:
+            summary = group["metrics"][name]
+            if summary is None:
+                line += [None] * 4
+            else:
+                line += [summary["median"], summary["min"], summary["max"], round(summary["spread_pct"], 2)]
+        writer.writerow(["" if value is None else value for value in line])
+    return out.getvalue()
+
+
+def render(document, fmt):
+    renderers = {"table": render_table, "markdown": render_markdown,
+                 "csv": render_csv, "json": results.dumps}
+    return renderers[fmt](document)
+
+
+def write_export(path, text):
+    """Write text (or bytes) to path all at once: readers see the old file or the new, never half of it."""
+    path = os.path.abspath(path)
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wpcompare-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as export:
+            export.write(text)
+            export.flush()
+            os.fsync(export.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

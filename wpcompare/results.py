@@ -1,0 +1,195 @@
+"""The result document: a versioned schema, its metadata, every run, and the statistics.
+
+A result file holds everything later commands (compare, plot) need: the raw
+rows of every run including their latency histograms, and the facts of the
+machine. The statistics ("groups") are derived from the rows by summarize()
+and stored for convenience; readers may recompute them.
+
+Statistics of a group (one strategy with its parameters, op, pattern and
+thread count) are over its measured runs: not warmups, status ok. Each value
+is the median over those runs, with its spread: half the min-max range as a
+percentage of the median. Per-page percentiles come from each run's touch
+histogram (the midpoint of the bucket holding the rank), then the median of
+those over the runs.
+"""
+import json
+import math
+import re
+import statistics
+
+from wpcompare.errors import InvalidArgument
+
+SCHEMA = "wpcompare.run/1"
+
+
+def histogram_percentile(hist, q):
+    """Latency at quantile q (0..1) of an exported histogram, as wpc_hist_quantile computes it.
+
+    The rank is ceil(q * count), at least 1, so q = 0.5 of 4 values is the
+    2nd smallest; the value is the midpoint of the bucket holding that rank,
+    kept within the exactly known min and max (q <= 0 and q >= 1 give them).
+    """
+    if not hist or not hist["count"]:
+        return None
+    if q <= 0:
+        return hist["min_ns"]
+    if q >= 1:
+        return hist["max_ns"]
+    rank = max(1, math.ceil(q * hist["count"]))
+    seen = 0
+    for low, high, count in hist["buckets"]:
+        seen += count
+        if seen >= rank:
+            return min(max(low + (high - low) // 2, hist["min_ns"]), hist["max_ns"])
+    return hist["max_ns"]
+
+
+def _phase(name, key="ns"):
+    def extract(row):
+        phases = row.get("phases")
+        return phases[name][key] if phases else None
+    return extract
+
+
+def _touch_percentile(q):
+    def extract(row):
+        return histogram_percentile((row.get("histograms") or {}).get("touch"), q)
+    return extract
+
+
+def _touch_faults(row):
+    phases = row.get("phases")
+    if not phases:
+        return None
+    return phases["touch"]["minflt"] + phases["touch"]["majflt"]
+
+
+def _touch_max(row):
+    hist = (row.get("histograms") or {}).get("touch")
+    return hist["max_ns"] if hist and hist["count"] else None
+
+
+# name -> how to read it from a row; the order is the report's.
+METRICS = {
+    "restore_ns": _phase("restore"),
+    "touch_ns": _phase("touch"),
+    "page_p50_ns": _touch_percentile(0.50),
+    "page_p99_ns": _touch_percentile(0.99),
+    "page_max_ns": _touch_max,
+    "fixup_ns": _phase("fixup"),
+    "time_to_detached_ns": lambda row: row.get("time_to_detached_ns"),
+    "touch_faults": _touch_faults,
+    "vmas_after_fixup": _phase("fixup", "vmas"),
+    "verify_ns": _phase("verify"),
+    "peak_rss_kb": lambda row: row.get("peak_rss_kb"),
+}
+
+
+def summarize_values(values):
+    """Median, range and spread of the values that exist; None if none do."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None
+    median = statistics.median(values)
+    low, high = min(values), max(values)
+    spread = (high - low) / 2 / median * 100 if median else 0.0
+    return {"median": median, "min": low, "max": high, "spread_pct": spread, "n": len(values)}
+
+
+GROUP_KEYS = ("label", "op", "pattern", "threads", "overlap")
+
+
+def group_key(row):
+    return tuple(row.get(key) for key in GROUP_KEYS)
+
+
+def summarize(rows):
+    """One summary per group, in the order the groups first appear."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(group_key(row), []).append(row)
+    return [_summarize_group(members) for members in groups.values()]
+
+
+def _summarize_group(members):
+    first = members[0]
+    measured = [row for row in members if row["status"] == "ok" and not row.get("warmup")]
+    failed = [row for row in members if row["status"] == "failed"]
+    skipped = [row for row in members if row["status"] == "skipped"]
+    if skipped:
+        status, reason = "skipped", skipped[0]["reason"]
+    elif measured:
+        status, reason = "ok", None
+    else:
+        status = "failed"
+        reason = _failure_text(failed[0]) if failed else "no measured runs"
+    summary = {key: first.get(key) for key in ("label", "strategy", "params") + GROUP_KEYS[1:]}
+    summary.update(
+        status=status,
+        reason=reason,
+        runs=len(measured),
+        failed_runs=len(failed),
+        failures=sorted({_failure_text(row) for row in failed}),
+        metrics={name: summarize_values(extract(row) for row in measured)
+                 for name, extract in METRICS.items()},
+        verified=all(row.get("verified") for row in measured) if measured else None,
+        detached_runs=sum(1 for row in measured if row.get("detached")),
+        placement=handler_placement(measured),
+    )
+    return summary
+
+
+def handler_placement(rows):
+    """Where the workload and the strategy's handler ran in these runs.
+
+    handler is "same" (every handler on its workload's CPU), "other" (never
+    on it), "mixed", or None where no handler was pinned (no handler thread,
+    or handler-cpu=any, or the workload unpinned).
+    """
+    app_cpus = sorted({row["app_cpu"] for row in rows if row.get("app_cpu") is not None})
+    handler_cpus = sorted({row["handler_cpu"] for row in rows if row.get("handler_cpu") is not None})
+    pairs = {(row["app_cpu"], row["handler_cpu"]) for row in rows
+             if row.get("app_cpu") is not None and row.get("handler_cpu") is not None}
+    if not pairs:
+        where = None
+    elif all(app == handler for app, handler in pairs):
+        where = "same"
+    elif all(app != handler for app, handler in pairs):
+        where = "other"
+    else:
+        where = "mixed"
+    return {"app_cpus": app_cpus, "handler_cpus": handler_cpus, "handler": where}
+
+
+def _failure_text(row):
+    phase = row.get("failed_phase")
+    return f"{phase}: {row['reason']}" if phase else row["reason"]
+
+
+def build_document(rows, metadata):
+    return {"schema": SCHEMA, "metadata": metadata, "runs": rows, "groups": summarize(rows)}
+
+
+def load_document(path):
+    """A result document from a file, or InvalidArgument saying why it is not one."""
+    try:
+        with open(path) as source:
+            document = json.load(source)
+    except OSError as error:
+        raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise InvalidArgument(f"{path} is not JSON: {error}") from None
+    schema = document.get("schema") if isinstance(document, dict) else None
+    if schema != SCHEMA:
+        raise InvalidArgument(f"{path} is not a wpcompare result (schema {schema!r}, expected {SCHEMA!r})")
+    if "groups" not in document:
+        document["groups"] = summarize(document["runs"])
+    return document
+
+
+# A histogram bucket [low, high, count] on one line, not five: files stay readable.
+_BUCKET = re.compile(r"\[\s+(\d+),\s+(\d+),\s+(\d+)\s+\]")
+
+
+def dumps(document):
+    return _BUCKET.sub(r"[\1, \2, \3]", json.dumps(document, indent=2)) + "\n"

@@ -1,0 +1,254 @@
+"""The matrix of runs, each in a fresh process under a watchdog.
+
+A run leaves signal handlers, VMAs, huge pages and page-table state behind,
+so every run gets a process of its own: the runner forks, the child runs the
+worker and writes its row to a pipe, and the parent (single-threaded, having
+touched nothing but the strategy table and the image) waits with a deadline.
+fork, not a new interpreter, because a run of a small image takes
+milliseconds and starting Python and loading the core would take longer.
+
+A worker that crashes, exits early or hangs becomes a failed row naming the
+signal, exit status or timeout; a strategy this machine cannot run becomes
+one skipped row per op; the rest of the matrix still runs.
+"""
+import faulthandler
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Optional
+
+from wpcompare import worker
+from wpcompare.image import prepare_page_cache
+
+DEFAULT_TIMEOUT = 120.0
+
+
+class WorkerFailure(Exception):
+    """The child process produced no result; reason says what happened to it."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Tests only: make the workers of one strategy (or all) fail this way after restore."""
+
+    kind: str                      # worker.INJECTIONS
+    target: Optional[str] = None   # strategy name or label; None: every run
+
+    def applies_to(self, choice):
+        return self.target is None or self.target in (choice.label, choice.strategy.name)
+
+
+@dataclass
+class Matrix:
+    choices: list          # strategies.StrategyChoice, in display order
+    ops: list              # "read", "write"
+    pattern: object        # options.Pattern
+    image: object          # image.Image
+    threads: int = 1
+    overlap: bool = False
+    pin_threads: bool = True
+    repeat: int = 5
+    warmup: int = 1
+    seed: int = 1
+    cache: str = "hot"
+    timeout: float = DEFAULT_TIMEOUT
+    inject: Optional[Injection] = None
+
+
+class Progress:
+    """Told before and after every run; the base class shows nothing."""
+
+    def started(self, index, total, spec):
+        pass
+
+    def finished(self, index, total, spec, row):
+        pass
+
+    def close(self):
+        """The matrix is over (or interrupted): leave the terminal clean."""
+
+
+def plan(matrix):
+    """Every run's worker spec, in order: per strategy and op, warmups first."""
+    specs = []
+    for choice in matrix.choices:
+        inject = matrix.inject.kind if matrix.inject and matrix.inject.applies_to(choice) else None
+        for op in matrix.ops:
+            for warmup, count in ((True, matrix.warmup), (False, matrix.repeat)):
+                for repetition in range(1, count + 1):
+                    specs.append({
+                        "image": matrix.image.path,
+                        "image_seed": matrix.image.seed,
+                        "image_kind": matrix.image.kind,
+                        "strategy": choice.strategy.name,
+                        "params": choice.params_text,
+                        "label": choice.label,
+                        "op": op,
+                        "pattern": str(matrix.pattern),
+                        "threads": matrix.threads,
+                        "overlap": matrix.overlap,
+                        "pin_threads": matrix.pin_threads,
+                        "seed": matrix.seed,
+                        "repetition": repetition,
+                        "warmup": warmup,
+                        "inject": inject,
+                    })
+    return specs
+
+
+def _identity(spec):
+    return {key: spec.get(key) for key in worker.IDENTITY}
+
+
+def run_matrix(matrix, progress=None):
+    """Run every spec of the matrix; return the rows (one per run, one per skipped strategy and op)."""
+    progress = progress or Progress()
+    specs = plan(matrix)
+    if matrix.cache == "hot":
+        prepare_page_cache(matrix.image, "hot")
+    rows = []
+    unavailable = {}           # label -> reason, from the first worker that probed it
+    reported = set()           # (label, op) that already have their skipped row
+    for index, spec in enumerate(specs):
+        label, op = spec["label"], spec["op"]
+        if label in unavailable:
+            if (label, op) not in reported:
+                rows.append(dict(_identity(spec), status="skipped", reason=unavailable[label],
+                                 failed_phase=None))
+                reported.add((label, op))
+            continue
+        if matrix.cache == "cold":
+            prepare_page_cache(matrix.image, "cold")
+        progress.started(index, len(specs), spec)
+        row = run_isolated(spec, matrix.timeout)
+        progress.finished(index, len(specs), spec, row)
+        if row["status"] == "skipped":
+            unavailable[label] = row["reason"]
+            reported.add((label, op))
+        rows.append(row)
+    return rows
+
+
+def run_isolated(spec, timeout=DEFAULT_TIMEOUT):
+    """The worker's row for spec, or a failed row saying how its process died."""
+    try:
+        return call_in_fresh_process(worker.run_spec, spec, timeout)
+    except WorkerFailure as failure:
+        return dict(_identity(spec), status="failed", reason=failure.reason, failed_phase=None,
+                    phases=None)
+
+
+def call_in_fresh_process(function, argument, timeout=DEFAULT_TIMEOUT):
+    """function(argument) computed in a forked child; its JSON-able value, or WorkerFailure."""
+    # Buffered output would otherwise be written twice, once by each process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _child(function, argument, read_end, write_end)
+    os.close(write_end)
+    try:
+        payload, status = _collect(pid, read_end, timeout)
+    except BaseException:
+        # Interrupted (Ctrl-C) or broken: leave no worker behind.
+        _kill_and_reap(pid)
+        raise
+    finally:
+        os.close(read_end)
+    if status is None:
+        raise WorkerFailure(f"timed out after {timeout:g} s")
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise WorkerFailure(f"worker killed by {name}")
+    if os.WEXITSTATUS(status) != 0:
+        message = _decode(payload).get("error")
+        raise WorkerFailure(message or f"worker exited with status {os.WEXITSTATUS(status)}")
+    message = _decode(payload)
+    if "value" not in message:
+        raise WorkerFailure("worker exited without a result")
+    return message["value"]
+
+
+def _decode(payload):
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
+_CHILD_FAILED = 70   # EX_SOFTWARE
+
+
+def _child(function, argument, read_end, write_end):
+    """Runs in the forked child; never returns."""
+    status = _CHILD_FAILED
+    try:
+        os.close(read_end)
+        # The parent handles Ctrl-C and kills its workers; a worker just dies.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # A crash is reported by the parent from the wait status; an inherited
+        # faulthandler (pytest's) would dump the parent's stack, which misleads.
+        faulthandler.disable()
+        try:
+            message = {"value": function(argument)}
+            status = 0
+        except Exception as error:
+            # To the real stderr: the parent's sys.stderr may be a test's buffer.
+            os.write(2, traceback.format_exc().encode())
+            message = {"error": f"worker raised {type(error).__name__}: {error}"}
+        view = memoryview(json.dumps(message).encode())
+        while view:
+            view = view[os.write(write_end, view):]
+    finally:
+        # No atexit handlers, no flushing of the parent's buffers: they are the parent's.
+        os._exit(status)
+
+
+def _collect(pid, read_end, timeout):
+    """(everything the child wrote, its wait status); status None if it ran out of time."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _kill_and_reap(pid)
+            return b"".join(chunks), None
+        readable, _, _ = select.select([read_end], [], [], remaining)
+        if readable:
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    # The pipe closes when the child exits, or earlier if it closed it and hangs.
+    pause = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return b"".join(chunks), status
+        if time.monotonic() >= deadline:
+            _kill_and_reap(pid)
+            return b"".join(chunks), None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _kill_and_reap(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

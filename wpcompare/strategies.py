@@ -1,0 +1,129 @@
+"""The strategy registry, as the C core's table defines it, and `-s` parsing.
+
+A strategy is chosen on the command line as NAME or NAME:param=value,...
+(e.g. `-s sigsegv:chunk=4K,fixup=background`). Names and parameters come
+from the C table only, so a new table row needs no change here.
+"""
+import functools
+from dataclasses import dataclass
+
+from wpcompare import binding
+from wpcompare.errors import InvalidArgument
+from wpcompare.options import parse_size
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: str                # "size", "int", "choice", "string"
+    choices: tuple           # () where any value goes
+    default: str
+    help: str
+
+    def canonical(self, value):
+        """A value comparable across spellings ("4K" == "4096" for sizes)."""
+        try:
+            if self.kind == "size":
+                return parse_size(value, minimum=0)
+            if self.kind == "int":
+                return int(value, 0)
+        except (InvalidArgument, ValueError, TypeError):
+            pass
+        return value
+
+    def describe(self):
+        values = "|".join(self.choices) if self.choices else self.kind
+        return f"{self.name}={values} (default {self.default})"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    family: str
+    description: str
+    params: tuple
+
+    def param(self, name):
+        for spec in self.params:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """A strategy with the parameter values asked for (the others stay at their defaults)."""
+
+    strategy: Strategy
+    params: tuple            # ((name, value), ...) in table order
+
+    @property
+    def params_text(self):
+        """The "name=value,..." string the C core takes; "" for all defaults."""
+        return ",".join(f"{name}={value}" for name, value in self.params)
+
+    @property
+    def label(self):
+        """NAME or NAME:param=value for the parameters that differ from their defaults."""
+        changed = []
+        for name, value in self.params:
+            spec = self.strategy.param(name)
+            if spec.canonical(value) != spec.canonical(spec.default):
+                changed.append(f"{name}={value}")
+        return self.strategy.name + (":" + ",".join(changed) if changed else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _table():
+    table = {}
+    for row in binding.strategy_rows():
+        params = tuple(
+            ParamSpec(p["name"], p["kind"], tuple(p["choices"].split("|")) if p["choices"] else (),
+                      p["default"], p["help"] or "")
+            for p in row["params"])
+        table[row["name"]] = Strategy(row["name"], row["family"], row["description"], params)
+    return table
+
+
+def all_strategies():
+    """Every strategy in table order."""
+    return list(_table().values())
+
+
+def find(name):
+    strategy = _table().get(name)
+    if strategy is None:
+        raise InvalidArgument(
+            f"unknown strategy {name!r}; valid: {', '.join(_table())} (see `wpcompare list`)")
+    return strategy
+
+
+def default_choice(strategy):
+    return StrategyChoice(strategy, ())
+
+
+def parse_choice(text):
+    """StrategyChoice from "NAME" or "NAME:param=value,param=value"."""
+    name, _, params_text = str(text).strip().partition(":")
+    strategy = find(name.strip())
+    given = {}
+    for item in filter(None, (part.strip() for part in params_text.split(","))):
+        key, sep, value = (piece.strip() for piece in item.partition("="))
+        if not sep or not key or not value:
+            raise InvalidArgument(
+                f"invalid parameter {item!r} for strategy {strategy.name!r}: write name=value")
+        spec = strategy.param(key)
+        if spec is None:
+            if strategy.params:
+                valid = "; ".join(p.describe() for p in strategy.params)
+                raise InvalidArgument(
+                    f"unknown parameter {key!r} for strategy {strategy.name!r}; valid: {valid}")
+            raise InvalidArgument(f"strategy {strategy.name!r} takes no parameters (got {key!r})")
+        if key in given:
+            raise InvalidArgument(f"parameter {key!r} given twice for strategy {strategy.name!r}")
+        given[key] = value
+    ordered = tuple((spec.name, given[spec.name]) for spec in strategy.params if spec.name in given)
+    choice = StrategyChoice(strategy, ordered)
+    # The C core knows the valid values (sizes it can map, choices it implements).
+    binding.validate_params(strategy.name, choice.params_text)
+    return choice
