@@ -135,6 +135,12 @@ static int sigbus_fixup(struct wpc_run *run)
 	return ret;
 }
 
+/* Loading the rest runs alongside the application: its faults are still served. */
+static int64_t sigbus_fixup_pause_ns(struct wpc_run *run)
+{
+	return run->priv ? 0 : run->res->phase[WPC_PHASE_FIXUP].ns;
+}
+
 static void sigbus_teardown(struct wpc_run *run)
 {
 	struct wpc_uffd *u = run->priv;
@@ -169,5 +175,6 @@ const struct wpc_strategy wpc_strategy_uffd_sigbus = {
 	.probe = sigbus_probe,
 	.restore = sigbus_restore,
 	.fixup = sigbus_fixup,
+	.fixup_pause_ns = sigbus_fixup_pause_ns,
 	.teardown = sigbus_teardown,
 };

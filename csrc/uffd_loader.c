@@ -114,9 +114,14 @@ static int open_uffd(struct wpc_uffd *u, uint64_t features, int kernel_faults)
 		return wpc_fail(run, -fd, "userfaultfd handling kernel-mode faults needs "
 				"CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to "
 				"/dev/userfaultfd; or use kernel-faults=no (UFFD_USER_MODE_ONLY)");
-	if (fd == -EINVAL)
+	if (fd == -EINVAL) {
+		int bit = features ? 63 - __builtin_clzll(features) : -1;
+		const char *name = bit >= 0 ? wpc_uffd_feature_name(bit) : NULL;
+
 		return wpc_fail(run, EOPNOTSUPP, "UFFDIO_API refused features %#" PRIx64
-				": this kernel lacks one of them", features);
+				": this kernel lacks %s", features,
+				name && !(features & (features - 1)) ? name : "one of them");
+	}
 	if (fd < 0)
 		return wpc_fail(run, -fd, "cannot open a userfaultfd: %s", strerror(-fd));
 	u->fd = fd;

@@ -119,6 +119,7 @@ struct wpc_uffd {
 	_Atomic int err;		/* first failure of a thread (errno), reported by fixup */
 	const char *err_what;		/* what that thread was doing */
 	bool hist_published;
+	uint64_t pause_ns;		/* the part of fixup the application must wait for */
 	struct wpc_uffd_stats st;
 };
 

@@ -257,6 +257,34 @@ def test_recorded_order_needs_a_path():
     assert rc == -errno.EINVAL and "path=FILE" in why
 
 
+MASK_VARIABLE = "WPCOMPARE_UFFD_FEATURE_MASK"   # test-only: features the kernel pretends to lack
+
+
+@pytest.mark.parametrize("strategy,params,bit,named", [
+    ("uffd-move", None, 16, "kernel lacks UFFD_FEATURE_MOVE (needs Linux 6.8)"),
+    ("uffd-minor", None, 10, "kernel lacks UFFD_FEATURE_MINOR_SHMEM (needs Linux 5.14)"),
+    ("uffd-sigbus", None, 7, "kernel lacks UFFD_FEATURE_SIGBUS (needs Linux 4.14)"),
+    ("uffd-huge", None, 4, "kernel lacks UFFD_FEATURE_MISSING_HUGETLBFS (needs Linux 4.11)"),
+    ("uffd-hybrid", "page=2M", 4, "UFFD_FEATURE_MISSING_HUGETLBFS"),
+])
+def test_missing_kernel_feature_is_a_skip_naming_it(image, monkeypatch, strategy, params, bit,
+                                                    named):
+    monkeypatch.setenv(MASK_VARIABLE, hex(1 << bit))
+    rc, why = probe(strategy, params)
+    assert rc == -errno.EOPNOTSUPP and named in why
+    # Run anyway (no probe): restore refuses cleanly, nothing crashes or hangs.
+    row = run_strategy(image, strategy, params)
+    assert row["failed"] == "restore" and "lacks" in row["reason"], row["reason"]
+    if strategy in ("uffd-move", "uffd-minor", "uffd-sigbus"):
+        assert named.split()[2] in row["reason"]
+
+
+def test_masking_an_unused_feature_changes_nothing(image, monkeypatch):
+    monkeypatch.setenv(MASK_VARIABLE, hex(1 << 16))
+    assert probe("uffd")[0] == 0
+    assert_restored(run_strategy(image, "uffd", pattern="sparse:0.1"), "uffd")
+
+
 # ---- bytes, for every strategy, pattern and thread count ----
 
 @pytest.mark.parametrize("strategy", UFFD)
