@@ -408,8 +408,9 @@ static const struct wpc_param_spec uffd_hybrid_params[] = {
 	  "proactive loader threads (0: none, e.g. to record a complete fault order)",
 	  offsetof(struct wpc_params, loader_threads), 0, WPC_LOADER_MAX_THREADS },
 	{ "order", WPC_PARAM_CHOICE, WPC_ORDER_CHOICES, "sequential",
-	  "what loaders load first: nothing special (sequential), or the fault order recorded "
-	  "in path by an earlier run", offsetof(struct wpc_params, order), 0, 0 },
+	  "what loaders load: the region in address order from its end down (sequential), or "
+	  "first the fault order an earlier run recorded in path, then the rest so",
+	  offsetof(struct wpc_params, order), 0, 0 },
 	{ "path", WPC_PARAM_STRING, NULL, "",
 	  "fault-order file: order=sequential writes this run's fault order there, "
 	  "order=recorded prefetches it", offsetof(struct wpc_params, path), 0, 0 },

@@ -609,6 +609,10 @@ static void prefetch_recorded(struct wpc_uffd *u, uint8_t *staging, size_t stagi
  * Sequential background transfer, CRIU lazy-pages style: transfers start at
  * 64 KiB and double up to 4 MiB while no fault arrives; a fault sends them
  * back to 64 KiB, so a loader never holds the CPU long when faults need it.
+ * Unlike CRIU it runs from the end of the region down: an application that
+ * reads upward (heaps are mostly walked that way) then meets the loader in
+ * the middle instead of racing it for the same pages. seq_cursor counts the
+ * bytes taken from the top.
  */
 static void load_sequential(struct wpc_uffd *u, uint8_t *staging, size_t staging_len,
 			    _Atomic uint64_t *counter)
@@ -626,13 +630,14 @@ static void load_sequential(struct wpc_uffd *u, uint8_t *staging, size_t staging
 			xfer = min_xfer;
 		gen = now_gen;
 
-		uint64_t off = atomic_fetch_add(&u->seq_cursor, xfer);
-		if (off >= u->map_len)
+		uint64_t taken = atomic_fetch_add(&u->seq_cursor, xfer);
+		if (taken >= u->map_len)
 			return;
+		uint64_t end = u->map_len - taken;
+		uint64_t off = end > xfer ? end - xfer : 0;
 		if (!view_enter(u))
 			return;
-		ret = place_missing(u, off, min_u64(xfer, u->map_len - off), false, staging,
-				    staging_len, &placed);
+		ret = place_missing(u, off, end - off, false, staging, staging_len, &placed);
 		view_exit(u);
 		atomic_fetch_add_explicit(counter, pages_of(placed), memory_order_relaxed);
 		if (ret) {
