@@ -82,6 +82,9 @@ struct wpc_params {
 	char path[WPC_PARAM_STRING_LEN];
 	int copy;		/* sigsegv, uffd-wp: enum wpc_chunk_copy */
 	int wp_rearm;		/* mmap-wp-async: time the re-arming scan (0: yes, 1: no) */
+	int kernel_faults;	/* uffd: enum wpc_kernel_faults (uffd_loader.h) */
+	int64_t fault_delay_us;	/* uffd: simulated source latency, microseconds */
+	uint64_t page;		/* uffd-hybrid: 4 KiB or 2 MiB (hugetlb) region pages */
 };
 
 struct wpc_param_spec {

@@ -15,6 +15,12 @@ extern const struct wpc_strategy wpc_strategy_sigsegv;
 extern const struct wpc_strategy wpc_strategy_uffd_wp;
 extern const struct wpc_strategy wpc_strategy_uffd_wp_anon;
 extern const struct wpc_strategy wpc_strategy_mmap_wp_async;
+extern const struct wpc_strategy wpc_strategy_uffd;
+extern const struct wpc_strategy wpc_strategy_uffd_huge;
+extern const struct wpc_strategy wpc_strategy_uffd_sigbus;
+extern const struct wpc_strategy wpc_strategy_uffd_hybrid;
+extern const struct wpc_strategy wpc_strategy_uffd_move;
+extern const struct wpc_strategy wpc_strategy_uffd_minor;
 
 const struct wpc_strategy *const wpc_strategies[] = {
 	&wpc_strategy_mmap,
@@ -24,6 +30,12 @@ const struct wpc_strategy *const wpc_strategies[] = {
 	&wpc_strategy_uffd_wp,
 	&wpc_strategy_uffd_wp_anon,
 	&wpc_strategy_mmap_wp_async,
+	&wpc_strategy_uffd,
+	&wpc_strategy_uffd_huge,
+	&wpc_strategy_uffd_sigbus,
+	&wpc_strategy_uffd_hybrid,
+	&wpc_strategy_uffd_move,
+	&wpc_strategy_uffd_minor,
 };
 
 const size_t wpc_strategy_rows = WPC_ARRAY_SIZE(wpc_strategies);

@@ -1,0 +1,505 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * userfaultfd restore strategies served by a handler thread:
+ *
+ *   uffd         anonymous region, MISSING faults resolved by UFFDIO_COPY from
+ *                a read-only shared view of the image
+ *   uffd-huge    the same on MAP_HUGETLB 2 MiB pages
+ *   uffd-hybrid  uffd plus proactive loader threads (CRIU lazy-pages style),
+ *                optionally prefetching a recorded fault order first
+ *   uffd-move    pages pread into a staging buffer and moved in (UFFDIO_MOVE)
+ *   uffd-minor   the image copied into a memfd, mapped MAP_PRIVATE: MINOR
+ *                faults map its pages (UFFDIO_CONTINUE), the first write
+ *                copies on write
+ *
+ * The region is anonymous from the start (except uffd-minor's), but until
+ * every page is loaded the process still needs the image: fixup loads what
+ * is left and drops the view, and only then is the run detached.
+ * uffd-sigbus lives in strategy_uffd_sigbus.c.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "uffd_loader.h"
+
+#define CHUNK_CHOICES "4K|8K|16K|32K|64K|128K|256K|512K|1M|2M"
+
+#define PARAM_CHUNK								\
+	{ "chunk", WPC_PARAM_SIZE, CHUNK_CHOICES, "4K",				\
+	  "bytes resolved per fault (fault-around), the aligned block around the "	\
+	  "faulting page", offsetof(struct wpc_params, chunk), 0, 0 }
+#define PARAM_HANDLER_CPU							\
+	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",	\
+	  "CPU of the fault handler thread: workload thread 0's, another, or unpinned", \
+	  offsetof(struct wpc_params, handler_cpu), 0, 0 }
+#define PARAM_KERNEL_FAULTS							\
+	{ "kernel-faults", WPC_PARAM_CHOICE, WPC_KFAULTS_CHOICES, "auto",	\
+	  "also serve faults taken inside syscalls (needs privilege); no: "	\
+	  "UFFD_USER_MODE_ONLY, a syscall on a page not yet loaded fails with EFAULT; " \
+	  "auto: yes where permitted", offsetof(struct wpc_params, kernel_faults), 0, 0 }
+#define PARAM_FAULT_DELAY							\
+	{ "fault-delay", WPC_PARAM_INT, NULL, "0",				\
+	  "microseconds between a fault's arrival and the handler reading it (and "	\
+	  "any others queued meanwhile): a simulated remote page source; tests use it " \
+	  "to hold faults in flight",						\
+	  offsetof(struct wpc_params, fault_delay_us), 0, 10000000 }
+
+struct uffd_kind {
+	enum wpc_uffd_fill fill;
+	uint64_t features;		/* beyond what the page size needs */
+	uint64_t register_mode;
+};
+
+/* ---- probing ---- */
+
+static const char *feature_kernel(uint64_t bit)
+{
+	switch (bit) {
+	case UFFD_FEATURE_MISSING_HUGETLBFS: return "4.11";
+	case UFFD_FEATURE_SIGBUS: return "4.14";
+	case UFFD_FEATURE_MINOR_SHMEM: return "5.14";
+	case UFFD_FEATURE_MOVE: return "6.8";
+	default: return "a newer kernel";
+	}
+}
+
+int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t len)
+{
+	int mode_only = kernel_faults == WPC_KFAULTS_NO ? UFFD_USER_MODE_ONLY : 0;
+	uint64_t avail = 0;
+	int fd = wpc_uffd_open(O_CLOEXEC | mode_only, 0, &avail);
+
+	if ((fd == -EPERM || fd == -EACCES) && kernel_faults == WPC_KFAULTS_AUTO)
+		fd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, &avail);
+	if (fd == -EPERM || fd == -EACCES) {
+		wpc_why(why, len, "kernel-faults=yes needs CAP_SYS_PTRACE, "
+			"vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd; "
+			"kernel-faults=auto or no works without");
+		return -EPERM;
+	}
+	if (fd == -ENOSYS) {
+		wpc_why(why, len, "kernel built without userfaultfd (CONFIG_USERFAULTFD)");
+		return -EOPNOTSUPP;
+	}
+	if (fd < 0) {
+		wpc_why(why, len, "cannot open a userfaultfd: %s", strerror(-fd));
+		return fd;
+	}
+	close(fd);
+	for (int bit = 0; bit < 64; bit++) {
+		uint64_t b = 1ull << bit;
+
+		if ((need & b) && !(avail & b)) {
+			const char *name = wpc_uffd_feature_name(bit);
+			wpc_why(why, len, "kernel lacks %s (needs Linux %s)", name ? name : "a feature",
+				feature_kernel(b));
+			return -EOPNOTSUPP;
+		}
+	}
+	return 0;
+}
+
+int wpc_probe_huge_pages(char *why, size_t len)
+{
+	long free_pages = wpc_free_huge_pages();
+
+	if (free_pages == -ENOENT) {
+		wpc_why(why, len, "kernel offers no 2 MiB hugetlb pages "
+			"(/sys/kernel/mm/hugepages/hugepages-2048kB missing)");
+		return -EOPNOTSUPP;
+	}
+	if (free_pages <= 0) {
+		wpc_why(why, len, "no free 2 MiB huge pages: run `sysctl vm.nr_hugepages=N` "
+			"(N = image size / 2 MiB)");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int uffd_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	return wpc_uffd_probe_features(p->kernel_faults, 0, why, len);
+}
+
+static int uffd_huge_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	int ret = wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MISSING_HUGETLBFS, why, len);
+
+	return ret ? ret : wpc_probe_huge_pages(why, len);
+}
+
+static int uffd_hybrid_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	if (p->order == WPC_ORDER_RECORDED && !p->path[0]) {
+		wpc_why(why, len, "uffd-hybrid: order=recorded needs path=FILE, written by an "
+			"earlier run with order=sequential,path=FILE");
+		return -EINVAL;
+	}
+	if (p->page == WPC_HUGE_PAGE)
+		return uffd_huge_probe(p, why, len);
+	return uffd_probe(p, why, len);
+}
+
+static int uffd_move_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	return wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MOVE, why, len);
+}
+
+static int uffd_minor_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	return wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MINOR_SHMEM, why, len);
+}
+
+/* ---- the region ---- */
+
+static int map_anonymous(struct wpc_run *run, struct wpc_uffd *u)
+{
+	bool huge = u->unit == WPC_HUGE_PAGE;
+	void *p = mmap(NULL, u->map_len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0), -1, 0);
+
+	if (p == MAP_FAILED && huge && errno == ENOMEM) {
+		unsigned long need = (unsigned long)(u->map_len / WPC_HUGE_PAGE);
+		return wpc_fail(run, ENOMEM, "need %lu free 2 MiB huge pages, %ld free: run "
+				"`sysctl vm.nr_hugepages=%lu`", need, wpc_free_huge_pages(), need);
+	}
+	if (p == MAP_FAILED)
+		return wpc_fail(run, errno, "mmap of a %zu-byte %sregion: %s", u->map_len,
+				huge ? "hugetlb " : "", strerror(errno));
+	run->region = p;
+	return 0;
+}
+
+/*
+ * uffd-minor's source: the image copied once into a memfd (the state a VMM
+ * or a checkpointer that keeps images in tmpfs starts from). Restore pays for
+ * the copy; the region then maps the memfd MAP_PRIVATE, so a read maps the
+ * shmem page itself and a write copies it, leaving the memfd untouched.
+ */
+static int fill_memfd(struct wpc_run *run, struct wpc_uffd *u)
+{
+	uint64_t t0 = wpc_now_ns();
+	uint8_t *dst;
+
+	u->memfd = memfd_create("wpcompare-image", MFD_CLOEXEC);
+	if (u->memfd < 0)
+		return wpc_fail(run, errno, "memfd_create: %s", strerror(errno));
+	if (ftruncate(u->memfd, (off_t)u->map_len) < 0)
+		return wpc_fail(run, errno, "ftruncate of the memfd: %s", strerror(errno));
+	dst = mmap(NULL, u->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, u->memfd, 0);
+	if (dst == MAP_FAILED)
+		return wpc_fail(run, errno, "mmap of the memfd: %s", strerror(errno));
+	for (uint64_t done = 0; done < run->image_size;) {
+		ssize_t got = pread(run->image_fd, dst + done, run->image_size - done, (off_t)done);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			int err = got ? errno : ENODATA;
+			munmap(dst, u->map_len);
+			return wpc_fail(run, err, "copying the image into the memfd: %s", strerror(err));
+		}
+		done += (uint64_t)got;
+	}
+	munmap(dst, u->map_len);
+	wpc_counter_set(run, "memfd_fill_us", (wpc_now_ns() - t0) / 1000);
+
+	int ret = wpc_run_add_image_identity(run, u->memfd);
+	if (ret)
+		return wpc_fail(run, -ret, "cannot register the memfd as the image: %s", strerror(-ret));
+	return 0;
+}
+
+static int map_memfd(struct wpc_run *run, struct wpc_uffd *u)
+{
+	void *p;
+	int ret = fill_memfd(run, u);
+
+	if (ret)
+		return ret;
+	p = mmap(NULL, u->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, u->memfd, 0);
+	if (p == MAP_FAILED)
+		return wpc_fail(run, errno, "mmap of the memfd region: %s", strerror(errno));
+	run->region = p;
+	return 0;
+}
+
+/* ---- restore ---- */
+
+static int restore_with(struct wpc_run *run, const struct uffd_kind *k, size_t unit)
+{
+	const struct wpc_params *p = &run->params;
+	struct wpc_uffd *u = calloc(1, sizeof(*u));
+	uint64_t features = k->features | (unit == WPC_HUGE_PAGE ? UFFD_FEATURE_MISSING_HUGETLBFS : 0);
+	int ret;
+
+	if (!u)
+		return wpc_fail(run, ENOMEM, "out of memory for the userfaultfd state");
+	run->priv = u;
+	ret = wpc_uffd_init(run, u, k->fill, unit, features, p->kernel_faults);
+	if (ret)
+		return ret;
+	u->chunk = p->chunk > unit ? p->chunk : unit;
+	u->fault_delay_ns = (uint64_t)p->fault_delay_us * 1000u;
+
+	ret = k->fill == WPC_FILL_CONTINUE ? map_memfd(run, u) : map_anonymous(run, u);
+	if (!ret)
+		ret = wpc_uffd_register(u, k->register_mode);
+	if (!ret && k->fill == WPC_FILL_COPY)
+		ret = wpc_uffd_map_view(u);
+	if (!ret && k->fill == WPC_FILL_MOVE) {
+		u->staging = mmap(NULL, u->chunk, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (u->staging == MAP_FAILED) {
+			u->staging = NULL;
+			ret = wpc_fail(run, errno, "mmap of the staging buffer: %s", strerror(errno));
+		}
+	}
+	if (!ret)
+		ret = wpc_uffd_start_handler(u, p->handler_cpu);
+	return ret;
+}
+
+static const struct uffd_kind kind_copy = {
+	.fill = WPC_FILL_COPY, .register_mode = UFFDIO_REGISTER_MODE_MISSING,
+};
+static const struct uffd_kind kind_move = {
+	.fill = WPC_FILL_MOVE, .features = UFFD_FEATURE_MOVE,
+	.register_mode = UFFDIO_REGISTER_MODE_MISSING,
+};
+static const struct uffd_kind kind_minor = {
+	.fill = WPC_FILL_CONTINUE, .features = UFFD_FEATURE_MINOR_SHMEM,
+	.register_mode = UFFDIO_REGISTER_MODE_MINOR,
+};
+
+static int uffd_restore(struct wpc_run *run)
+{
+	return restore_with(run, &kind_copy, WPC_PAGE);
+}
+
+static int uffd_huge_restore(struct wpc_run *run)
+{
+	return restore_with(run, &kind_copy, WPC_HUGE_PAGE);
+}
+
+static int uffd_move_restore(struct wpc_run *run)
+{
+	return restore_with(run, &kind_move, WPC_PAGE);
+}
+
+static int uffd_minor_restore(struct wpc_run *run)
+{
+	return restore_with(run, &kind_minor, WPC_PAGE);
+}
+
+static int uffd_hybrid_restore(struct wpc_run *run)
+{
+	const struct wpc_params *p = &run->params;
+	int ret = restore_with(run, &kind_copy, p->page == WPC_HUGE_PAGE ? WPC_HUGE_PAGE : WPC_PAGE);
+	struct wpc_uffd *u = run->priv;
+
+	if (ret)
+		return ret;
+	if (p->order == WPC_ORDER_RECORDED)
+		ret = wpc_uffd_load_order(u, p->path);
+	else if (p->path[0])
+		ret = wpc_uffd_record_faults(u);
+	if (!ret)
+		ret = wpc_uffd_start_loaders(u, (int)p->loader_threads);
+	return ret;
+}
+
+/* ---- fixup and teardown ---- */
+
+static int uffd_fixup(struct wpc_run *run)
+{
+	struct wpc_uffd *u = run->priv;
+	int ret = wpc_uffd_finish(u);
+
+	wpc_uffd_publish(u);
+	return ret;
+}
+
+/*
+ * Loading the rest runs alongside the application (its faults are still
+ * served); so do unmapping the view and stopping the handler. Nothing in this
+ * fixup needs the application stopped, except uffd-minor's copy-and-remap.
+ */
+static int64_t uffd_fixup_pause_ns(struct wpc_run *run)
+{
+	struct wpc_uffd *u = run->priv;
+
+	return u ? (int64_t)u->pause_ns : run->res->phase[WPC_PHASE_FIXUP].ns;
+}
+
+static int uffd_hybrid_fixup(struct wpc_run *run)
+{
+	const struct wpc_params *p = &run->params;
+	int ret = uffd_fixup(run);
+
+	/* After detaching, so the file write is not counted as time to detached. */
+	if (!ret && p->order == WPC_ORDER_SEQUENTIAL && p->path[0])
+		ret = wpc_uffd_save_order(run->priv, p->path);
+	return ret;
+}
+
+/*
+ * Every page is mapped (read-only where only read): copy the region into
+ * anonymous memory and move it over, then the memfd is mapped nowhere.
+ */
+static int uffd_minor_fixup(struct wpc_run *run)
+{
+	struct wpc_uffd *u = run->priv;
+	int ret = uffd_fixup(run);
+
+	if (ret)
+		return ret;
+	/* A write landing between the copy and the remap would be lost: the application waits. */
+	uint64_t t0 = wpc_now_ns();
+	ret = wpc_copy_and_remap(run->region, u->map_len);
+	u->pause_ns = wpc_now_ns() - t0;
+	wpc_counter_set(run, "fixup_pause_ns", u->pause_ns);
+	if (ret)
+		return wpc_fail(run, -ret, "copy-and-remap of the region off the memfd: %s",
+				strerror(-ret));
+	close(u->memfd);
+	u->memfd = -1;
+	wpc_run_mark_detached(run);
+	return 0;
+}
+
+static void uffd_teardown(struct wpc_run *run)
+{
+	struct wpc_uffd *u = run->priv;
+
+	if (u)
+		wpc_uffd_teardown(u);
+	free(u);
+	run->priv = NULL;
+}
+
+/* ---- the rows ---- */
+
+static const struct wpc_param_spec uffd_params[] = {
+	PARAM_CHUNK,
+	PARAM_HANDLER_CPU,
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+static const struct wpc_param_spec uffd_huge_params[] = {
+	PARAM_HANDLER_CPU,
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+static const struct wpc_param_spec uffd_hybrid_params[] = {
+	PARAM_CHUNK,
+	PARAM_HANDLER_CPU,
+	{ "loader-threads", WPC_PARAM_INT, NULL, "1",
+	  "proactive loader threads (0: none, e.g. to record a complete fault order)",
+	  offsetof(struct wpc_params, loader_threads), 0, WPC_LOADER_MAX_THREADS },
+	{ "order", WPC_PARAM_CHOICE, WPC_ORDER_CHOICES, "sequential",
+	  "what loaders load: the region in address order from its end down (sequential), or "
+	  "first the fault order an earlier run recorded in path, then the rest so",
+	  offsetof(struct wpc_params, order), 0, 0 },
+	{ "path", WPC_PARAM_STRING, NULL, "",
+	  "fault-order file: order=sequential writes this run's fault order there, "
+	  "order=recorded prefetches it", offsetof(struct wpc_params, path), 0, 0 },
+	{ "page", WPC_PARAM_SIZE, "4K|2M", "4K",
+	  "region page size; 2M uses MAP_HUGETLB pages", offsetof(struct wpc_params, page), 0, 0 },
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+static const struct wpc_param_spec uffd_move_params[] = {
+	PARAM_CHUNK,
+	PARAM_HANDLER_CPU,
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+static const struct wpc_param_spec uffd_minor_params[] = {
+	PARAM_CHUNK,
+	PARAM_HANDLER_CPU,
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+const struct wpc_strategy wpc_strategy_uffd = {
+	.name = "uffd",
+	.family = "userfaultfd",
+	.description = "anonymous region; a handler thread resolves MISSING faults with "
+		       "UFFDIO_COPY from a read-only view of the image; fixup loads the rest",
+	.params = uffd_params,
+	.probe = uffd_probe,
+	.restore = uffd_restore,
+	.fixup = uffd_fixup,
+	.fixup_pause_ns = uffd_fixup_pause_ns,
+	.teardown = uffd_teardown,
+};
+
+const struct wpc_strategy wpc_strategy_uffd_huge = {
+	.name = "uffd-huge",
+	.family = "userfaultfd",
+	.description = "uffd on MAP_HUGETLB 2 MiB pages: one UFFDIO_COPY per 2 MiB",
+	.params = uffd_huge_params,
+	.probe = uffd_huge_probe,
+	.restore = uffd_huge_restore,
+	.fixup = uffd_fixup,
+	.fixup_pause_ns = uffd_fixup_pause_ns,
+	.teardown = uffd_teardown,
+};
+
+const struct wpc_strategy wpc_strategy_uffd_hybrid = {
+	.name = "uffd-hybrid",
+	.family = "userfaultfd",
+	.description = "uffd plus proactive loader threads on CPUs other than the handler's "
+		       "(64 KiB growing to 4 MiB while no fault interrupts, CRIU lazy-pages "
+		       "style), optionally prefetching a recorded fault order first; detached "
+		       "when the loaders finish",
+	.params = uffd_hybrid_params,
+	.probe = uffd_hybrid_probe,
+	.restore = uffd_hybrid_restore,
+	.fixup = uffd_hybrid_fixup,
+	.fixup_pause_ns = uffd_fixup_pause_ns,
+	.teardown = uffd_teardown,
+};
+
+const struct wpc_strategy wpc_strategy_uffd_move = {
+	.name = "uffd-move",
+	.family = "userfaultfd",
+	.description = "anonymous region; faults resolved by pread into a staging buffer and "
+		       "UFFDIO_MOVE of its pages; the image is never mapped",
+	.params = uffd_move_params,
+	.probe = uffd_move_probe,
+	.restore = uffd_move_restore,
+	.fixup = uffd_fixup,
+	.fixup_pause_ns = uffd_fixup_pause_ns,
+	.teardown = uffd_teardown,
+};
+
+const struct wpc_strategy wpc_strategy_uffd_minor = {
+	.name = "uffd-minor",
+	.family = "userfaultfd",
+	.description = "image copied into a memfd at restore, mapped MAP_PRIVATE; MINOR faults "
+		       "map its pages (UFFDIO_CONTINUE), the first write copies on write; fixup "
+		       "copies the region off the memfd",
+	.params = uffd_minor_params,
+	.probe = uffd_minor_probe,
+	.restore = uffd_minor_restore,
+	.fixup = uffd_minor_fixup,
+	.fixup_pause_ns = uffd_fixup_pause_ns,
+	.teardown = uffd_teardown,
+};
