@@ -374,6 +374,11 @@ static int uffd_minor_fixup(struct wpc_run *run)
 	return 0;
 }
 
+static int uffd_health(struct wpc_run *run)
+{
+	return run->priv ? wpc_uffd_health(run->priv) : 0;
+}
+
 static void uffd_teardown(struct wpc_run *run)
 {
 	struct wpc_uffd *u = run->priv;
@@ -448,6 +453,7 @@ const struct wpc_strategy wpc_strategy_uffd = {
 	.fixup = uffd_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
 	.teardown = uffd_teardown,
+	.health = uffd_health,
 };
 
 const struct wpc_strategy wpc_strategy_uffd_huge = {
@@ -460,6 +466,7 @@ const struct wpc_strategy wpc_strategy_uffd_huge = {
 	.fixup = uffd_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
 	.teardown = uffd_teardown,
+	.health = uffd_health,
 };
 
 const struct wpc_strategy wpc_strategy_uffd_hybrid = {
@@ -475,6 +482,7 @@ const struct wpc_strategy wpc_strategy_uffd_hybrid = {
 	.fixup = uffd_hybrid_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
 	.teardown = uffd_teardown,
+	.health = uffd_health,
 };
 
 const struct wpc_strategy wpc_strategy_uffd_move = {
@@ -488,6 +496,7 @@ const struct wpc_strategy wpc_strategy_uffd_move = {
 	.fixup = uffd_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
 	.teardown = uffd_teardown,
+	.health = uffd_health,
 };
 
 const struct wpc_strategy wpc_strategy_uffd_minor = {
@@ -502,4 +511,5 @@ const struct wpc_strategy wpc_strategy_uffd_minor = {
 	.fixup = uffd_minor_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
 	.teardown = uffd_teardown,
+	.health = uffd_health,
 };

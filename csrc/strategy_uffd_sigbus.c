@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "compat.h"
 #include "uffd_loader.h"
@@ -52,6 +53,31 @@ static void chain(int sig, siginfo_t *si, void *uc)
 	raise(sig);
 }
 
+/*
+ * A fault that cannot be resolved has no bytes to give: returning would fault
+ * again, forever, and unregistering would hand the thread an empty page to
+ * read as if it were the image's. Say why on stderr and die by SIGBUS (the
+ * default action, taken when the access is retried), as a lazily mapped
+ * image that cannot be read dies. Async-signal-safe.
+ */
+static void die_unresolved(struct wpc_uffd *u, int err)
+{
+	static const char what[] = "wpcompare: uffd-sigbus: a fault could not be resolved (errno ";
+	char digits[12];
+	int n = 0;
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+	wpc_uffd_give_up(u, err, "resolving a fault in the SIGBUS handler");
+	for (int v = err > 0 ? err : -err; n == 0 || v; v /= 10)
+		digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+	if (write(2, what, sizeof(what) - 1) < 0 ||
+	    write(2, digits + sizeof(digits) - n, (size_t)n) < 0 || write(2, "): dying by SIGBUS\n", 19) < 0) {
+		/* Nothing better to do: the signal below still says what happened. */
+	}
+	sigemptyset(&dfl.sa_mask);
+	sigaction(SIGBUS, &dfl, NULL);
+}
+
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	int saved_errno = errno;
@@ -70,7 +96,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 		atomic_fetch_add_explicit(&u->st.faults, 1, memory_order_relaxed);
 		ret = wpc_uffd_resolve(u, addr, false);
 		if (ret)
-			wpc_uffd_give_up(u, -ret, "resolving a fault in the SIGBUS handler");
+			die_unresolved(u, -ret);
 		wpc_hist_record_atomic(u->hist, wpc_now_ns() - t0);
 	}
 	atomic_fetch_sub(&sigbus_active, 1);

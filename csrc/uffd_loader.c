@@ -478,17 +478,31 @@ static void serve_fault(struct wpc_uffd *u, uint64_t addr)
 }
 
 /*
- * A fault we cannot resolve must not leave its thread asleep (or looping on
- * SIGBUS) for good: unregistering lets it retry onto plain anonymous memory,
- * wrong bytes that verify reports, while fixup names the error.
+ * A fault we cannot resolve has no bytes to give. Unregistering would let its
+ * thread retry onto plain anonymous memory and read zeros as if they were the
+ * image's: data loss an application would never notice. So the error is only
+ * recorded: a thread asleep in the kernel stays asleep until the strategy's
+ * health check (polled during touch) fails the run, naming the error, and
+ * the SIGBUS path dies by SIGBUS (strategy_uffd_sigbus.c).
  * Async-signal-safe.
  */
 void wpc_uffd_give_up(struct wpc_uffd *u, int err, const char *what)
 {
-	struct uffdio_range all = { .start = (uintptr_t)u->run->region, .len = u->map_len };
-
 	set_err(u, err, what);
-	ioctl(u->fd, UFFDIO_UNREGISTER, &all);
+}
+
+int wpc_uffd_health(struct wpc_uffd *u)
+{
+	int err = atomic_load(&u->err);
+
+	if (err)
+		return wpc_fail(u->run, err, "userfaultfd %s failed: %s; threads waiting for those "
+				"pages were left waiting, not handed empty pages", u->err_what,
+				strerror(err));
+	if (!u->sigbus && wpc_thread_exited(u->handler, &u->handler_started))
+		return wpc_fail(u->run, EPIPE, "the userfaultfd handler thread is gone while the "
+				"workload runs: faults on pages not loaded yet would never be served");
+	return 0;
 }
 
 static void *handler_main(void *arg)
@@ -526,9 +540,13 @@ static void *handler_main(void *arg)
 			break;
 		}
 		atomic_fetch_add_explicit(&u->st.reads, 1, memory_order_relaxed);
-		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
+		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 				serve_fault(u, msgs[i].arg.pagefault.address);
+			/* Test-only: vanish as a crashed handler would, leaving faults unserved. */
+			if (wpc_inject_handler_exit(atomic_load(&u->st.faults)))
+				return NULL;
+		}
 	}
 	return NULL;
 }

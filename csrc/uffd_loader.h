@@ -137,10 +137,15 @@ int wpc_uffd_start_loaders(struct wpc_uffd *u, int n);
 /* Record the order in which pages first fault (for wpc_uffd_save_order). */
 int wpc_uffd_record_faults(struct wpc_uffd *u);
 
+/*
+ * The strategies' health op: 0 while faults can be served; else the run
+ * fails (a recorded error, or the handler thread gone).
+ */
+int wpc_uffd_health(struct wpc_uffd *u);
 /* Resolve the fault at addr from the calling thread (the SIGBUS path): 0 or -errno. */
 int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake);
 
-/* Record a fatal resolver error and unregister, so no thread waits forever. */
+/* Record a fatal resolver error; the faulting thread is never handed an empty page (uffd_loader.c). */
 void wpc_uffd_give_up(struct wpc_uffd *u, int err, const char *what);
 
 /* Fixup: load what is missing, drop the view, mark detached, stop the handler. */
