@@ -118,6 +118,14 @@ def _inject(kind):
             time.sleep(3600)
 
 
+def _image_bytes(path):
+    """The image's size for the probe; 0 (any) when it cannot be read: create says why."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def run_spec(spec):
     """Run what spec asks for in this process and return the row."""
     spec = complete_spec(spec)
@@ -125,7 +133,7 @@ def run_spec(spec):
     row.update(status="ok", reason=None, failed_phase=None)
     params = spec["params"] or None
     try:
-        binding.probe_strategy(spec["strategy"], params)
+        binding.probe_strategy(spec["strategy"], params, _image_bytes(spec["image"]))
     except WpcError as error:
         row.update(status="skipped", reason=error.reason)
         return row
