@@ -85,6 +85,8 @@ struct wpc_params {
 	int kernel_faults;	/* uffd: enum wpc_kernel_faults (uffd_loader.h) */
 	int64_t fault_delay_us;	/* uffd: simulated source latency, microseconds */
 	uint64_t page;		/* uffd-hybrid: 4 KiB or 2 MiB (hugetlb) region pages */
+	/* Not a parameter: the image size a probe is asked about (0: unknown). */
+	uint64_t image_bytes;
 };
 
 struct wpc_param_spec {

@@ -102,7 +102,8 @@ int wpc_strategy_param(int index, int param, struct wpc_param_info *out)
 	return 0;
 }
 
-int wpc_strategy_probe(const char *strategy, const char *params, char *why, size_t len)
+int wpc_strategy_probe(const char *strategy, const char *params, uint64_t image_bytes, char *why,
+		       size_t len)
 {
 	const struct wpc_strategy *s = wpc_strategy_lookup(strategy);
 	struct wpc_params p;
@@ -115,6 +116,7 @@ int wpc_strategy_probe(const char *strategy, const char *params, char *why, size
 	ret = wpc_params_parse(s, params, &p, why, len);
 	if (ret)
 		return ret;
+	p.image_bytes = image_bytes;
 	if (why && len)
 		why[0] = '\0';
 	return s->probe ? s->probe(&p, why, len) : 0;

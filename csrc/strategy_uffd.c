@@ -105,9 +105,10 @@ int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t 
 	return 0;
 }
 
-int wpc_probe_huge_pages(char *why, size_t len)
+int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len)
 {
 	long free_pages = wpc_free_huge_pages();
+	long need = (long)((image_bytes + WPC_HUGE_PAGE - 1) / WPC_HUGE_PAGE);
 
 	if (free_pages == -ENOENT) {
 		wpc_why(why, len, "kernel offers no 2 MiB hugetlb pages "
@@ -117,6 +118,12 @@ int wpc_probe_huge_pages(char *why, size_t len)
 	if (free_pages <= 0) {
 		wpc_why(why, len, "no free 2 MiB huge pages: run `sysctl vm.nr_hugepages=N` "
 			"(N = image size / 2 MiB)");
+		return -ENOMEM;
+	}
+	if (free_pages < need) {
+		wpc_why(why, len, "the image needs %ld free 2 MiB huge pages, %ld are free: "
+			"reserve %ld more (`sysctl vm.nr_hugepages=N` with N the current total + %ld)",
+			need, free_pages, need - free_pages, need - free_pages);
 		return -ENOMEM;
 	}
 	return 0;
@@ -131,7 +138,7 @@ static int uffd_huge_probe(const struct wpc_params *p, char *why, size_t len)
 {
 	int ret = wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MISSING_HUGETLBFS, why, len);
 
-	return ret ? ret : wpc_probe_huge_pages(why, len);
+	return ret ? ret : wpc_probe_huge_pages(p->image_bytes, why, len);
 }
 
 static int uffd_hybrid_probe(const struct wpc_params *p, char *why, size_t len)

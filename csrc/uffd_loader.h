@@ -160,7 +160,8 @@ void wpc_uffd_teardown(struct wpc_uffd *u);
 
 /* Probes (strategy_uffd.c): 0, or -errno and an actionable why. */
 int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t len);
-int wpc_probe_huge_pages(char *why, size_t len);
+/* Enough free 2 MiB pages for image_bytes (0: at least one)? */
+int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len);
 
 /* Lock-free histogram record, safe from a signal handler and from several threads. */
 void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns);

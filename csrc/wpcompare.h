@@ -166,8 +166,12 @@ int wpc_strategy_get(int index, struct wpc_strategy_info *out);
 int wpc_strategy_param(int index, int param, struct wpc_param_info *out);
 int wpc_strategy_find(const char *name);
 int wpc_params_validate(const char *strategy, const char *params, char *why, size_t len);
-/* 0: the strategy can run here with these params; else -errno and why. */
-int wpc_strategy_probe(const char *strategy, const char *params, char *why, size_t len);
+/*
+ * 0: the strategy can run here with these params on an image of image_bytes
+ * (0: size not known yet, e.g. for `wpcompare info`); else -errno and why.
+ */
+int wpc_strategy_probe(const char *strategy, const char *params, uint64_t image_bytes, char *why,
+		       size_t len);
 
 /* ---- one run: restore -> touch -> fixup -> verify ---- */
 

@@ -94,10 +94,10 @@ def test_an_unavailable_strategy_is_one_skipped_row_per_op(image, monkeypatch):
     # kernel lacking mmap-populate's feature.
     real_probe = binding.probe_strategy
 
-    def probe(strategy, params):
+    def probe(strategy, params, image_bytes=0):
         if strategy == "mmap-populate":
             raise UnsupportedError("MAP_POPULATE is not offered by this kernel", 95)
-        return real_probe(strategy, params)
+        return real_probe(strategy, params, image_bytes)
 
     monkeypatch.setattr(binding, "probe_strategy", probe)
     started = []

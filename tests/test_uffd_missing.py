@@ -40,11 +40,11 @@ def _text(cdata):
     return ffi.string(cdata).decode("utf-8", "replace")
 
 
-def probe(strategy, params=None):
-    """(rc, why) of the strategy's probe with these params."""
+def probe(strategy, params=None, image_bytes=0):
+    """(rc, why) of the strategy's probe with these params (for an image of image_bytes)."""
     why = ffi.new("char[]", lib.WPC_REASON_LEN)
     rc = lib.wpc_strategy_probe(strategy.encode(), params.encode() if params else ffi.NULL,
-                                why, len(why))
+                                image_bytes, why, len(why))
     return rc, _text(why)
 
 
@@ -500,6 +500,19 @@ def test_huge_pages_skip_names_the_sysctl():
         rc, why = probe(strategy, params)
         assert rc == -errno.ENOMEM
         assert "sysctl vm.nr_hugepages=N" in why
+
+
+def test_huge_pages_too_few_for_the_image_is_refused_by_the_probe():
+    """Some free huge pages, but fewer than the image needs: the probe says so (a skipped row,
+    not a restore that fails)."""
+    if not os.path.isdir("/sys/kernel/mm/hugepages/hugepages-2048kB"):
+        pytest.skip("this kernel offers no 2 MiB hugetlb pages")
+    if free_huge_pages() == 0:
+        pytest.skip("no free 2 MiB huge pages: run `sysctl vm.nr_hugepages=8` to reach this path")
+    rc, why = probe("uffd-huge", None, 1 << 40)
+    assert rc == -errno.ENOMEM
+    assert "needs 524288 free 2 MiB huge pages" in why and "reserve" in why
+    assert probe("uffd-huge", None, HUGE)[0] == 0
 
 
 def test_huge_region_is_whole_huge_pages_but_verified_to_the_image(image):

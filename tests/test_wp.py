@@ -75,7 +75,7 @@ def probe(strategy, params=None, env=None):
     def go():
         why = _why()
         rc = lib.wpc_strategy_probe(strategy.encode(),
-                                    params.encode() if params else ffi.NULL, why, len(why))
+                                    params.encode() if params else ffi.NULL, 0, why, len(why))
         return rc, _text(why)
     return tuple(in_child(go, env=env))
 

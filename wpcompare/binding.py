@@ -89,10 +89,11 @@ def validate_params(strategy, params):
     check(lib.wpc_params_validate(strategy.encode(), _optional(params), why, len(why)), why)
 
 
-def probe_strategy(strategy, params):
-    """Raise the reason this strategy cannot run here, or return None if it can."""
+def probe_strategy(strategy, params, image_bytes=0):
+    """Raise the reason this strategy cannot run here (on an image of image_bytes, 0: any)."""
     why = _why_buffer()
-    check(lib.wpc_strategy_probe(strategy.encode(), _optional(params), why, len(why)), why)
+    check(lib.wpc_strategy_probe(strategy.encode(), _optional(params), image_bytes, why, len(why)),
+          why)
 
 
 # ---- one run ----

@@ -80,7 +80,7 @@ def run_chain(plan, choice):
     # In a child, as every run's probe: probing may open a userfaultfd or reserve huge pages.
     try:
         unavailable = runner.call_in_fresh_process(
-            _probe, [choice.strategy.name, choice.params_text], plan.timeout)
+            _probe, [choice.strategy.name, choice.params_text, plan.image.size], plan.timeout)
     except runner.WorkerFailure as failure:
         return dict(chain, status="failed", reason=f"probe: {failure.reason}")
     if unavailable:
@@ -114,9 +114,9 @@ def run_chain(plan, choice):
 
 def _probe(argument):
     """None if the strategy can run here, else the reason it cannot."""
-    name, params = argument
+    name, params, image_bytes = argument
     try:
-        binding.probe_strategy(name, params or None)
+        binding.probe_strategy(name, params or None, image_bytes)
     except WpcError as error:
         return error.reason
     return None

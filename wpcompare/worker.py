@@ -192,6 +192,14 @@ def _no_note(phase):
     pass
 
 
+def _image_bytes(path):
+    """The image's size for the probe; 0 (any) when it cannot be read: create says why."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def run_spec(spec, note=_no_note):
     """Run what spec asks for in this process and return the row.
 
@@ -204,7 +212,7 @@ def run_spec(spec, note=_no_note):
     params = spec["params"] or None
     injection = parse_injection(spec["inject"]) if spec["inject"] else None
     try:
-        binding.probe_strategy(spec["strategy"], params)
+        binding.probe_strategy(spec["strategy"], params, _image_bytes(spec["image"]))
     except WpcError as error:
         row.update(status="skipped", reason=error.reason)
         return row
