@@ -82,6 +82,16 @@ def test_groups_use_measured_runs_only():
     assert group["metrics"]["touch_faults"]["median"] == 42
     assert group["metrics"]["page_p50_ns"]["median"] == 100
     assert group["metrics"]["page_max_ns"]["median"] == 4100
+    assert group["metrics"]["fault_p50_ns"] is None, "no handler histogram: no per-fault cost"
+
+
+def test_fault_percentiles_come_from_the_handler_histogram():
+    handler = {"count": 4, "min_ns": 9000, "max_ns": 80000, "sum_ns": 0,
+               "buckets": [[9000, 9000, 3], [80000, 80000, 1]]}
+    (group,) = results.summarize([_row(histograms={"touch": HIST, "handler": handler})])
+    assert group["metrics"]["fault_p50_ns"]["median"] == 9000
+    assert group["metrics"]["fault_p99_ns"]["median"] == 80000
+    assert group["metrics"]["page_p50_ns"]["median"] == 100
 
 
 def test_group_status_failed_and_skipped():

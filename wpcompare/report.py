@@ -25,6 +25,8 @@ COLUMNS = (
     ("p50/page", "page_p50_ns"),
     ("p99/page", "page_p99_ns"),
     ("max/page", "page_max_ns"),
+    ("p50/fault", "fault_p50_ns"),
+    ("p99/fault", "fault_p99_ns"),
     ("fixup", "fixup_ns"),
     ("to detached", "time_to_detached_ns"),
     ("faults", "touch_faults"),
@@ -34,7 +36,8 @@ COLUMNS = (
 )
 
 SPREAD_NOTE = ("values: median over measured runs ± spread (half the min-max range, % of the median); "
-               "p50/p99/max: first access of a page during touch; faults: minor+major during touch; "
+               "p50/p99/max: first access of a page during touch; p50/p99/fault: the strategy's "
+               "service time of one fault, where it measures one; faults: minor+major during touch; "
                "VMAs: after fixup")
 
 
