@@ -217,6 +217,10 @@ void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta);
 void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value);
 void wpc_run_mark_detached(struct wpc_run *run);
 int wpc_run_add_image_identity(struct wpc_run *run, int fd);
+/* pread() the whole image into dst (run->image_size bytes); 0 or wpc_fail()'s -errno. */
+int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
+/* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
+void wpc_run_unmap_region(struct wpc_run *run);
 
 /* CPU placement: the i-th CPU this process may use, and pinning. */
 int wpc_cpu_nth(const struct wpc_run *run, int i);
@@ -328,6 +332,17 @@ enum wpc_chunk_copy {
 	WPC_CHUNK_COPY_READ,	/* pread() from the image (its bytes are the region's) */
 };
 #define WPC_CHUNK_COPY_CHOICES "memcpy|read"
+
+/* The parameter specs every chunked copy-and-remap strategy takes (sigsegv, uffd-wp). */
+#define WPC_CHUNK_PARAM_SPECS									\
+	{ "chunk", WPC_PARAM_SIZE, "4K|64K|2M", "64K",						\
+	  "bytes copied and remapped per write fault and per background step",			\
+	  offsetof(struct wpc_params, chunk), 0, 0 },						\
+	{ "fixup", WPC_PARAM_CHOICE, "background|at-checkpoint|on-write-only", "background",	\
+	  "background: a thread fixes up the rest while the workload runs; at-checkpoint: the "	\
+	  "fixup phase does the rest in one batched pass; on-write-only: the fixup phase does "	\
+	  "the rest chunk by chunk",								\
+	  offsetof(struct wpc_params, fixup), 0, 0 }
 
 struct wpc_chunks;
 /* Make every chunk writable in place after a remap failed (see chunk_fixup.c). */

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -77,6 +78,34 @@ int wpc_run_add_image_identity(struct wpc_run *run, int fd)
 	run->extra_images[run->nextra_images].ino = st.st_ino;
 	run->nextra_images++;
 	return 0;
+}
+
+/* Large enough to amortise the syscall, small enough to stay interruptible. */
+#define READ_CALL_BYTES (8u << 20)
+
+int wpc_run_read_image(struct wpc_run *run, uint8_t *dst)
+{
+	for (uint64_t done = 0; done < run->image_size;) {
+		uint64_t want = run->image_size - done;
+		ssize_t got = pread(run->image_fd, dst + done,
+				    want < READ_CALL_BYTES ? want : READ_CALL_BYTES, (off_t)done);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return wpc_fail(run, got ? errno : ENODATA, "reading the image at byte %llu: %s",
+					(unsigned long long)done,
+					got ? strerror(errno) : "unexpected end of file");
+		done += (uint64_t)got;
+	}
+	return 0;
+}
+
+void wpc_run_unmap_region(struct wpc_run *run)
+{
+	if (run->region)
+		munmap(run->region, run->region_len);
+	run->region = NULL;
 }
 
 int wpc_cpu_nth(const struct wpc_run *run, int i)

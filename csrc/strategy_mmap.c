@@ -50,9 +50,7 @@ static int mmap_fixup(struct wpc_run *run)
 
 static void mmap_teardown(struct wpc_run *run)
 {
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
+	wpc_run_unmap_region(run);
 }
 
 const struct wpc_strategy wpc_strategy_mmap = {

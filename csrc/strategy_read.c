@@ -6,11 +6,8 @@
 #define _GNU_SOURCE
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include "internal.h"
-
-#define READ_CALL_BYTES (8u << 20)
 
 static int read_restore(struct wpc_run *run)
 {
@@ -22,28 +19,16 @@ static int read_restore(struct wpc_run *run)
 				strerror(errno));
 	run->region = p;
 
-	for (uint64_t done = 0; done < run->image_size;) {
-		uint64_t want = run->image_size - done;
-		ssize_t got = pread(run->image_fd, run->region + done,
-				    want < READ_CALL_BYTES ? want : READ_CALL_BYTES, (off_t)done);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			return wpc_fail(run, got ? errno : ENODATA, "reading the image at byte %llu: %s",
-					(unsigned long long)done,
-					got ? strerror(errno) : "unexpected end of file");
-		done += (uint64_t)got;
-	}
+	int ret = wpc_run_read_image(run, run->region);
+	if (ret)
+		return ret;
 	wpc_run_mark_detached(run);
 	return 0;
 }
 
 static void read_teardown(struct wpc_run *run)
 {
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
+	wpc_run_unmap_region(run);
 }
 
 const struct wpc_strategy wpc_strategy_read = {

@@ -249,9 +249,7 @@ static void sigsegv_teardown(struct wpc_run *run)
 		wpc_chunks_stop(&ctx->chunks);
 	if (ctx)
 		uninstall_handler(ctx);
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
+	wpc_run_unmap_region(run);
 	if (ctx && ctx->chunks_ready)
 		wpc_chunks_destroy(&ctx->chunks);
 	free(ctx);
@@ -259,14 +257,7 @@ static void sigsegv_teardown(struct wpc_run *run)
 }
 
 static const struct wpc_param_spec sigsegv_params[] = {
-	{ "chunk", WPC_PARAM_SIZE, "4K|64K|2M", "64K",
-	  "bytes copied and remapped per write fault and per background step",
-	  offsetof(struct wpc_params, chunk), 0, 0 },
-	{ "fixup", WPC_PARAM_CHOICE, "background|at-checkpoint|on-write-only", "background",
-	  "background: a thread fixes up the rest while the workload runs; at-checkpoint: the fixup "
-	  "phase does the rest in one batched pass; on-write-only: the fixup phase does the rest "
-	  "chunk by chunk",
-	  offsetof(struct wpc_params, fixup), 0, 0 },
+	WPC_CHUNK_PARAM_SPECS,
 	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the image file, "
 	  "which leaves the region's page tables empty for mremap",

@@ -452,9 +452,7 @@ static void uffd_wp_teardown(struct wpc_run *run)
 		close(ctx->stop_fd);
 	if (ctx->memfd_for_read >= 0)
 		close(ctx->memfd_for_read);
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
+	wpc_run_unmap_region(run);
 	if (ctx->chunks_ready)
 		wpc_chunks_destroy(&ctx->chunks);
 	free(ctx);
@@ -462,14 +460,7 @@ static void uffd_wp_teardown(struct wpc_run *run)
 }
 
 static const struct wpc_param_spec uffd_wp_params[] = {
-	{ "chunk", WPC_PARAM_SIZE, "4K|64K|2M", "64K",
-	  "bytes copied and remapped per write fault and per background step",
-	  offsetof(struct wpc_params, chunk), 0, 0 },
-	{ "fixup", WPC_PARAM_CHOICE, "background|at-checkpoint|on-write-only", "background",
-	  "background: a thread fixes up the rest while the workload runs; at-checkpoint: the fixup "
-	  "phase does the rest in one batched pass; on-write-only: the fixup phase does the rest "
-	  "chunk by chunk",
-	  offsetof(struct wpc_params, fixup), 0, 0 },
+	WPC_CHUNK_PARAM_SPECS,
 	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",
 	  "CPU of the fault handler thread: same as workload thread 0 (as the SIGSEGV handler, "
 	  "which runs on the faulting thread), the other CPU, or unpinned",

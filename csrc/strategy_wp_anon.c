@@ -40,7 +40,6 @@
 #include "compat.h"
 #include "internal.h"
 
-#define READ_CALL_BYTES (8u << 20)
 #define MSG_BATCH 64	/* fault messages taken per read() */
 
 struct wp_anon {
@@ -177,24 +176,6 @@ static void *handler_main(void *arg)
 	return NULL;
 }
 
-static int read_image(struct wpc_run *run)
-{
-	for (uint64_t done = 0; done < run->image_size;) {
-		uint64_t want = run->image_size - done;
-		ssize_t got = pread(run->image_fd, run->region + done,
-				    want < READ_CALL_BYTES ? want : READ_CALL_BYTES, (off_t)done);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			return wpc_fail(run, got ? errno : ENODATA, "reading the image at byte %llu: %s",
-					(unsigned long long)done,
-					got ? strerror(errno) : "unexpected end of file");
-		done += (uint64_t)got;
-	}
-	return 0;
-}
-
 static int start_handler(struct wpc_run *run, struct wp_anon *wa)
 {
 	int placement = run->params.handler_cpu;
@@ -241,7 +222,7 @@ static int wp_anon_restore(struct wpc_run *run)
 	run->region = p;
 
 	t0 = wpc_now_ns();
-	ret = read_image(run);
+	ret = wpc_run_read_image(run, run->region);
 	if (ret)
 		return ret;
 	/* From here on nothing refers to the image: the registration is on anonymous memory. */
@@ -363,9 +344,7 @@ static void wp_anon_teardown(struct wpc_run *run)
 		free(wa);
 		run->priv = NULL;
 	}
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
+	wpc_run_unmap_region(run);
 }
 
 const struct wpc_strategy wpc_strategy_uffd_wp_anon = {

@@ -227,9 +227,7 @@ static void wp_async_teardown(struct wpc_run *run)
 		free(wa);
 		run->priv = NULL;
 	}
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
+	wpc_run_unmap_region(run);
 }
 
 const struct wpc_strategy wpc_strategy_mmap_wp_async = {
