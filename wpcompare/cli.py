@@ -211,9 +211,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
             missing = [item for item in resolved if isinstance(item, presets.Missing)]
     elif not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
-    unique = {}
-    for choice in choices:
-        unique.setdefault(choice.label, choice)
+    unique = _first_of_each_label(choices)
     ops = ["read", "write"] if op == "both" else [op]
     try:
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
@@ -227,11 +225,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     except WpcError as error:
         raise click.ClickException(error.reason) from None
 
-    try:
-        facts = runner.call_in_fresh_process(lambda _: probe.system_facts(), None, timeout)
-    except runner.WorkerFailure as failure:
-        facts = {"error": f"system probe failed: {failure.reason}"}
-    matrix = runner.Matrix(choices=list(unique.values()), ops=ops, pattern=pattern, image=image,
+    facts = _system_facts(timeout)
+    matrix = runner.Matrix(choices=unique, ops=ops, pattern=pattern, image=image,
                            threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject)
     started = time.monotonic()
@@ -271,6 +266,22 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
 # Options a preset may set, by the name of run()'s parameter.
 PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "threads")
 _FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def _first_of_each_label(choices):
+    """The choices in order, a label given twice (-s mmap -s mmap) run once."""
+    unique = {}
+    for choice in choices:
+        unique.setdefault(choice.label, choice)
+    return list(unique.values())
+
+
+def _system_facts(timeout):
+    """`wpcompare info`'s facts for the metadata, probed in a child so this process opens no uffd."""
+    try:
+        return runner.call_in_fresh_process(lambda _: probe.system_facts(), None, timeout)
+    except runner.WorkerFailure as failure:
+        return {"error": f"system probe failed: {failure.reason}"}
 
 
 def _preset_settings(ctx, preset, user_image):
@@ -447,9 +458,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
                                "--delete-old after-checkpoint")
     if not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
-    unique = {}
-    for choice in choices:
-        unique.setdefault(choice.label, choice)
+    unique = _first_of_each_label(choices)
     try:
         images.check_memory(size or DEFAULT_IMAGE_SIZE)
         image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
@@ -459,11 +468,8 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     except WpcError as error:
         raise click.ClickException(error.reason) from None
 
-    try:
-        facts = runner.call_in_fresh_process(lambda _: probe.system_facts(), None, timeout)
-    except runner.WorkerFailure as failure:
-        facts = {"error": f"system probe failed: {failure.reason}"}
-    plan = chains.ChainPlan(choices=list(unique.values()), cycles=cycles, dirty=dirty, pattern=pattern,
+    facts = _system_facts(timeout)
+    plan = chains.ChainPlan(choices=unique, cycles=cycles, dirty=dirty, pattern=pattern,
                             image=image, threads=threads, overlap=overlap, pin_threads=pin, seed=seed,
                             delete_old=delete_old, directory=directory, timeout=timeout,
                             lose_write=lose_write)

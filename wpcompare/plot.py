@@ -13,7 +13,6 @@ matplotlib is an optional dependency (`pip install 'wpcompare[plot]'`); it
 is imported only here, with the Agg backend, which needs no display.
 """
 import io
-import json
 import os
 
 from wpcompare import cycle_plot, cycle_results, report, results
@@ -194,13 +193,7 @@ CYCLE_KEYS = ("metadata", "chains", "ranking")
 
 def load_plottable(path):
     """The document at path if some plotter draws its schema, else InvalidArgument saying why."""
-    try:
-        with open(path) as source:
-            document = json.load(source)
-    except OSError as error:
-        raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise InvalidArgument(f"{path} is not JSON: {error}") from None
+    document = results.read_json(path)
     schema = document.get("schema") if isinstance(document, dict) else None
     if schema not in PLOTTERS:
         raise InvalidArgument(f"{path} has schema {schema!r}; wpcompare plot draws "

@@ -175,15 +175,20 @@ def build_document(rows, metadata):
     return {"schema": SCHEMA, "metadata": metadata, "runs": rows, "groups": summarize(rows)}
 
 
-def load_document(path):
-    """A result document from a file, or InvalidArgument saying why it is not one."""
+def read_json(path):
+    """The JSON value in the file at path, or InvalidArgument saying in one line why not."""
     try:
         with open(path) as source:
-            document = json.load(source)
+            return json.load(source)
     except OSError as error:
         raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
     except ValueError as error:
         raise InvalidArgument(f"{path} is not JSON: {error}") from None
+
+
+def load_document(path):
+    """A result document from a file, or InvalidArgument saying why it is not one."""
+    document = read_json(path)
     schema = document.get("schema") if isinstance(document, dict) else None
     if schema != SCHEMA:
         raise InvalidArgument(f"{path} is not a wpcompare result (schema {schema!r}, expected {SCHEMA!r})")
