@@ -194,6 +194,22 @@ out:
 	return ret;
 }
 
+int wpc_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t got = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return -ENODATA;
+		done += (size_t)got;
+	}
+	return 0;
+}
+
 int wpc_image_residency(const char *path, uint64_t *resident, uint64_t *total)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

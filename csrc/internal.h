@@ -217,6 +217,11 @@ void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta);
 void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value);
 void wpc_run_mark_detached(struct wpc_run *run);
 int wpc_run_add_image_identity(struct wpc_run *run, int fd);
+/*
+ * pread() exactly len bytes at off, retrying short reads and EINTR: 0, -errno, or -ENODATA
+ * if the file ends first. A plain loop over a system call: safe in a signal handler.
+ */
+int wpc_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pread() the whole image into dst (run->image_size bytes); 0 or wpc_fail()'s -errno. */
 int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */

@@ -125,22 +125,6 @@ int wpc_model_word_cycle(const struct wpc_model *m, uint64_t page, size_t word)
 	return 0;
 }
 
-static int read_full(int fd, uint8_t *buf, size_t want, uint64_t off)
-{
-	for (size_t done = 0; done < want;) {
-		ssize_t got = pread(fd, buf + done, want - done, (off_t)(off + done));
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-			return -errno;
-		if (got == 0)
-			return -ENODATA;
-		done += (size_t)got;
-	}
-	return 0;
-}
-
 /* The differences go into why without the file's name: the caller knows which file it checked. */
 static int compare_file(int fd, const struct wpc_model *m, struct wpc_image_check *out,
 			const char *path, char *why, size_t len)
@@ -160,7 +144,7 @@ static int compare_file(int fd, const struct wpc_model *m, struct wpc_image_chec
 
 		if (bytes > CHECK_BLOCK_PAGES * WPC_PAGE)
 			bytes = CHECK_BLOCK_PAGES * WPC_PAGE;
-		ret = read_full(fd, file, bytes, off);
+		ret = wpc_pread_full(fd, file, bytes, off);
 		if (ret) {
 			wpc_why(why, len, "reading %s at byte %llu: %s", path, (unsigned long long)off,
 				strerror(-ret));

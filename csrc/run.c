@@ -80,24 +80,13 @@ int wpc_run_add_image_identity(struct wpc_run *run, int fd)
 	return 0;
 }
 
-/* Large enough to amortise the syscall, small enough to stay interruptible. */
-#define READ_CALL_BYTES (8u << 20)
-
 int wpc_run_read_image(struct wpc_run *run, uint8_t *dst)
 {
-	for (uint64_t done = 0; done < run->image_size;) {
-		uint64_t want = run->image_size - done;
-		ssize_t got = pread(run->image_fd, dst + done,
-				    want < READ_CALL_BYTES ? want : READ_CALL_BYTES, (off_t)done);
+	int ret = wpc_pread_full(run->image_fd, dst, run->image_size, 0);
 
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			return wpc_fail(run, got ? errno : ENODATA, "reading the image at byte %llu: %s",
-					(unsigned long long)done,
-					got ? strerror(errno) : "unexpected end of file");
-		done += (uint64_t)got;
-	}
+	if (ret)
+		return wpc_fail(run, -ret, "reading the image: %s",
+				ret == -ENODATA ? "unexpected end of file" : strerror(-ret));
 	return 0;
 }
 

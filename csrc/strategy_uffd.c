@@ -202,19 +202,11 @@ static int fill_memfd(struct wpc_run *run, struct wpc_uffd *u)
 	dst = mmap(NULL, u->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, u->memfd, 0);
 	if (dst == MAP_FAILED)
 		return wpc_fail(run, errno, "mmap of the memfd: %s", strerror(errno));
-	for (uint64_t done = 0; done < run->image_size;) {
-		ssize_t got = pread(run->image_fd, dst + done, run->image_size - done, (off_t)done);
+	int err = -wpc_pread_full(run->image_fd, dst, run->image_size, 0);
 
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0) {
-			int err = got ? errno : ENODATA;
-			munmap(dst, u->map_len);
-			return wpc_fail(run, err, "copying the image into the memfd: %s", strerror(err));
-		}
-		done += (uint64_t)got;
-	}
 	munmap(dst, u->map_len);
+	if (err)
+		return wpc_fail(run, err, "copying the image into the memfd: %s", strerror(err));
 	wpc_counter_set(run, "memfd_fill_us", (wpc_now_ns() - t0) / 1000);
 
 	int ret = wpc_run_add_image_identity(run, u->memfd);

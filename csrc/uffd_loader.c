@@ -234,15 +234,10 @@ static int stage(struct wpc_uffd *u, uint64_t off, uint64_t len, uint8_t *stagin
 	struct wpc_run *run = u->run;
 	uint64_t have = off < run->image_size ? min_u64(len, run->image_size - off) : 0;
 
-	for (uint64_t done = 0; done < have;) {
-		ssize_t got = pread(run->image_fd, staging + done, have - done, (off_t)(off + done));
+	int ret = wpc_pread_full(run->image_fd, staging, have, off);
 
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			return got ? -errno : -ENODATA;
-		done += (uint64_t)got;
-	}
+	if (ret)
+		return ret;
 	memset(staging + have, 0, len - have);
 	return 0;
 }

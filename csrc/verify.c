@@ -36,16 +36,9 @@ static int expected_image(const struct wpc_run *run, const struct wpc_model *mod
 		for (uint64_t p = 0; p < n; p++)
 			wpc_model_page(model, first + p, buf + p * WPC_PAGE);
 	} else {
-		for (uint64_t done = 0; done < have;) {
-			ssize_t got = pread(run->image_fd, buf + done, have - done, (off_t)(off + done));
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got < 0)
-				return -errno;
-			if (got == 0)
-				return -ENODATA;
-			done += (uint64_t)got;
-		}
+		int ret = wpc_pread_full(run->image_fd, buf, have, off);
+		if (ret)
+			return ret;
 	}
 	/* The file ends inside its last page; the mapping reads zeros past it. */
 	memset(buf + have, 0, want - have);

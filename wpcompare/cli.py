@@ -247,16 +247,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         }
     document = results.build_document(rows, metadata)
 
-    if output:
-        export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
-        report.write_export(output, report.render(document, export_format))
-        terminal_format = "table"
-    else:
-        terminal_format = fmt or "table"
-    click.echo(report.render(document, terminal_format), nl=False)
-    if terminal_format in ("json", "csv"):
-        for warning in report.warnings(document):
-            click.echo(f"warning: {warning}", err=True)
+    _show_and_export(document, report, fmt, output)
 
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
@@ -266,6 +257,21 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
 # Options a preset may set, by the name of run()'s parameter.
 PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "threads")
 _FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def _show_and_export(document, renderer, fmt, output):
+    """The table on stdout (or fmt without --output); the export in fmt or the format its
+    extension names written atomically to output; warnings on stderr when stdout is data."""
+    if output:
+        export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
+        report.write_export(output, renderer.render(document, export_format))
+        terminal_format = "table"
+    else:
+        terminal_format = fmt or "table"
+    click.echo(renderer.render(document, terminal_format), nl=False)
+    if terminal_format in ("json", "csv"):
+        for warning in renderer.warnings(document):
+            click.echo(f"warning: {warning}", err=True)
 
 
 def _first_of_each_label(choices):
@@ -481,16 +487,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     document = cycle_results.build_document(
         done, cycle_results.metadata(plan, facts, time.monotonic() - started, sys.argv))
 
-    if output:
-        export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
-        report.write_export(output, cycle_report.render(document, export_format))
-        terminal_format = "table"
-    else:
-        terminal_format = fmt or "table"
-    click.echo(cycle_report.render(document, terminal_format), nl=False)
-    if terminal_format in ("json", "csv"):
-        for warning in cycle_report.warnings(document):
-            click.echo(f"warning: {warning}", err=True)
+    _show_and_export(document, cycle_report, fmt, output)
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:
