@@ -123,8 +123,11 @@ def metadata(plan, facts, elapsed, command_line):
         # 1, 5 and 15 minutes at the end: whether other work shared the CPUs with the chains.
         "load_average": list(os.getloadavg()),
         "image": plan.image.describe(),
-        # Each image is restored right after the previous cycle wrote it.
-        "cache": "hot",
+        # Each image is restored right after the previous cycle wrote it (the first: copied
+        # with copy_file_range); the work pass times no access, as run's measured runs.
+        "cache": {"mode": "written", "kind": "written",
+                  "state": "each image restored right after the previous cycle wrote it"},
+        "latency": {"mode": "off", "runs": 0},
         "images_directory": {"path": directory, "filesystem": filesystem_type(directory)},
         "options": {
             "strategies": [choice.label for choice in plan.choices], "cycles": plan.cycles,

@@ -187,7 +187,8 @@ def _phase_bars(axes, groups):
 
 
 # Document types and how to draw them.
-PLOTTERS = {results.SCHEMA: plot_run, cycle_results.SCHEMA: cycle_plot.plot_cycle}
+PLOTTERS = dict({schema: plot_run for schema in results.READABLE_SCHEMAS},
+                **{cycle_results.SCHEMA: cycle_plot.plot_cycle})
 CYCLE_KEYS = ("metadata", "chains", "ranking")
 
 
@@ -199,7 +200,7 @@ def load_plottable(path):
         raise InvalidArgument(f"{path} has schema {schema!r}; wpcompare plot draws "
                               + ", ".join(PLOTTERS) + " (the JSON `wpcompare run` and `wpcompare cycle` "
                               "write with --format json or -o FILE.json)")
-    if schema == results.SCHEMA:
+    if schema in results.READABLE_SCHEMAS:
         document = results.load_document(path)
     missing = [key for key in CYCLE_KEYS if key not in document] if schema == cycle_results.SCHEMA else []
     if missing:
