@@ -414,6 +414,7 @@ int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake_waiters)
 		atomic_fetch_add_explicit(&u->st.stale, 1, memory_order_relaxed);
 		return wake_waiters ? wake(u, at, u->unit) : 0;
 	}
+	wpc_inject_hold(WPC_HOLD_RESOLVE, at / u->unit);	/* test-only: a fault in flight */
 	/* The faulting unit first, woken by its own copy; then the rest of the chunk. */
 	ret = place(u, at, u->unit, !wake_waiters, u->staging, u->chunk, &placed);
 	if (!ret && c1 - c0 > u->unit) {
