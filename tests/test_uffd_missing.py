@@ -412,6 +412,50 @@ def test_duplicate_faults_are_woken_after_eexist(image):
     assert c["eexist"] >= 1 and c["wakes"] >= 1, c
 
 
+def _fault_held_while_fixup_places_it(image):
+    """A read fault on unit 5 is held in its resolver; fixup places every unit meanwhile."""
+    from conftest import HOLD_VARIABLE, hold_expired, hold_release, hold_wait
+    os.environ[HOLD_VARIABLE] = "5"
+    run = CoreRun(image, "uffd", op="read")
+    del os.environ[HOLD_VARIABLE]
+    try:
+        assert run.phase("restore")[0] == 0
+        addr, _ = run.region()
+        got = {}
+        page = ctypes.create_string_buffer(PAGE)
+        # memmove drops the GIL (string_at would keep it, blocked in the fault).
+        reader = threading.Thread(target=lambda: got.update(
+            page=ctypes.memmove(page, addr + 5 * PAGE, PAGE) and page.raw), daemon=True)
+        reader.start()
+        arrived = hold_wait(1)
+        fixup = threading.Thread(target=lambda: got.update(fixup=run.phase("fixup")), daemon=True)
+        fixup.start()
+        # The fixup's copy of unit 5 wakes the reader, while the handler still holds its fault.
+        reader.join(5)
+        woken_by_fixup = not reader.is_alive()
+        hold_release()
+        reader.join(5)
+        fixup.join(5)
+        assert not fixup.is_alive(), "fixup still running 5 s after the held fault was released"
+        want = open(image, "rb").read()[5 * PAGE:6 * PAGE]
+        return dict(run.summary(), arrived=arrived, woken_by_fixup=woken_by_fixup,
+                    read_right=got.get("page") == want, fixup=got["fixup"], expired=hold_expired())
+    finally:
+        run.destroy()
+
+
+def test_fault_held_in_flight_while_fixup_places_its_page(image):
+    """Two resolvers on one page, in a fixed order: the handler has read the fault, fixup
+    places the page first and wakes the reader, then the handler finds it placed (EEXIST)."""
+    out = in_child(_fault_held_while_fixup_places_it, image, timeout=30)
+    assert out["arrived"] == ["resolve"]
+    assert out["woken_by_fixup"], "the reader was not woken by the fixup's copy of its page"
+    assert out["read_right"], "the reader read other bytes than the image's"
+    assert out["fixup"][0] == 0, out["fixup"]
+    assert out["counters"]["eexist"] >= 1, out["counters"]
+    assert not out["expired"]
+
+
 def test_loader_races_faults_and_counts_eexist(big_image):
     """The loaders and the handler place the same pages; the kernel arbitrates (EEXIST)."""
     params = "loader-threads=2"
