@@ -110,13 +110,13 @@ class Build:
             raise CatalogueError(f"linking:\n{result.stdout}")
 
 
-def pytest(tree, tests, timeout):
+def pytest(tree, tests, timeout, stop=True):
     """(verdict, test, seconds, output) of one pytest run of tests in tree."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
     start = time.monotonic()
     try:
-        result = run([sys.executable, "-m", "pytest", "-q", "-x", "-rf", "-p", "no:cacheprovider",
-                      *tests], tree, timeout=timeout, env=env)
+        result = run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
+                      *(["-x"] if stop else []), *tests], tree, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as expired:
         out = expired.stdout or ""
         return "TIMEOUT", f"(none within {timeout} s)", time.monotonic() - start, \
@@ -157,6 +157,10 @@ def main():
     parser.add_argument("select", nargs="*", help="run only mutants whose name contains one of these")
     parser.add_argument("--timeout", type=float, default=45, help="seconds per mutant (default 45)")
     parser.add_argument("--keep", action="store_true", help="keep the private copy")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each mutant's tests N times; caught only if caught every time")
+    parser.add_argument("--all-tests", action="store_true",
+                        help="run all of a mutant's tests, not only until the first failure")
     args = parser.parse_args()
 
     mutants = [Mutant(path) for path in sorted(HERE.glob("*.patch"))]
@@ -206,7 +210,15 @@ def main():
                     for name in mutant.files:
                         build.compile(tree / name)
                 build.link()
-                verdict, test, seconds, out = pytest(tree, mutant.tests, args.timeout)
+                for attempt in range(args.repeat):
+                    verdict, test, seconds, out = pytest(tree, mutant.tests, args.timeout,
+                                                         stop=not args.all_tests)
+                    if args.repeat > 1 or args.all_tests:
+                        caught_by = re.findall(r"^FAILED (\S+)", out, re.M)
+                        print(f"  {mutant.name} run {attempt + 1}: {verdict} in {seconds:.1f} s;"
+                              f" failed: {' '.join(caught_by) or '-'}", flush=True)
+                    if verdict != "caught":
+                        break
             except CatalogueError as error:
                 verdict, test, seconds, out = "BUILD FAILED", str(error).splitlines()[0], 0.0, str(error)
             finally:
