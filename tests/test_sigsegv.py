@@ -32,6 +32,7 @@ class TestSigsegv(ChunkFixupSuite):
         assert out["steps"][:2] == [["claim"], ["claim", "claim"]], out
         assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
         assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
+        assert out["fixup_error"] is None, out["fixup_error"]
         assert not out["expired"], out["steps"]
 
 

@@ -217,6 +217,8 @@ def main():
                         caught_by = re.findall(r"^FAILED (\S+)", out, re.M)
                         print(f"  {mutant.name} run {attempt + 1}: {verdict} in {seconds:.1f} s;"
                               f" failed: {' '.join(caught_by) or '-'}", flush=True)
+                        for line in re.findall(r"^E +(\w*Error: .*)$", out, re.M):
+                            print(f"      {line[:160]}")
                     if verdict != "caught":
                         break
             except CatalogueError as error:
