@@ -31,6 +31,9 @@ static _Atomic int64_t handler_faults = NEVER;
 /* Chunked copy-and-remap behaves as on a kernel without MREMAP_DONTUNMAP. */
 static _Atomic bool mremap_dontunmap_off;
 
+bool wpc_clock_counting;
+__thread uint64_t wpc_thread_clock_reads __attribute__((tls_model("initial-exec")));
+
 /*
  * The hold (WPCOMPARE_INJECT_HOLD): the unit whose hold points stop their
  * thread, the arrivals so far (ticket i: the point the i-th arrival reached),
@@ -81,6 +84,8 @@ int wpc_inject_load(char *why, size_t len)
 	atomic_store(&hold_released, 0);
 	atomic_store(&hold_expired, 0);
 	atomic_store(&mremap_dontunmap_off, no_dontunmap != NEVER);
+	const char *count_clock = getenv("WPCOMPARE_COUNT_CLOCK_READS");
+	wpc_clock_counting = count_clock && !strcmp(count_clock, "1");
 	/* The N-th call fails: N - 1 go through first. */
 	atomic_store(&mremaps_left, mremap_nth == NEVER ? NEVER : mremap_nth - 1);
 	atomic_store(&handler_faults, handler_after);
