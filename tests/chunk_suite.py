@@ -464,7 +464,8 @@ class ChunkFixupSuite:
         kept = in_child(_vmas_after_writes, (image, self.strategy, params, False))
         holes = in_child(_vmas_after_writes, (image, self.strategy, params, True))
         assert kept["region"] > 100, f"too few region pieces to measure: {kept}"
-        assert kept["gained"] - kept["region"] <= 8, \
+        # A few more: the shadow itself, and what the allocator (ASan's too) maps meanwhile.
+        assert kept["gained"] - kept["region"] <= max(8, kept["region"] // 8), \
             f"with MREMAP_DONTUNMAP the run gained {kept['gained']} VMAs for {kept['region']} in the region"
         assert holes["gained"] - holes["region"] >= kept["region"] // 2, \
             f"without MREMAP_DONTUNMAP: {holes}, with it: {kept}"
