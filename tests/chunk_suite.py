@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (HOLD_VARIABLE, assert_ok, hold_arrivals, hold_expired, hold_release,
-                      hold_wait)
+from conftest import (HOLD_VARIABLE, WATCHDOG, assert_ok, hold_arrivals, hold_expired,
+                      hold_release, hold_wait)
 from wpcompare import binding
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
@@ -81,7 +81,7 @@ def fill_vmas_to(limit_gap):
     return addr, length
 
 
-def wait_status(function, argument=None, timeout=60):
+def wait_status(function, argument=None, timeout=WATCHDOG):
     """Run function(argument) in a forked child with stderr silenced; its raw wait status.
 
     The child exits 0 when function returns, 3 when it raises; a signal

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from conftest import HOLD_VARIABLE, WATCHDOG, hold_expired, hold_release, hold_wait
 from wpcompare._core import ffi, lib
 
 UFFD = ("uffd", "uffd-huge", "uffd-sigbus", "uffd-hybrid", "uffd-move", "uffd-minor")
@@ -121,7 +122,7 @@ class CoreRun:
             self.run = None
 
 
-def in_child(function, *args, timeout=60, **kwargs):
+def in_child(function, *args, timeout=WATCHDOG, **kwargs):
     """function(*args, **kwargs) in a forked child; its JSON-able result, or how it died."""
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -158,7 +159,7 @@ def run_all(image, strategy, params=None, **workload):
         run.destroy()
 
 
-def run_strategy(image, strategy, params=None, timeout=60, **workload):
+def run_strategy(image, strategy, params=None, timeout=WATCHDOG, **workload):
     return in_child(run_all, image, strategy, params, timeout=timeout, **workload)
 
 
@@ -414,7 +415,6 @@ def test_duplicate_faults_are_woken_after_eexist(image):
 
 def _fault_held_while_fixup_places_it(image):
     """A read fault on unit 5 is held in its resolver; fixup places every unit meanwhile."""
-    from conftest import HOLD_VARIABLE, hold_expired, hold_release, hold_wait
     os.environ[HOLD_VARIABLE] = "5"
     run = CoreRun(image, "uffd", op="read")
     del os.environ[HOLD_VARIABLE]
@@ -447,7 +447,7 @@ def _fault_held_while_fixup_places_it(image):
 def test_fault_held_in_flight_while_fixup_places_its_page(image):
     """Two resolvers on one page, in a fixed order: the handler has read the fault, fixup
     places the page first and wakes the reader, then the handler finds it placed (EEXIST)."""
-    out = in_child(_fault_held_while_fixup_places_it, image, timeout=30)
+    out = in_child(_fault_held_while_fixup_places_it, image)
     assert out["arrived"] == ["resolve"]
     assert out["woken_by_fixup"], "the reader was not woken by the fixup's copy of its page"
     assert out["read_right"], "the reader read other bytes than the image's"
