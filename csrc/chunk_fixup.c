@@ -209,7 +209,10 @@ static bool chunk_claim(struct wpc_chunks *c, uint64_t idx)
 	if (atomic_load_explicit(&c->state[idx], memory_order_relaxed) != WPC_CHUNK_FRESH)
 		return false;
 	wpc_inject_hold(WPC_HOLD_CLAIM, idx);	/* test-only: two claimers meet here */
-	return atomic_compare_exchange_strong(&c->state[idx], &s, WPC_CHUNK_COPYING);
+	if (atomic_compare_exchange_strong(&c->state[idx], &s, WPC_CHUNK_COPYING))
+		return true;
+	wpc_inject_hold(WPC_HOLD_LOST, idx);	/* test-only: noted, never held */
+	return false;
 }
 
 static void chunk_done(struct wpc_chunks *c, uint64_t idx, bool moved)

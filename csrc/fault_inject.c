@@ -132,6 +132,8 @@ void wpc_inject_hold(int point, uint64_t unit)
 	int ticket = atomic_fetch_add(&hold_arrivals, 1);
 	if (ticket < WPC_HOLD_MAX_TICKETS)
 		atomic_store(&hold_points[ticket], point);
+	if (point == WPC_HOLD_LOST)
+		return;
 	uint64_t deadline = wpc_now_ns() + WPC_HOLD_EXPIRE_NS;
 	for (;;) {
 		uint32_t gen = atomic_load(&release_gen);

@@ -236,28 +236,30 @@ def _held_race(spec):
     with run:
         run.restore()
         addr, _ = run.region()
-        if scenario == "fault-against-background":
-            # The background thread sees the chunk FRESH first, then a writer faults on it too.
-            steps.append(hold_wait(1))
-            first = write(base + 3 * 4096 + 8, b"\x11" * 8)
-            steps.append(hold_wait(2))
-            hold_release(1)                           # the fault's claim goes first...
-            if hold_wait(3)[2] == "copy":
-                hold_release(2)
-            first.finish("fault against background")
-            hold_release()                            # ...then the background thread's
-        elif scenario == "two-faults":
-            # Two writers fault on the chunk and both see it FRESH before either claims it.
-            first = write(base + 5 * 4096 + 16, b"\x22" * 8)
-            steps.append(hold_wait(1))
-            second = write(base + 9 * 4096 + 24, b"\x33" * 8)
-            steps.append(hold_wait(2))
+        if scenario in ("fault-against-background", "two-faults"):
+            if scenario == "fault-against-background":
+                # The background thread sees the chunk FRESH first, then a writer faults on it.
+                steps.append(hold_wait(1))
+                writers = [write(base + 3 * 4096 + 8, b"\x11" * 8)]
+            else:
+                # Two writers fault on the chunk (each its own SIGSEGV handler).
+                writers = [write(base + 5 * 4096 + 16, b"\x22" * 8)]
+                steps.append(hold_wait(1))
+                writers.append(write(base + 9 * 4096 + 24, b"\x33" * 8))
+            steps.append(hold_wait(2))              # both saw it FRESH
             hold_release(0)
-            if hold_wait(3)[2] == "copy":
-                hold_release(2)
-            first.finish("first of two faults")
+            hold_release(1)
+            # One claims it and copies it, the other lost the claim: ["copy", "lost"]; two
+            # copies would be ["copy", "copy"], both made before either remaps.
+            outcome = hold_wait(4)[2:]
+            steps.append(sorted(outcome))
+            hold_release(2 + outcome.index("copy"))  # the first copy is remapped...
+            deadline = time.monotonic() + 2
+            while all(writer.is_alive() for writer in writers) and time.monotonic() < deadline:
+                time.sleep(0.001)                     # ...and a write lands in it
             hold_release()
-            second.finish("second of two faults")
+            for writer in writers:
+                writer.finish(scenario)
         elif scenario == "write-during-copy":
             # The background thread has copied the chunk, not yet remapped it; a writer comes.
             steps.append(hold_wait(1))
@@ -428,16 +430,17 @@ class ChunkFixupSuite:
 
     @pytest.mark.parametrize("copy", COPIES)
     def test_held_race_fault_claim_against_background_claim(self, make_image, in_child, copy):
-        """The background thread and a faulting writer both see the chunk FRESH; the fault
-        claims it first, its write lands, then the background thread's claim must fail."""
+        """The background thread and a faulting writer both see the chunk FRESH, then both
+        claim it: one must lose (and the writer wait), never both copy and remap it."""
         image = make_image(1 << 20, kind="random")
         out = in_child(_held_race, (image, self.strategy,
                                     f"chunk=64K,fixup=background,copy={copy}",
                                     "fault-against-background"))
-        assert out["steps"][0] == ["claim"] and out["steps"][1] == ["claim", "claim"], out
+        assert out["steps"][:2] == [["claim"], ["claim", "claim"]], out
         assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
         assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
         assert out["fixup_error"] is None, out["fixup_error"]
+        assert out["steps"][2] == ["copy", "lost"], out["steps"]
         assert not out["expired"], out["steps"]
 
     @pytest.mark.parametrize("copy", COPIES)

@@ -94,11 +94,11 @@ def is_root():
 
 HOLD_VARIABLE = "WPCOMPARE_INJECT_HOLD"
 HOLD_POINTS = {lib.WPC_HOLD_CLAIM: "claim", lib.WPC_HOLD_COPY: "copy",
-               lib.WPC_HOLD_RESOLVE: "resolve"}
+               lib.WPC_HOLD_RESOLVE: "resolve", lib.WPC_HOLD_LOST: "lost"}
 
 
 def hold_arrivals():
-    """The hold points reached so far, ticket by ticket ("claim", "copy", "resolve")."""
+    """The hold points reached so far, ticket by ticket ("claim", "copy", "resolve", "lost")."""
     points = ffi.new("int[]", lib.WPC_HOLD_MAX_TICKETS)
     count = lib.wpc_test_hold_arrivals(points, lib.WPC_HOLD_MAX_TICKETS)
     return [HOLD_POINTS.get(points[i], "?") for i in range(min(count, lib.WPC_HOLD_MAX_TICKETS))]

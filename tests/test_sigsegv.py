@@ -23,8 +23,9 @@ class TestSigsegv(ChunkFixupSuite):
 
     @pytest.mark.parametrize("copy", COPIES)
     def test_held_race_two_faults_on_one_chunk(self, make_image, in_child, copy):
-        """Two writers' SIGSEGV handlers both see the chunk FRESH; one claims and copies it,
-        its write lands, then the other's claim must fail and not copy over that write.
+        """Two writers' SIGSEGV handlers both see the chunk FRESH, then both claim it: one
+        must lose and wait, never both copy and remap it (the second remap would move the
+        emptied shadow over the first one's pages and the write made into them).
         (uffd-wp serves faults on one handler thread: its faults never race each other.)"""
         image = make_image(1 << 20, kind="random")
         out = in_child(_held_race, (image, "sigsegv", f"chunk=64K,fixup=on-write-only,copy={copy}",
@@ -33,6 +34,7 @@ class TestSigsegv(ChunkFixupSuite):
         assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
         assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
         assert out["fixup_error"] is None, out["fixup_error"]
+        assert out["steps"][2] == ["copy", "lost"], out["steps"]
         assert not out["expired"], out["steps"]
 
 
