@@ -305,6 +305,17 @@ def _vmas_after_writes(spec):
         return {"gained": len(lines) - before, "region": region}
 
 
+def assert_race_kept_every_write(out, claims=None):
+    """A held race's outcome: every write and every other byte where it belongs (checked
+    first, so a lost write is reported as lost bytes), then the bookkeeping."""
+    assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
+    assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
+    assert out["fixup_error"] is None, out["fixup_error"]
+    if claims:
+        assert out["steps"][2] == claims, f"claims: {out['steps'][2]}, expected {claims}"
+    assert not out["expired"], f"a held thread was never released: {out['steps']}"
+
+
 class ChunkFixupSuite:
     strategy = None          # set by the subclass
 
@@ -437,11 +448,7 @@ class ChunkFixupSuite:
                                     f"chunk=64K,fixup=background,copy={copy}",
                                     "fault-against-background"))
         assert out["steps"][:2] == [["claim"], ["claim", "claim"]], out
-        assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
-        assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
-        assert out["fixup_error"] is None, out["fixup_error"]
-        assert out["steps"][2] == ["copy", "lost"], out["steps"]
-        assert not out["expired"], out["steps"]
+        assert_race_kept_every_write(out, ["copy", "lost"])
 
     @pytest.mark.parametrize("copy", COPIES)
     def test_held_race_write_during_copy(self, make_image, in_child, copy):
@@ -453,10 +460,7 @@ class ChunkFixupSuite:
                                     "write-during-copy"))
         assert out["steps"][:2] == [["claim"], ["claim", "copy"]], out
         assert out["steps"][2] == "writer waits", out
-        assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
-        assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
-        assert out["fixup_error"] is None, out["fixup_error"]
-        assert not out["expired"], out["steps"]
+        assert_race_kept_every_write(out)
 
     def test_moved_chunks_cost_vmas_in_the_region_only(self, make_image, in_child):
         """MREMAP_DONTUNMAP keeps the shadow one VMA: the VMAs a run gains are the region's
