@@ -263,7 +263,7 @@ bool wpc_thread_exited(pthread_t tid, bool *started);
 int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
 void wpc_plan_free(struct wpc_plan *plan);
 int wpc_workload_touch(struct wpc_run *run);
-/* The same pass again, timed the same way, into nothing but its wall time. */
+/* The same pass again, no clock inside its loop: its wall time only. */
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);
 int wpc_verify_bytes(struct wpc_run *run);
 int wpc_verify_dirty(struct wpc_run *run);

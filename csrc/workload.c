@@ -201,29 +201,34 @@ struct toucher {
 	struct wpc_hist hist;
 };
 
-/* Where thread tc's accesses are and what each one does. */
+/*
+ * Where a thread's accesses are and what each one does, copied out of the
+ * plan and passed by value: the compiler keeps it in registers, so a write's
+ * volatile store does not force the loop to reload it from memory.
+ */
 struct access_plan {
-	const struct wpc_plan *plan;
+	const uint64_t *order;
+	const uint8_t *write_set;	/* WPC_OP_MIXED; NULL otherwise */
+	bool write_all;
 	uint8_t *region;
 	uint64_t seed;
 	int thread;
 };
 
-static inline uint64_t access_page(const struct access_plan *ap, uint64_t i, uint64_t *sum)
+static inline void access_page(struct access_plan ap, uint64_t i, uint64_t *sum)
 {
-	uint64_t page = ap->plan->order[i];
-	volatile uint64_t *word = (volatile uint64_t *)(ap->region + page * WPC_PAGE) +
-				  wpc_word_slot(page, ap->thread);
+	uint64_t page = ap.order[i];
+	volatile uint64_t *word = (volatile uint64_t *)(ap.region + page * WPC_PAGE) +
+				  wpc_word_slot(page, ap.thread);
 
-	if (wpc_plan_writes(ap->plan, page))
-		*word = wpc_write_value(ap->seed, page, ap->thread);
+	if (ap.write_all || (ap.write_set && (ap.write_set[page / 8] >> (page % 8) & 1)))
+		*word = wpc_write_value(ap.seed, page, ap.thread);
 	else
 		*sum += *word;
-	return page;
 }
 
 /* The application's loop: accesses and nothing else, no clock. */
-static uint64_t touch_plain(const struct access_plan *ap, uint64_t first, uint64_t last)
+static uint64_t touch_plain(struct access_plan ap, uint64_t first, uint64_t last)
 {
 	uint64_t sum = 0;
 
@@ -233,8 +238,7 @@ static uint64_t touch_plain(const struct access_plan *ap, uint64_t first, uint64
 }
 
 /* Every access between two clock reads: the whole distribution, at the price of serialising them. */
-static uint64_t touch_timed(const struct access_plan *ap, uint64_t first, uint64_t last,
-			    struct wpc_hist *hist)
+static uint64_t touch_timed(struct access_plan ap, uint64_t first, uint64_t last, struct wpc_hist *hist)
 {
 	uint64_t sum = 0;
 
@@ -252,10 +256,10 @@ static uint64_t touch_timed(const struct access_plan *ap, uint64_t first, uint64
  * (mean `every`) from the thread's own seeded sequence: a fixed period would
  * time the same offset of every chunk or huge page of a sequential order.
  */
-static uint64_t touch_sampled(const struct access_plan *ap, uint64_t first, uint64_t last,
-			      uint32_t every, struct wpc_hist *hist)
+static uint64_t touch_sampled(struct access_plan ap, uint64_t first, uint64_t last, uint32_t every,
+			      struct wpc_hist *hist)
 {
-	uint64_t state = wpc_mix64(ap->seed ^ 0x5a3b1e5ull ^ ((uint64_t)ap->thread << 32));
+	uint64_t state = wpc_mix64(ap.seed ^ 0x5a3b1e5ull ^ ((uint64_t)ap.thread << 32));
 	uint64_t span = 2 * (uint64_t)every - 1;
 	uint64_t sum = 0;
 	uint64_t next = first + wpc_mix64(state++) % every;
@@ -279,8 +283,9 @@ static void *touch_thread(void *arg)
 	struct toucher *tc = arg;
 	struct wpc_run *run = tc->run;
 	const struct wpc_plan *plan = &run->plan;
-	struct access_plan ap = { .plan = plan, .region = run->region, .seed = run->cfg.workload.seed,
-				  .thread = tc->index };
+	struct access_plan ap = { .order = plan->order, .write_set = plan->write_set,
+				  .write_all = plan->write_all, .region = run->region,
+				  .seed = run->cfg.workload.seed, .thread = tc->index };
 	uint64_t first = plan->overlap ? 0 : plan->begin[tc->index];
 	uint64_t last = plan->overlap ? plan->count : plan->begin[tc->index + 1];
 
@@ -294,13 +299,13 @@ static void *touch_thread(void *arg)
 	tc->start_ns = wpc_now_ns();
 	switch (tc->latency) {
 	case WPC_LATENCY_EVERY:
-		tc->checksum = touch_timed(&ap, first, last, &tc->hist);
+		tc->checksum = touch_timed(ap, first, last, &tc->hist);
 		break;
 	case WPC_LATENCY_SAMPLE:
-		tc->checksum = touch_sampled(&ap, first, last, run->cfg.latency_every, &tc->hist);
+		tc->checksum = touch_sampled(ap, first, last, run->cfg.latency_every, &tc->hist);
 		break;
 	default:
-		tc->checksum = touch_plain(&ap, first, last);
+		tc->checksum = touch_plain(ap, first, last);
 		break;
 	}
 	tc->end_ns = wpc_now_ns();

@@ -309,7 +309,7 @@ int wpc_dump_image(const void *memory, uint64_t size, const uint8_t *dirty, cons
 int wpc_run_detached(struct wpc_run *run);
 /* Of the last fixup phase, the ns the application could not have run: all of it unless the strategy says less. */
 int64_t wpc_run_fixup_pause_ns(struct wpc_run *run);
-/* The workload once more over the loaded region, in the same timed loop: the steady-state cost. */
+/* The workload once more over the loaded region, no clock inside the loop: the steady-state cost. */
 int wpc_run_steady(struct wpc_run *run, int64_t *ns);
 /* Pages workload w writes in a region of npages: bit p of bitmap set; the count or -errno. */
 int64_t wpc_workload_written_pages(const struct wpc_workload *w, uint64_t npages, uint8_t *bitmap);
