@@ -603,11 +603,15 @@ static void prefetch_recorded(struct wpc_uffd *u, uint8_t *staging, size_t stagi
 
 			if (unit_loaded(u, off))
 				continue;
+			wpc_inject_hold(WPC_HOLD_PLACE, u->prefetch[i]);	/* test-only */
 			ret = place(u, off, u->unit, true, staging, staging_len, &placed);
 			lo = min_u64(lo, off);
 			hi = off + u->unit > hi ? off + u->unit : hi;
 		}
 		view_exit(u);
+		/* Test-only: a unit placed DONTWAKE whose waiters this batch has not woken yet. */
+		for (uint64_t i = first; i < min_u64(first + PREFETCH_BATCH, u->nprefetch); i++)
+			wpc_inject_hold(WPC_HOLD_UNWOKEN, u->prefetch[i]);
 		/* One wake for the batch: a waiter between lo and hi on an unplaced unit just refaults. */
 		if (placed)
 			wake(u, lo, hi - lo);

@@ -373,6 +373,8 @@ enum wpc_hold_point {
 	WPC_HOLD_COPY = 2,	/* chunk claimed and copied into the shadow, before its mremap */
 	WPC_HOLD_RESOLVE = 3,	/* a fault on the unit read by its resolver, before placing it */
 	WPC_HOLD_LOST = 4,	/* a claim that found the chunk claimed: noted, never held */
+	WPC_HOLD_PLACE = 5,	/* a loader about to place the unit (DONTWAKE, a recorded order) */
+	WPC_HOLD_UNWOKEN = 6,	/* ... placed it, before its batch's UFFDIO_WAKE */
 	WPC_HOLD_MAX_TICKETS = 64,
 };
 /* Arrivals so far (tickets 0..n-1); points[i] = where ticket i is (or was) held. */

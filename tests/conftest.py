@@ -94,7 +94,8 @@ def is_root():
 
 HOLD_VARIABLE = "WPCOMPARE_INJECT_HOLD"
 HOLD_POINTS = {lib.WPC_HOLD_CLAIM: "claim", lib.WPC_HOLD_COPY: "copy",
-               lib.WPC_HOLD_RESOLVE: "resolve", lib.WPC_HOLD_LOST: "lost"}
+               lib.WPC_HOLD_RESOLVE: "resolve", lib.WPC_HOLD_LOST: "lost",
+               lib.WPC_HOLD_PLACE: "place", lib.WPC_HOLD_UNWOKEN: "unwoken"}
 
 
 def hold_arrivals():

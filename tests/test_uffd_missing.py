@@ -456,6 +456,51 @@ def test_fault_held_in_flight_while_fixup_places_its_page(image):
     assert not out["expired"]
 
 
+def _fault_on_a_page_a_loader_placed_without_waking(image, order):
+    """The loader places unit 5 DONTWAKE while a reader sleeps on it and the handler holds
+    the reader's fault; the loader is held before its batch's wake, the handler goes on."""
+    os.environ[HOLD_VARIABLE] = "5"
+    run = CoreRun(image, "uffd-hybrid", f"order=recorded,loader-threads=1,path={order}")
+    del os.environ[HOLD_VARIABLE]
+    try:
+        assert run.phase("restore")[0] == 0
+        steps = [hold_wait(1)]                    # the loader, about to place unit 5
+        addr, _ = run.region()
+        page = ctypes.create_string_buffer(PAGE)
+        reader = threading.Thread(target=lambda: ctypes.memmove(page, addr + 5 * PAGE, PAGE),
+                                  daemon=True)
+        reader.start()
+        steps.append(hold_wait(2))                # the reader's fault, in the handler
+        hold_release(0)
+        steps.append(hold_wait(3))                # placed, its wake not sent yet
+        hold_release(1)                           # the handler finds it placed: EEXIST
+        reader.join(2)
+        woken = not reader.is_alive()
+        hold_release()
+        reader.join(5)
+        rc, reason = run.phase("fixup")
+        want = open(image, "rb").read()[5 * PAGE:6 * PAGE]
+        return dict(run.summary(), steps=steps, woken=woken, read_right=page.raw == want,
+                    fixup=[rc, reason], expired=hold_expired())
+    finally:
+        run.destroy()
+
+
+def test_a_fault_on_a_page_placed_without_wake_is_woken_by_its_resolver(image, tmp_path):
+    """A loader places a recorded order DONTWAKE and wakes each batch at its end: a reader
+    asleep on a page of the batch must be woken by the handler serving its fault, which
+    finds the page placed (EEXIST), not wait for the rest of the batch."""
+    pages = 513
+    order = tmp_path / "five.order"
+    order.write_text(f"wpcompare-fault-order v1 pages={pages} faults=2\n5\n6\n")
+    out = in_child(_fault_on_a_page_a_loader_placed_without_waking, image, str(order))
+    assert out["steps"] == [["place"], ["place", "resolve"], ["place", "resolve", "unwoken"]], out
+    assert out["woken"], "the reader still sleeps on a placed page: nobody woke it after EEXIST"
+    assert out["read_right"], "the reader read other bytes than the image's"
+    assert out["fixup"][0] == 0, out["fixup"]
+    assert out["counters"]["eexist"] >= 1 and not out["expired"], out
+
+
 def test_loader_races_faults_and_counts_eexist(big_image):
     """The loaders and the handler place the same pages; the kernel arbitrates (EEXIST)."""
     params = "loader-threads=2"
