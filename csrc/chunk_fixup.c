@@ -81,7 +81,7 @@ int wpc_chunks_init(struct wpc_chunks *c, struct wpc_run *run, size_t chunk, int
 	c->chunk = chunk;
 	c->nchunks = (run->region_len + chunk - 1) / chunk;
 	atomic_store(&c->remaining, c->nchunks);
-	atomic_store(&c->remap_flags, MREMAP_DONTUNMAP);
+	atomic_store(&c->remap_flags, wpc_inject_no_dontunmap() ? 0 : MREMAP_DONTUNMAP);
 
 	/*
 	 * NORESERVE: only the chunks copied so far ever hold pages, and each
@@ -162,6 +162,8 @@ static int move_chunks(struct wpc_chunks *c, uint64_t first, uint64_t end)
 	} else {
 		memcpy(c->shadow + off, c->region + off, len);
 	}
+	for (uint64_t i = first; i < end; i++)
+		wpc_inject_hold(WPC_HOLD_COPY, i);	/* test-only: a copy in flight */
 	for (;;) {
 		void *to = wpc_mremap(c->shadow + off, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | flags,
 				  c->region + off);
@@ -204,8 +206,13 @@ static bool chunk_claim(struct wpc_chunks *c, uint64_t idx)
 {
 	uint32_t s = WPC_CHUNK_FRESH;
 
-	return atomic_load_explicit(&c->state[idx], memory_order_relaxed) == WPC_CHUNK_FRESH &&
-	       atomic_compare_exchange_strong(&c->state[idx], &s, WPC_CHUNK_COPYING);
+	if (atomic_load_explicit(&c->state[idx], memory_order_relaxed) != WPC_CHUNK_FRESH)
+		return false;
+	wpc_inject_hold(WPC_HOLD_CLAIM, idx);	/* test-only: two claimers meet here */
+	if (atomic_compare_exchange_strong(&c->state[idx], &s, WPC_CHUNK_COPYING))
+		return true;
+	wpc_inject_hold(WPC_HOLD_LOST, idx);	/* test-only: noted, never held */
+	return false;
 }
 
 static void chunk_done(struct wpc_chunks *c, uint64_t idx, bool moved)

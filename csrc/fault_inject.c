@@ -11,9 +11,14 @@
  * getenv() and the run context are out of reach. Unset, every check is one
  * relaxed atomic load that says no.
  */
+#define _GNU_SOURCE
 #include <inttypes.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -23,12 +28,27 @@
 static _Atomic int64_t mremaps_left = NEVER;
 /* Faults a handler thread serves before it exits. */
 static _Atomic int64_t handler_faults = NEVER;
+/* Chunked copy-and-remap behaves as on a kernel without MREMAP_DONTUNMAP. */
+static _Atomic bool mremap_dontunmap_off;
 
 bool wpc_clock_counting;
 __thread uint64_t wpc_thread_clock_reads __attribute__((tls_model("initial-exec")));
 
-/* N >= 1 from the variable, NEVER when unset; -EINVAL for anything else. */
-static int read_count(const char *name, int64_t *out, char *why, size_t len)
+/*
+ * The hold (WPCOMPARE_INJECT_HOLD): the unit whose hold points stop their
+ * thread, the arrivals so far (ticket i: the point the i-th arrival reached),
+ * and which tickets the test has released (bit i; all ones: every ticket,
+ * also later ones). release_gen is the futex held threads sleep on.
+ */
+static _Atomic int64_t hold_unit = NEVER;
+static _Atomic int hold_arrivals;
+static _Atomic int hold_points[WPC_HOLD_MAX_TICKETS];
+static _Atomic uint64_t hold_released;
+static _Atomic uint32_t release_gen;
+static _Atomic int hold_expired;
+
+/* N >= min from the variable, NEVER when unset; -EINVAL for anything else. */
+static int read_number(const char *name, long long min, int64_t *out, char *why, size_t len)
 {
 	const char *text = getenv(name);
 	char *end;
@@ -38,8 +58,8 @@ static int read_count(const char *name, int64_t *out, char *why, size_t len)
 		return 0;
 	errno = 0;
 	long long v = strtoll(text, &end, 10);
-	if (errno || *end || v < 1) {
-		wpc_why(why, len, "%s=%s: give a whole number >= 1, or unset it", name, text);
+	if (errno || *end || v < min) {
+		wpc_why(why, len, "%s=%s: give a whole number >= %lld, or unset it", name, text, min);
 		return -EINVAL;
 	}
 	*out = v;
@@ -48,13 +68,22 @@ static int read_count(const char *name, int64_t *out, char *why, size_t len)
 
 int wpc_inject_load(char *why, size_t len)
 {
-	int64_t mremap_nth, handler_after;
-	int ret = read_count("WPCOMPARE_INJECT_MREMAP_ENOMEM", &mremap_nth, why, len);
+	int64_t mremap_nth, handler_after, unit, no_dontunmap;
+	int ret = read_number("WPCOMPARE_INJECT_MREMAP_ENOMEM", 1, &mremap_nth, why, len);
 
 	if (!ret)
-		ret = read_count("WPCOMPARE_INJECT_HANDLER_EXIT", &handler_after, why, len);
+		ret = read_number("WPCOMPARE_INJECT_HANDLER_EXIT", 1, &handler_after, why, len);
+	if (!ret)
+		ret = read_number("WPCOMPARE_INJECT_HOLD", 0, &unit, why, len);
+	if (!ret)
+		ret = read_number("WPCOMPARE_INJECT_NO_DONTUNMAP", 1, &no_dontunmap, why, len);
 	if (ret)
 		return ret;
+	atomic_store(&hold_unit, unit);
+	atomic_store(&hold_arrivals, 0);
+	atomic_store(&hold_released, 0);
+	atomic_store(&hold_expired, 0);
+	atomic_store(&mremap_dontunmap_off, no_dontunmap != NEVER);
 	const char *count_clock = getenv("WPCOMPARE_COUNT_CLOCK_READS");
 	wpc_clock_counting = count_clock && !strcmp(count_clock, "1");
 	/* The N-th call fails: N - 1 go through first. */
@@ -75,4 +104,71 @@ bool wpc_inject_handler_exit(uint64_t served)
 	int64_t after = atomic_load_explicit(&handler_faults, memory_order_relaxed);
 
 	return after != NEVER && served >= (uint64_t)after;
+}
+
+bool wpc_inject_no_dontunmap(void)
+{
+	return atomic_load_explicit(&mremap_dontunmap_off, memory_order_relaxed);
+}
+
+static bool ticket_released(int ticket)
+{
+	uint64_t released = atomic_load(&hold_released);
+
+	return released == UINT64_MAX || (ticket < 64 && (released >> ticket & 1));
+}
+
+/*
+ * Async-signal-safe (atomics, futex, clock_gettime): a sigsegv handler
+ * holds here. A ticket the test never releases lets its thread go after
+ * WPC_HOLD_EXPIRE_NS, so a broken test ends; wpc_test_hold_expired says so.
+ */
+void wpc_inject_hold(int point, uint64_t unit)
+{
+	int64_t held = atomic_load_explicit(&hold_unit, memory_order_relaxed);
+
+	if (held == NEVER || (uint64_t)held != unit)
+		return;
+	int ticket = atomic_fetch_add(&hold_arrivals, 1);
+	if (ticket < WPC_HOLD_MAX_TICKETS)
+		atomic_store(&hold_points[ticket], point);
+	if (point == WPC_HOLD_LOST)
+		return;
+	uint64_t deadline = wpc_now_ns() + WPC_HOLD_EXPIRE_NS;
+	for (;;) {
+		uint32_t gen = atomic_load(&release_gen);
+
+		if (ticket_released(ticket))
+			return;
+		if (wpc_now_ns() > deadline) {
+			atomic_store(&hold_expired, 1);
+			return;
+		}
+		struct timespec step = { .tv_sec = 0, .tv_nsec = 50 * 1000 * 1000 };
+		syscall(SYS_futex, (uint32_t *)&release_gen, FUTEX_WAIT_PRIVATE, gen, &step, NULL, 0);
+	}
+}
+
+int wpc_test_hold_arrivals(int *points, int max)
+{
+	int n = atomic_load(&hold_arrivals);
+
+	for (int i = 0; i < n && i < max && i < WPC_HOLD_MAX_TICKETS; i++)
+		points[i] = atomic_load(&hold_points[i]);
+	return n;
+}
+
+void wpc_test_hold_release(int ticket)
+{
+	if (ticket < 0)
+		atomic_store(&hold_released, UINT64_MAX);
+	else if (ticket < 64)
+		atomic_fetch_or(&hold_released, 1ull << ticket);
+	atomic_fetch_add(&release_gen, 1);
+	syscall(SYS_futex, (uint32_t *)&release_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+int wpc_test_hold_expired(void)
+{
+	return atomic_load(&hold_expired);
 }

@@ -319,12 +319,23 @@ void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
  *                                      once vm.max_map_count is reached
  *   WPCOMPARE_INJECT_HANDLER_EXIT=N    a strategy's fault handler thread
  *                                      exits after serving N faults
+ *   WPCOMPARE_INJECT_HOLD=N            every thread reaching a hold point
+ *                                      (WPC_HOLD_*) for chunk or unit N stops
+ *                                      there until the test releases it
+ *                                      (wpc_test_hold_release): races made to
+ *                                      happen in a chosen order, every time
+ *   WPCOMPARE_INJECT_NO_DONTUNMAP=1    chunked copy-and-remap runs as on a
+ *                                      kernel without MREMAP_DONTUNMAP
  *   WPCOMPARE_COUNT_CLOCK_READS=1      wpc_now_ns() counts its calls per
  *                                      thread; the touch pass reports its
  *                                      threads' total as counter
  *                                      "touch_clock_reads"
  */
 int wpc_inject_load(char *why, size_t len);
+/* Async-signal-safe: stop at hold point `point` if `unit` is the held one. */
+void wpc_inject_hold(int point, uint64_t unit);
+bool wpc_inject_no_dontunmap(void);
+#define WPC_HOLD_EXPIRE_NS (10ull * 1000 * 1000 * 1000)
 /* Async-signal-safe: whether this mremap must fail with ENOMEM. */
 bool wpc_inject_mremap_enomem(void);
 /* Whether a handler thread that has served `served` faults must exit now. */

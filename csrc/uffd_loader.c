@@ -414,6 +414,7 @@ int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake_waiters)
 		atomic_fetch_add_explicit(&u->st.stale, 1, memory_order_relaxed);
 		return wake_waiters ? wake(u, at, u->unit) : 0;
 	}
+	wpc_inject_hold(WPC_HOLD_RESOLVE, at / u->unit);	/* test-only: a fault in flight */
 	/* The faulting unit first, woken by its own copy; then the rest of the chunk. */
 	ret = place(u, at, u->unit, !wake_waiters, u->staging, u->chunk, &placed);
 	if (!ret && c1 - c0 > u->unit) {
@@ -602,11 +603,15 @@ static void prefetch_recorded(struct wpc_uffd *u, uint8_t *staging, size_t stagi
 
 			if (unit_loaded(u, off))
 				continue;
+			wpc_inject_hold(WPC_HOLD_PLACE, u->prefetch[i]);	/* test-only */
 			ret = place(u, off, u->unit, true, staging, staging_len, &placed);
 			lo = min_u64(lo, off);
 			hi = off + u->unit > hi ? off + u->unit : hi;
 		}
 		view_exit(u);
+		/* Test-only: a unit placed DONTWAKE whose waiters this batch has not woken yet. */
+		for (uint64_t i = first; i < min_u64(first + PREFETCH_BATCH, u->nprefetch); i++)
+			wpc_inject_hold(WPC_HOLD_UNWOKEN, u->prefetch[i]);
 		/* One wake for the batch: a waiter between lo and hi on an unplaced unit just refaults. */
 		if (placed)
 			wake(u, lo, hi - lo);

@@ -359,4 +359,28 @@ int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t rounds
 			  uint64_t *writes, uint64_t *lost_pages);
 void wpc_wp_tracker_close(struct wpc_wp_tracker *t);
 
+/*
+ * ---- test-only: holding a race in a chosen order ----
+ * With WPCOMPARE_INJECT_HOLD=N set when a run is created, every thread that
+ * reaches one of these points for chunk (sigsegv, uffd-wp) or unit (uffd
+ * family) N takes the next ticket and stops there until the test releases
+ * its ticket (WPC_HOLD_LOST only takes a ticket). Unreleased, it goes on
+ * after 10 s and wpc_test_hold_expired() says so. Never set it for
+ * measurements.
+ */
+enum wpc_hold_point {
+	WPC_HOLD_CLAIM = 1,	/* chunk seen FRESH, before the claim itself */
+	WPC_HOLD_COPY = 2,	/* chunk claimed and copied into the shadow, before its mremap */
+	WPC_HOLD_RESOLVE = 3,	/* a fault on the unit read by its resolver, before placing it */
+	WPC_HOLD_LOST = 4,	/* a claim that found the chunk claimed: noted, never held */
+	WPC_HOLD_PLACE = 5,	/* a loader about to place the unit (DONTWAKE, a recorded order) */
+	WPC_HOLD_UNWOKEN = 6,	/* ... placed it, before its batch's UFFDIO_WAKE */
+	WPC_HOLD_MAX_TICKETS = 64,
+};
+/* Arrivals so far (tickets 0..n-1); points[i] = where ticket i is (or was) held. */
+int wpc_test_hold_arrivals(int *points, int max);
+/* Let ticket go on; -1: every ticket, also those still to come. */
+void wpc_test_hold_release(int ticket);
+int wpc_test_hold_expired(void);
+
 #endif /* WPCOMPARE_H */

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import assert_ok
+from conftest import (HOLD_VARIABLE, WATCHDOG, assert_ok, hold_arrivals, hold_expired,
+                      hold_release, hold_wait)
 from wpcompare import binding
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
@@ -80,7 +81,7 @@ def fill_vmas_to(limit_gap):
     return addr, length
 
 
-def wait_status(function, argument=None, timeout=60):
+def wait_status(function, argument=None, timeout=WATCHDOG):
     """Run function(argument) in a forked child with stderr silenced; its raw wait status.
 
     The child exits 0 when function returns, 3 when it raises; a signal
@@ -188,6 +189,133 @@ def _vma_limit(spec):
                 "mismatched": run.result.mismatched_pages}
 
 
+# ---- races held in a chosen order (WPCOMPARE_INJECT_HOLD) ----
+
+# The chunk every race is held on: in the middle of a 1 MiB image of 64 KiB chunks.
+RACE_CHUNK = 7
+RACE_CHUNK_BYTES = 65536
+
+
+class Writer(threading.Thread):
+    """Writes 8 bytes into the region from its own thread (ctypes drops the GIL)."""
+
+    def __init__(self, addr, offset, value):
+        super().__init__(daemon=True)
+        self.addr, self.offset, self.value = addr, offset, value
+
+    def run(self):
+        ctypes.memmove(self.addr + self.offset, self.value, len(self.value))
+
+    def finish(self, what, timeout=5):
+        self.join(timeout)
+        assert not self.is_alive(), \
+            f"{what}: a write at byte {self.offset} still blocked {timeout} s after its chunk was released"
+
+
+def _held_race(spec):
+    """One race on chunk RACE_CHUNK, its steps in a fixed order; what the region holds after."""
+    image, strategy, params, scenario = spec
+    os.environ[HOLD_VARIABLE] = str(RACE_CHUNK)
+    try:
+        run = open_run(image, strategy, params, op="write", pattern="seq")
+    finally:
+        del os.environ[HOLD_VARIABLE]
+    base = RACE_CHUNK * RACE_CHUNK_BYTES
+    expected = bytearray(expected_region(image))
+    writes = {}
+
+    def write(offset, value, start=True):
+        writes[offset] = value
+        expected[offset:offset + len(value)] = value
+        writer = Writer(addr, offset, value)
+        if start:
+            writer.start()
+        return writer
+
+    steps = []
+    with run:
+        run.restore()
+        addr, _ = run.region()
+        if scenario in ("fault-against-background", "two-faults"):
+            if scenario == "fault-against-background":
+                # The background thread sees the chunk FRESH first, then a writer faults on it.
+                steps.append(hold_wait(1))
+                writers = [write(base + 3 * 4096 + 8, b"\x11" * 8)]
+            else:
+                # Two writers fault on the chunk (each its own SIGSEGV handler).
+                writers = [write(base + 5 * 4096 + 16, b"\x22" * 8)]
+                steps.append(hold_wait(1))
+                writers.append(write(base + 9 * 4096 + 24, b"\x33" * 8))
+            steps.append(hold_wait(2))              # both saw it FRESH
+            hold_release(0)
+            hold_release(1)
+            # One claims it and copies it, the other lost the claim: ["copy", "lost"]; two
+            # copies would be ["copy", "copy"], both made before either remaps.
+            outcome = hold_wait(4)[2:]
+            steps.append(sorted(outcome))
+            hold_release(2 + outcome.index("copy"))  # the first copy is remapped...
+            deadline = time.monotonic() + 2
+            while all(writer.is_alive() for writer in writers) and time.monotonic() < deadline:
+                time.sleep(0.001)                     # ...and a write lands in it
+            hold_release()
+            for writer in writers:
+                writer.finish(scenario)
+        elif scenario == "write-during-copy":
+            # The background thread has copied the chunk, not yet remapped it; a writer comes.
+            steps.append(hold_wait(1))
+            hold_release(0)
+            steps.append(hold_wait(2))
+            writer = write(base + 2 * 4096 + 40, b"\x44" * 8)
+            writer.join(0.3)
+            steps.append("writer returned during the copy" if not writer.is_alive() else
+                         "writer waits")
+            hold_release()
+            writer.finish("write during copy")
+        # The bytes first: a fixup that fails on its own bookkeeping must not hide them.
+        try:
+            run.fixup()
+            fixup_error = None
+        except WpcError as error:
+            fixup_error = error.reason
+        steps.append(hold_arrivals())
+        region = ctypes.string_at(addr, image.size)
+    lost = {offset: region[offset:offset + len(value)].hex() for offset, value in writes.items()
+            if region[offset:offset + len(value)] != value}
+    pages = sorted({offset // binding.PAGE_SIZE for offset in range(image.size)
+                    if region[offset] != expected[offset]})
+    return {"lost": lost, "pages_differing": pages[:10], "steps": steps,
+            "expired": hold_expired(), "fixup_error": fixup_error}
+
+
+def _vmas_after_writes(spec):
+    """Process VMAs gained by restore and touch (4 KiB chunks written at random, nothing
+    fixed up yet), and how many of them make up the region."""
+    image, strategy, params, without_dontunmap = spec
+    if without_dontunmap:
+        os.environ["WPCOMPARE_INJECT_NO_DONTUNMAP"] = "1"
+    with open_run(image, strategy, params, op="write", pattern="sparse:0.3") as run:
+        before = len(maps_lines(""))
+        run.restore()
+        run.touch()
+        addr, length = run.region()
+        lines = maps_lines("")
+        region = sum(1 for line in lines
+                     if int(line.split("-")[0], 16) < addr + length and
+                     int(line.split()[0].split("-")[1], 16) > addr)
+        return {"gained": len(lines) - before, "region": region}
+
+
+def assert_race_kept_every_write(out, claims=None):
+    """A held race's outcome: every write and every other byte where it belongs (checked
+    first, so a lost write is reported as lost bytes), then the bookkeeping."""
+    assert not out["lost"], f"writes lost (offset: bytes found): {out['lost']}"
+    assert not out["pages_differing"], f"pages differ: {out['pages_differing']}"
+    assert out["fixup_error"] is None, out["fixup_error"]
+    if claims:
+        assert out["steps"][2] == claims, f"claims: {out['steps'][2]}, expected {claims}"
+    assert not out["expired"], f"a held thread was never released: {out['steps']}"
+
+
 class ChunkFixupSuite:
     strategy = None          # set by the subclass
 
@@ -201,7 +329,7 @@ class ChunkFixupSuite:
     @pytest.mark.parametrize("op", ("read", "write"))
     @pytest.mark.parametrize("copy", COPIES)
     def test_bytes_right_after_fixup(self, make_image, run_strategy, chunk, fixup, op, copy):
-        image = make_image(ODD_SIZE)
+        image = make_image(ODD_SIZE, kind="random")     # no zero page: a page never copied shows
         row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup},copy={copy}", op=op,
                        threads=2)
         counters = row["counters"]
@@ -226,7 +354,7 @@ class ChunkFixupSuite:
     def test_concurrent_writers_lose_no_write(self, make_image, run_strategy, chunk, copy):
         """4 threads write random pages while the background thread fixes up the rest; the
         verifier checks every page against image + each thread's known values."""
-        image = make_image(16 << 20)
+        image = make_image(16 << 20, kind="random")
         # Whether the writers and the background thread overlap depends on scheduling;
         # on a loaded machine one may finish first, so a few attempts are allowed.
         for _ in range(5):
@@ -244,7 +372,7 @@ class ChunkFixupSuite:
     @pytest.mark.parametrize("fixup", ("background", "on-write-only"))
     def test_many_writers_on_the_same_chunk(self, make_image, run_strategy, fixup):
         """overlap: all 8 threads write every page, so they fault on the same 2 MiB chunks at once."""
-        image = make_image((4 << 20) + 4096)
+        image = make_image((4 << 20) + 4096, kind="random")
         row = self.run(run_strategy, image, f"chunk=2M,fixup={fixup}", op="write",
                        pattern="seq", threads=8, overlap=True)
         counters = row["counters"]
@@ -274,7 +402,7 @@ class ChunkFixupSuite:
     @pytest.mark.parametrize("fixup", FIXUPS)
     @pytest.mark.parametrize("copy", COPIES)
     def test_image_unlinked_and_truncated_after_detach(self, make_image, in_child, fixup, copy):
-        image = make_image(ODD_SIZE, name="doomed.img")
+        image = make_image(ODD_SIZE, kind="random", name="doomed.img")
         out = in_child(_detach_then_destroy_image, (image, self.strategy, f"fixup={fixup},copy={copy}"))
         if fixup != "background":     # the background thread may be done before we look
             assert out["mapped_before"], "the region did not map the image before fixup"
@@ -286,7 +414,7 @@ class ChunkFixupSuite:
         ("64K", "stride:16", "on-write-only"),
     ])
     def test_dirty_set_is_exact(self, make_image, run_strategy, chunk, pattern, fixup):
-        image = make_image(4 << 20)
+        image = make_image(4 << 20, kind="random")
         row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup}", op="write",
                        pattern=pattern, threads=4)
         dirty = row["dirty"]
@@ -310,6 +438,44 @@ class ChunkFixupSuite:
         # Chunks remapped by the background thread while writers ran are reported too.
         assert dirty["reported"] == row["touched_pages"] + dirty["extra"]
         assert dirty["reported"] >= row["touched_pages"]
+
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_held_race_fault_claim_against_background_claim(self, make_image, in_child, copy):
+        """The background thread and a faulting writer both see the chunk FRESH, then both
+        claim it: one must lose (and the writer wait), never both copy and remap it."""
+        image = make_image(1 << 20, kind="random")
+        out = in_child(_held_race, (image, self.strategy,
+                                    f"chunk=64K,fixup=background,copy={copy}",
+                                    "fault-against-background"))
+        assert out["steps"][:2] == [["claim"], ["claim", "claim"]], out
+        assert_race_kept_every_write(out, ["copy", "lost"])
+
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_held_race_write_during_copy(self, make_image, in_child, copy):
+        """A writer meets a chunk the background thread has copied and not yet remapped:
+        it waits, and its write lands in the new pages."""
+        image = make_image(1 << 20, kind="random")
+        out = in_child(_held_race, (image, self.strategy,
+                                    f"chunk=64K,fixup=background,copy={copy}",
+                                    "write-during-copy"))
+        assert out["steps"][:2] == [["claim"], ["claim", "copy"]], out
+        assert out["steps"][2] == "writer waits", out
+        assert_race_kept_every_write(out)
+
+    def test_moved_chunks_cost_vmas_in_the_region_only(self, make_image, in_child):
+        """MREMAP_DONTUNMAP keeps the shadow one VMA: the VMAs a run gains are the region's
+        pieces (written chunks between image chunks) and a few more, where without it every
+        moved chunk also punches a hole in the shadow, and vm.max_map_count comes twice as soon."""
+        image = make_image(4 << 20, kind="random")
+        params = "chunk=4K,fixup=on-write-only"
+        kept = in_child(_vmas_after_writes, (image, self.strategy, params, False))
+        holes = in_child(_vmas_after_writes, (image, self.strategy, params, True))
+        assert kept["region"] > 100, f"too few region pieces to measure: {kept}"
+        # A few more: the shadow itself, and what the allocator (ASan's too) maps meanwhile.
+        assert kept["gained"] - kept["region"] <= max(8, kept["region"] // 8), \
+            f"with MREMAP_DONTUNMAP the run gained {kept['gained']} VMAs for {kept['region']} in the region"
+        assert holes["gained"] - holes["region"] >= kept["region"] // 2, \
+            f"without MREMAP_DONTUNMAP: {holes}, with it: {kept}"
 
     def test_vma_limit_fails_the_run_with_a_reason(self, make_image, in_child):
         image = make_image(2 << 20)

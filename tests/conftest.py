@@ -5,13 +5,21 @@ real use, so a strategy's signal handlers, mappings or a crash never reach
 the pytest process.
 """
 import os
+import time
 
 import pytest
 
 from wpcompare import binding, runner
+from wpcompare._core import ffi, lib
 from wpcompare.image import Image
 
 SMALL = 2 << 20
+
+# The per-test watchdog: a run (or a child) that has not finished by then is a
+# strategy that stopped serving faults, and fails in seconds, naming the phase
+# it was blocked in, instead of after the runner's minute. Sanitized builds run
+# several times slower (.ci/sanitize sets WPCOMPARE_SANITIZED).
+WATCHDOG = 15 * (4 if os.environ.get("WPCOMPARE_SANITIZED") else 1)
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +54,7 @@ def spec_for(image, strategy, **fields):
 @pytest.fixture
 def run_strategy():
     """run_strategy(image, strategy, **spec fields) -> the worker's row, run in a fresh process."""
-    def run(image, strategy, timeout=60, **fields):
+    def run(image, strategy, timeout=WATCHDOG, **fields):
         return runner.run_isolated(spec_for(image, strategy, **fields), timeout)
     return run
 
@@ -54,14 +62,16 @@ def run_strategy():
 @pytest.fixture
 def in_child():
     """in_child(function, argument) -> function(argument) computed in a forked child."""
-    def call(function, argument=None, timeout=60):
+    def call(function, argument=None, timeout=WATCHDOG):
         return runner.call_in_fresh_process(function, argument, timeout)
     return call
 
 
 def assert_ok(row):
     """The run completed, its bytes verified; a readable failure otherwise."""
-    assert row["status"] == "ok", f"{row.get('label')} {row.get('op')}: {row['status']}: {row.get('reason')}"
+    phase = f" in {row['failed_phase']}" if row.get("failed_phase") else ""
+    assert row["status"] == "ok", \
+        f"{row.get('label')} {row.get('op')}: {row['status']}{phase}: {row.get('reason')}"
     assert row["verified"], row.get("reason")
 
 
@@ -78,3 +88,39 @@ def skip_unless_available(strategy, params=None):
 
 def is_root():
     return os.geteuid() == 0
+
+
+# ---- holding races in a chosen order (WPCOMPARE_INJECT_HOLD, csrc/fault_inject.c) ----
+
+HOLD_VARIABLE = "WPCOMPARE_INJECT_HOLD"
+HOLD_POINTS = {lib.WPC_HOLD_CLAIM: "claim", lib.WPC_HOLD_COPY: "copy",
+               lib.WPC_HOLD_RESOLVE: "resolve", lib.WPC_HOLD_LOST: "lost",
+               lib.WPC_HOLD_PLACE: "place", lib.WPC_HOLD_UNWOKEN: "unwoken"}
+
+
+def hold_arrivals():
+    """The hold points reached so far, ticket by ticket ("claim", "copy", "resolve", "lost")."""
+    points = ffi.new("int[]", lib.WPC_HOLD_MAX_TICKETS)
+    count = lib.wpc_test_hold_arrivals(points, lib.WPC_HOLD_MAX_TICKETS)
+    return [HOLD_POINTS.get(points[i], "?") for i in range(min(count, lib.WPC_HOLD_MAX_TICKETS))]
+
+
+def hold_wait(count, timeout=5):
+    """Wait until count threads have reached a hold point; the points, ticket by ticket."""
+    deadline = time.monotonic() + timeout
+    while len(arrived := hold_arrivals()) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(arrived)} of {count} threads reached a hold point "
+                                 f"within {timeout} s (arrived: {arrived})")
+        time.sleep(0.001)
+    return arrived
+
+
+def hold_release(ticket=-1):
+    """Let the thread holding ticket go on; -1: every ticket, also later ones."""
+    lib.wpc_test_hold_release(ticket)
+
+
+def hold_expired():
+    """Whether a held thread went on by itself, never released (a broken test)."""
+    return bool(lib.wpc_test_hold_expired())

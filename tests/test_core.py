@@ -86,6 +86,55 @@ def test_verifier_catches_one_flipped_bit(image, in_child):
     assert outcome["mismatched"] == 1 and outcome["first"] == 300 and not outcome["verified"]
 
 
+def _flips_missed(spec):
+    """Flip one byte at a time at each (page, offset), verify, flip it back: the flips missed."""
+    image, flips = spec
+    missed = []
+    with _open_run(image, "read") as run:
+        run.restore()
+        run.touch()
+        run.fixup()
+        addr, _ = run.region()
+        region = ffi.cast("uint8_t *", addr)
+        for page, offset in flips:
+            at = page * binding.PAGE_SIZE + offset
+            region[at] ^= 0x01
+            try:
+                run.verify()
+                missed.append((page, offset, "verified"))
+            except VerificationError as error:
+                if f"first at page {page}" not in error.reason or run.result.mismatched_pages != 1:
+                    missed.append((page, offset, error.reason))
+            region[at] ^= 0x01
+        run.verify()
+    return missed
+
+
+def test_verifier_catches_a_flip_at_every_word_of_a_page(make_image, in_child):
+    """Every 8-byte word of a page, each at a different byte within it, and the first and
+    last byte: a verifier that skips any part of a page misses one of them."""
+    image = make_image(64 << 10, kind="random")
+    words = binding.PAGE_SIZE // 8
+    flips = [(word % image.pages, word * 8 + word % 8) for word in range(words)]
+    flips += [(0, 0), (image.pages - 1, binding.PAGE_SIZE - 1)]
+    assert in_child(_flips_missed, (image, flips)) == []
+
+
+@pytest.mark.parametrize("generated", (True, False), ids=("generated", "user-file"))
+def test_verifier_catches_the_last_byte_of_an_odd_sized_image(tmp_path, make_image, in_child,
+                                                              generated):
+    size = 3 * binding.PAGE_SIZE + 101
+    if generated:
+        image = make_image(size, kind="random")
+    else:
+        path = tmp_path / "odd.img"
+        path.write_bytes(os.urandom(size))
+        image = Image(str(path), size, None, None, "file")
+    # The image's last byte, and the first byte past it (the mapping must read zero there).
+    flips = [(3, 100), (3, 101), (3, binding.PAGE_SIZE - 1)]
+    assert in_child(_flips_missed, (image, flips)) == []
+
+
 def _verify_with_lingering_mapping(image):
     with _open_run(image, "mmap") as run:
         run.restore()

@@ -13,15 +13,18 @@ the C core's test-only hooks (csrc/fault_inject.c: mremap failing with
 ENOMEM without lowering vm.max_map_count for everybody; a fault handler
 thread exiting).
 """
+import os
+
 import pytest
 
-from conftest import spec_for
+from conftest import WATCHDOG, skip_unless_available, spec_for
 from wpcompare import binding, runner, strategies
+from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
 from wpcompare.worker import HUGE_PAGE_DIR
 
 SMALL = 2 << 20
-TIMEOUT = 30
+TIMEOUT = WATCHDOG
 NAMES = [strategy.name for strategy in strategies.all_strategies()]
 # A handler thread serves faults for the strategies that let you place it.
 WITH_HANDLER = [s.name for s in strategies.all_strategies() if s.param("handler-cpu")]
@@ -64,6 +67,32 @@ def test_image_truncated_while_mapped(make_image, strategy, op):
     assert_survived_or_failed_loudly(row, image)
     if (row["reason"] or "").startswith("worker killed by SIGBUS"):
         assert "truncated" in row["reason"]
+
+
+def _fixup_of_a_truncated_image(spec):
+    """Restore, cut the image in half, then load every page in fixup, touching none."""
+    image, strategy = spec
+    with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                     strategy=strategy, params=None, op="read", pattern=parse_pattern("seq"),
+                     threads=1, overlap=False, seed=1) as run:
+        run.restore()
+        os.truncate(image.path, image.size // 2)
+        try:
+            run.fixup()
+        except WpcError as error:
+            return error.reason
+        return None
+
+
+@pytest.mark.parametrize("strategy", ["uffd", "uffd-sigbus"])
+def test_a_copy_that_fails_is_an_error_not_a_placed_page(make_image, in_child, strategy):
+    """UFFDIO_COPY from the truncated half fails (EFAULT): fixup must fail naming it, not
+    count the page as placed (as for EEXIST) and leave it empty for the next access."""
+    skip_unless_available(strategy)
+    image = make_image(SMALL, kind="random", name="cut.img")
+    reason = in_child(_fixup_of_a_truncated_image, (image, strategy))
+    assert reason is not None, "fixup succeeded with half of the image unreadable"
+    assert "Bad address" in reason, reason
 
 
 def test_lazy_mmap_of_a_truncated_image_dies_of_sigbus_in_touch(make_image):

@@ -67,20 +67,12 @@ def _settled_state(image_path, expected_threads):
     return _process_state(image_path)
 
 
-def _run_to(argument):
-    """In a forked child: run the strategy up to `stop` (or through a failure), destroy, compare."""
-    image, strategy, params, stop, inject = argument
-    if inject:
-        os.environ.update(inject)
-    before = _process_state(image.path)
-    done, failed = [], None
-    try:
-        run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                          strategy=strategy, params=params or None, op="mixed",
-                          pattern=parse_pattern("random"), threads=4, overlap=False, seed=5)
-    except WpcError as error:
-        return {"skipped": error.reason}
-    region = None
+def _run_phases(image, strategy, params, stop):
+    """Run the strategy up to `stop` (or through a failure) and destroy it: (done, failed, region)."""
+    done, failed, region = [], None, None
+    run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                      strategy=strategy, params=params or None, op="mixed",
+                      pattern=parse_pattern("random"), threads=4, overlap=False, seed=5)
     with run:
         for phase in binding.PHASES[:binding.PHASES.index(stop) + 1]:
             try:
@@ -90,17 +82,35 @@ def _run_to(argument):
                 break
             done.append(phase)
             region = region or run.region()
+    return done, failed, region
+
+
+def _run_to(argument):
+    """In a forked child: run the strategy up to `stop` (or through a failure), destroy, compare."""
+    image, strategy, params, stop, inject = argument
+    if inject:
+        os.environ.update(inject)
+    try:
+        # A first run fills what the C library keeps for reuse, not a leak:
+        # cached thread stacks (8 MiB each) and per-thread malloc arenas.
+        _run_phases(image, strategy, params, stop)
+        space_before = _address_space()
+        before = _process_state(image.path)
+        done, failed, region = _run_phases(image, strategy, params, stop)
+    except WpcError as error:
+        return {"skipped": error.reason}
     still_mapped = _mapped_within(*region) if region else []
     after = _settled_state(image.path, before["threads"])
+    space_after = _address_space()
     before["region_still_mapped"], after["region_still_mapped"] = [], still_mapped
-    return {"before": before, "after": after, "done": done, "failed": failed}
+    growth = {key: space_after[key] - space_before[key] for key in space_before}
+    return {"before": before, "after": after, "done": done, "failed": failed, "growth": growth,
+            "region_kb": region[1] >> 10 if region else 0}
 
 
-def _mapped_within(start, length, buffer=bytearray(1 << 20)):
-    """VMAs of /proc/self/maps overlapping [start, start + length).
-
-    Read right after the run is destroyed, into a buffer allocated before it,
-    so that no allocation of this check lands in the hole the region left."""
+def _maps_lines(buffer=bytearray(1 << 20)):
+    """/proc/self/maps, read into a buffer allocated at import, so that no
+    allocation of this check lands in the hole a region left."""
     fd = os.open("/proc/self/maps", os.O_RDONLY)
     try:
         size = 0
@@ -108,8 +118,30 @@ def _mapped_within(start, length, buffer=bytearray(1 << 20)):
             size += count
     finally:
         os.close(fd)
+    return bytes(buffer[:size]).decode().splitlines()
+
+
+def _address_space():
+    """Process-wide: every VMA, the unnamed anonymous memory, and VmSize (kB).
+
+    A strategy's own scratch mappings (a shadow region, a staging buffer)
+    are unnamed anonymous memory anywhere in the process, not in the region."""
+    lines = _maps_lines()
+    anonymous_kb = 0
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 5 and fields[4] == "0":
+            low, high = (int(bound, 16) for bound in fields[0].split("-"))
+            anonymous_kb += (high - low) >> 10
+    with open("/proc/self/status") as status:
+        vm_size_kb = int(next(line.split()[1] for line in status if line.startswith("VmSize:")))
+    return {"vmas": len(lines), "anonymous_kb": anonymous_kb, "vm_size_kb": vm_size_kb}
+
+
+def _mapped_within(start, length):
+    """VMAs of /proc/self/maps overlapping [start, start + length)."""
     overlapping = []
-    for line in bytes(buffer[:size]).decode().splitlines():
+    for line in _maps_lines():
         low, high = (int(bound, 16) for bound in line.split()[0].split("-"))
         if low < start + length and high > start:
             overlapping.append(line)
@@ -129,6 +161,16 @@ def _check_nothing_left(in_child, image, strategy, stop, params=None, inject=Non
         assert after[key] == before[key], (
             f"{strategy} left {key} behind (ran {outcome['done']}, failed: {outcome['failed']}): "
             f"before {before[key]!r}, after {after[key]!r}")
+    # Process-wide, anywhere outside the region too. The interpreter itself may
+    # map an arena (1 MiB) meanwhile; a leaked shadow or staging buffer is
+    # region-sized (4 MiB here) or at least 2 MiB.
+    growth, slack_kb = outcome["growth"], 1024
+    if "address" in os.environ.get("WPCOMPARE_SANITIZED", ""):
+        return outcome     # ASan's allocator maps and unmaps as it likes; the UBSan pass checks
+    assert growth["vmas"] <= 1 and growth["anonymous_kb"] <= slack_kb and \
+        growth["vm_size_kb"] <= slack_kb, (
+            f"{strategy} left address space behind (ran {outcome['done']}, failed: "
+            f"{outcome['failed']}): growth {growth} for a region of {outcome['region_kb']} kB")
     return outcome
 
 

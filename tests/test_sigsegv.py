@@ -13,13 +13,26 @@ import signal
 
 import pytest
 
-from chunk_suite import ChunkFixupSuite, libc, open_run, wait_status
+from chunk_suite import (COPIES, ChunkFixupSuite, _held_race, assert_race_kept_every_write, libc,
+                         open_run, wait_status)
 from wpcompare import binding
 from wpcompare.errors import WpcError
 
 
 class TestSigsegv(ChunkFixupSuite):
     strategy = "sigsegv"
+
+    @pytest.mark.parametrize("copy", COPIES)
+    def test_held_race_two_faults_on_one_chunk(self, make_image, in_child, copy):
+        """Two writers' SIGSEGV handlers both see the chunk FRESH, then both claim it: one
+        must lose and wait, never both copy and remap it (the second remap would move the
+        emptied shadow over the first one's pages and the write made into them).
+        (uffd-wp serves faults on one handler thread: its faults never race each other.)"""
+        image = make_image(1 << 20, kind="random")
+        out = in_child(_held_race, (image, "sigsegv", f"chunk=64K,fixup=on-write-only,copy={copy}",
+                                    "two-faults"))
+        assert out["steps"][:2] == [["claim"], ["claim", "claim"]], out
+        assert_race_kept_every_write(out, ["copy", "lost"])
 
 
 class SigAction(ctypes.Structure):

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from conftest import HOLD_VARIABLE, WATCHDOG, hold_expired, hold_release, hold_wait
 from wpcompare._core import ffi, lib
 
 UFFD = ("uffd", "uffd-huge", "uffd-sigbus", "uffd-hybrid", "uffd-move", "uffd-minor")
@@ -67,7 +68,7 @@ class CoreRun:
         cfg = ffi.new("struct wpc_config *")
         cfg.image_path, cfg.strategy, cfg.params = self._keep
         cfg.image_seed = IMAGE_SEED
-        cfg.image_kind = lib.WPC_IMAGE_MIXED
+        cfg.image_kind = lib.WPC_IMAGE_RANDOM
         w = cfg.workload
         w.op = lib.WPC_OP_WRITE if op == "write" else lib.WPC_OP_READ
         w.pattern, w.fraction, w.stride = kind, fraction, stride
@@ -121,7 +122,7 @@ class CoreRun:
             self.run = None
 
 
-def in_child(function, *args, timeout=60, **kwargs):
+def in_child(function, *args, timeout=WATCHDOG, **kwargs):
     """function(*args, **kwargs) in a forked child; its JSON-able result, or how it died."""
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -158,7 +159,7 @@ def run_all(image, strategy, params=None, **workload):
         run.destroy()
 
 
-def run_strategy(image, strategy, params=None, timeout=60, **workload):
+def run_strategy(image, strategy, params=None, timeout=WATCHDOG, **workload):
     return in_child(run_all, image, strategy, params, timeout=timeout, **workload)
 
 
@@ -198,11 +199,13 @@ def assert_restored(row, strategy, params=None):
     assert placed_pages(row) == mapped_pages(strategy, row, params), row["counters"]
 
 
+# Random images: no page is all zero, so a page never copied into zeroed
+# anonymous memory cannot verify by chance.
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("uffd") / "image")
     why = ffi.new("char[]", lib.WPC_REASON_LEN)
-    assert lib.wpc_image_generate(path.encode(), IMAGE_SIZE, IMAGE_SEED, lib.WPC_IMAGE_MIXED,
+    assert lib.wpc_image_generate(path.encode(), IMAGE_SIZE, IMAGE_SEED, lib.WPC_IMAGE_RANDOM,
                                   why, len(why)) == 0, _text(why)
     return path
 
@@ -212,7 +215,7 @@ def big_image(tmp_path_factory):
     """Big enough that a loader is still at work while the workload faults."""
     path = str(tmp_path_factory.mktemp("uffd-big") / "image")
     why = ffi.new("char[]", lib.WPC_REASON_LEN)
-    assert lib.wpc_image_generate(path.encode(), 16 << 20, IMAGE_SEED, lib.WPC_IMAGE_MIXED,
+    assert lib.wpc_image_generate(path.encode(), 16 << 20, IMAGE_SEED, lib.WPC_IMAGE_RANDOM,
                                   why, len(why)) == 0, _text(why)
     return path
 
@@ -408,6 +411,94 @@ def test_duplicate_faults_are_woken_after_eexist(image):
     assert row["touched"] // 2 == c["handler_pages"] == 9
     assert c["faults"] > c["handler_pages"], c
     assert c["eexist"] >= 1 and c["wakes"] >= 1, c
+
+
+def _fault_held_while_fixup_places_it(image):
+    """A read fault on unit 5 is held in its resolver; fixup places every unit meanwhile."""
+    os.environ[HOLD_VARIABLE] = "5"
+    run = CoreRun(image, "uffd", op="read")
+    del os.environ[HOLD_VARIABLE]
+    try:
+        assert run.phase("restore")[0] == 0
+        addr, _ = run.region()
+        got = {}
+        page = ctypes.create_string_buffer(PAGE)
+        # memmove drops the GIL (string_at would keep it, blocked in the fault).
+        reader = threading.Thread(target=lambda: got.update(
+            page=ctypes.memmove(page, addr + 5 * PAGE, PAGE) and page.raw), daemon=True)
+        reader.start()
+        arrived = hold_wait(1)
+        fixup = threading.Thread(target=lambda: got.update(fixup=run.phase("fixup")), daemon=True)
+        fixup.start()
+        # The fixup's copy of unit 5 wakes the reader, while the handler still holds its fault.
+        reader.join(5)
+        woken_by_fixup = not reader.is_alive()
+        hold_release()
+        reader.join(5)
+        fixup.join(5)
+        assert not fixup.is_alive(), "fixup still running 5 s after the held fault was released"
+        want = open(image, "rb").read()[5 * PAGE:6 * PAGE]
+        return dict(run.summary(), arrived=arrived, woken_by_fixup=woken_by_fixup,
+                    read_right=got.get("page") == want, fixup=got["fixup"], expired=hold_expired())
+    finally:
+        run.destroy()
+
+
+def test_fault_held_in_flight_while_fixup_places_its_page(image):
+    """Two resolvers on one page, in a fixed order: the handler has read the fault, fixup
+    places the page first and wakes the reader, then the handler finds it placed (EEXIST)."""
+    out = in_child(_fault_held_while_fixup_places_it, image)
+    assert out["arrived"] == ["resolve"]
+    assert out["woken_by_fixup"], "the reader was not woken by the fixup's copy of its page"
+    assert out["read_right"], "the reader read other bytes than the image's"
+    assert out["fixup"][0] == 0, out["fixup"]
+    assert out["counters"]["eexist"] >= 1, out["counters"]
+    assert not out["expired"]
+
+
+def _fault_on_a_page_a_loader_placed_without_waking(image, order):
+    """The loader places unit 5 DONTWAKE while a reader sleeps on it and the handler holds
+    the reader's fault; the loader is held before its batch's wake, the handler goes on."""
+    os.environ[HOLD_VARIABLE] = "5"
+    run = CoreRun(image, "uffd-hybrid", f"order=recorded,loader-threads=1,path={order}")
+    del os.environ[HOLD_VARIABLE]
+    try:
+        assert run.phase("restore")[0] == 0
+        steps = [hold_wait(1)]                    # the loader, about to place unit 5
+        addr, _ = run.region()
+        page = ctypes.create_string_buffer(PAGE)
+        reader = threading.Thread(target=lambda: ctypes.memmove(page, addr + 5 * PAGE, PAGE),
+                                  daemon=True)
+        reader.start()
+        steps.append(hold_wait(2))                # the reader's fault, in the handler
+        hold_release(0)
+        steps.append(hold_wait(3))                # placed, its wake not sent yet
+        hold_release(1)                           # the handler finds it placed: EEXIST
+        reader.join(2)
+        woken = not reader.is_alive()
+        hold_release()
+        reader.join(5)
+        rc, reason = run.phase("fixup")
+        want = open(image, "rb").read()[5 * PAGE:6 * PAGE]
+        return dict(run.summary(), steps=steps, woken=woken, read_right=page.raw == want,
+                    fixup=[rc, reason], expired=hold_expired())
+    finally:
+        run.destroy()
+
+
+def test_a_fault_on_a_page_placed_without_wake_is_woken_by_its_resolver(image, tmp_path):
+    """A loader places a recorded order DONTWAKE and wakes each batch at its end: a reader
+    asleep on a page of the batch must be woken by the handler serving its fault, which
+    finds the page placed (EEXIST), not wait for the rest of the batch."""
+    pages = 513
+    order = tmp_path / "five.order"
+    order.write_text(f"wpcompare-fault-order v1 pages={pages} faults=2\n5\n6\n")
+    out = in_child(_fault_on_a_page_a_loader_placed_without_waking, image, str(order))
+    assert out["steps"] == [["place"], ["place", "resolve"], ["place", "resolve", "unwoken"]], out
+    assert out["woken"], "the reader still sleeps on a placed page: nobody woke it after EEXIST"
+    assert out["read_right"], "the reader read other bytes than the image's"
+    assert out["fixup"][0] == 0, out["fixup"]
+    assert out["counters"]["eexist"] >= 1 and not out["expired"], out
 
 
 def test_loader_races_faults_and_counts_eexist(big_image):

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from conftest import assert_ok, spec_for
+from conftest import WATCHDOG, assert_ok, spec_for
 from wpcompare import binding, runner, worker
 from wpcompare._core import ffi, lib
 from wpcompare.errors import WpcError
@@ -38,7 +38,7 @@ def _why():
     return ffi.new("char[]", lib.WPC_REASON_LEN)
 
 
-def in_child(function, *args, env=None, timeout=60):
+def in_child(function, *args, env=None, timeout=WATCHDOG):
     """function(*args) in a forked child with env set first; a hang fails the test."""
     def child(_):
         os.environ.update(env or {})
