@@ -66,6 +66,10 @@ def test_read_back_sits_in_larger_folios_than_written_and_a_pass_faults_less(mak
         written = cache.describe()["before"]
     assert set(written["folio_pages"]) == {"4096"}
     assert sum(count for size, count in read_back["folio_pages"].items() if int(size) > 4096) > image.pages // 2
+    # Folios are naturally aligned and, in a file a whole number of 2 MiB long, lie wholly in it:
+    # the pages counted in folios of a size are whole folios of it.
+    assert sum(read_back["folio_pages"].values()) == image.pages
+    assert all(count % (int(size) // 4096) == 0 for size, count in read_back["folio_pages"].items())
     assert read_back["pass_faults"] < written["pass_faults"]
 
 
