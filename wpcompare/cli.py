@@ -3,6 +3,7 @@
 Bad input is refused before anything runs, with one line naming the problem
 and the fix, and a non-zero exit; no output file is touched.
 """
+import errno
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from wpcompare.progress import progress_for
 from wpcompare.options import parse_pattern, parse_size
 from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
+from wpcompare import output as output_files
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -74,20 +76,15 @@ class ImageType(_ParsedType):
 
 
 class OutputType(click.ParamType):
-    """A file that can be created where asked: checked before any run starts."""
+    """A file -o may write (see wpcompare.output): checked before any run starts."""
 
     name = "file"
 
     def convert(self, value, param, ctx):
-        path = os.path.abspath(value)
-        if os.path.isdir(path):
-            self.fail(f"{value!r} is a directory: give a file name", param, ctx)
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            self.fail(f"directory {parent!r} does not exist: create it first", param, ctx)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            self.fail(f"directory {parent!r} is not writable", param, ctx)
-        return path
+        try:
+            return output_files.check_output(value)
+        except WpcError as error:
+            self.fail(error.reason, param, ctx)
 
 
 class PresetType(_ParsedType):
@@ -139,7 +136,42 @@ class InjectionType(click.ParamType):
 EXPORT_EXTENSIONS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; standard output that cannot be written (a full disk, /dev/full)
+    is one error line and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            result = super().invoke(ctx)
+        except OSError as error:
+            if not _raised_writing_stdout(error):
+                raise
+            _stdout_failed(error)
+        try:
+            sys.stdout.flush()
+        except OSError as error:
+            _stdout_failed(error)
+        return result
+
+
+def _raised_writing_stdout(error):
+    """Whether error came from a write to stdout: the innermost frame held the stream."""
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    streams = [sys.stdout, getattr(sys.stdout, "buffer", None), sys.__stdout__]
+    return any(any(value is stream for stream in streams if stream is not None)
+               for value in tb.tb_frame.f_locals.values())
+
+
+def _stdout_failed(error):
+    output_files.silence_stdout()
+    if error.errno == errno.EPIPE:
+        raise error         # click ends quietly, as a closed pipe deserves
+    raise click.ClickException(f"cannot write to standard output: {error.strerror or error}") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wpcompare")
 def main():
     """Compare ways to restore checkpointed memory: mmap, SIGSEGV copy-and-remap, userfaultfd."""
@@ -259,19 +291,51 @@ PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "th
 _FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
-def _show_and_export(document, renderer, fmt, output):
-    """The table on stdout (or fmt without --output); the export in fmt or the format its
-    extension names written atomically to output; warnings on stderr when stdout is data."""
+def _show_and_export(document, renderer, fmt, output, kind="run"):
+    """The table on stdout (or fmt without --output) first, then the export in fmt or the
+    format its extension names, written to output (wpcompare.output); warnings on stderr
+    when stdout is data. A failed write is one error line (exit 1) after everything else
+    was done, and the document is kept somewhere safe, named in that line."""
     if output:
         export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
-        report.write_export(output, renderer.render(document, export_format))
+        if export_format not in renderer.FORMATS:
+            export_format = "table"
         terminal_format = "table"
     else:
         terminal_format = fmt or "table"
-    click.echo(renderer.render(document, terminal_format), nl=False)
-    if terminal_format in ("json", "csv"):
+    problems, lost = [], False
+    if not _echo_stdout(renderer.render(document, terminal_format), problems):
+        lost = not output
+    if terminal_format in ("json", "csv") and hasattr(renderer, "warnings"):
         for warning in renderer.warnings(document):
             click.echo(f"warning: {warning}", err=True)
+    if output:
+        try:
+            note = output_files.write_export(output, renderer.render(document, export_format))
+        except OSError as error:
+            problems.append(f"cannot write {output}: {error.strerror or error}")
+            lost = True
+        else:
+            if note:
+                click.echo(f"note: {note}", err=True)
+    if lost:
+        kept = output_files.keep_safe(results.dumps(document), kind)
+        problems.append(f"the results are kept in {kept}" if kept
+                        else "the results could not be kept anywhere (no writable directory)")
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
+def _echo_stdout(text, problems):
+    """Print text on stdout and flush it; False (and the reason in problems) if that failed."""
+    try:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+    except OSError as error:
+        output_files.silence_stdout()
+        problems.append(f"cannot write to standard output: {error.strerror or error}")
+        return False
+    return True
 
 
 def _first_of_each_label(choices):
@@ -356,14 +420,7 @@ def _metadata(matrix, facts, elapsed):
 def compare_results(a, b, alpha, fmt, output):
     """Compare two result files row by row: B's medians against A's, with a significance test."""
     comparison = compare.compare_documents(a, b, alpha)
-    if output:
-        extension = os.path.splitext(output)[1].lower()
-        export_format = fmt or {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(extension, "table")
-        report.write_export(output, compare.render(comparison, export_format))
-        terminal_format = "table"
-    else:
-        terminal_format = fmt or "table"
-    click.echo(compare.render(comparison, terminal_format), nl=False)
+    _show_and_export(comparison, compare, fmt, output, kind="compare")
 
 
 @main.command(name="plot")
@@ -377,7 +434,12 @@ def plot_results(document, output):
         data, notes = plot.render(document, plot.image_format(output))
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    report.write_export(output, data)
+    try:
+        note = output_files.write_export(output, data)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {output}: {error.strerror or error}") from None
+    if note:
+        notes.append(note)
     for note in notes:
         click.echo(note, err=True)
     click.echo(f"wrote {output}", err=True)
@@ -487,7 +549,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     document = cycle_results.build_document(
         done, cycle_results.metadata(plan, facts, time.monotonic() - started, sys.argv))
 
-    _show_and_export(document, cycle_report, fmt, output)
+    _show_and_export(document, cycle_report, fmt, output, kind="cycle")
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:

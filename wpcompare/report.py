@@ -6,13 +6,11 @@ for tools: csv holds raw numbers (ns, counts), json the whole document.
 """
 import csv
 import io
-import os
 import re
-import tempfile
 
 from tabulate import tabulate
 
-from wpcompare import published, results
+from wpcompare import output, published, results
 from wpcompare.options import human_bytes
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -316,19 +314,5 @@ def render(document, fmt):
 
 
 def write_export(path, text):
-    """Write text (or bytes) to path all at once: readers see the old file or the new, never half of it."""
-    path = os.path.abspath(path)
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wpcompare-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as export:
-            export.write(text)
-            export.flush()
-            os.fsync(export.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Write text (or bytes) to path as wpcompare.output says (kept here for callers)."""
+    return output.write_export(path, text)
