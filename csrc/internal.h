@@ -308,6 +308,11 @@ bool wpc_inject_handler_exit(uint64_t served);
 
 /* Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC, UFFD_USER_MODE_ONLY...). */
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);
+/*
+ * The reason wpc_uffd_open(flags, ...) failed with err, written to why; returns
+ * -EPERM (not permitted), -EOPNOTSUPP (no userfaultfd here) or err.
+ */
+int wpc_uffd_open_why(int err, int flags, char *why, size_t len);
 
 /* ---- chunked copy-and-remap (chunk_fixup.c), shared by sigsegv and uffd-wp ---- */
 

@@ -71,26 +71,23 @@ static const char *feature_kernel(uint64_t bit)
 
 int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t len)
 {
-	int mode_only = kernel_faults == WPC_KFAULTS_NO ? UFFD_USER_MODE_ONLY : 0;
+	int flags = O_CLOEXEC | (kernel_faults == WPC_KFAULTS_NO ? UFFD_USER_MODE_ONLY : 0);
 	uint64_t avail = 0;
-	int fd = wpc_uffd_open(O_CLOEXEC | mode_only, 0, &avail);
+	int fd = wpc_uffd_open(flags, 0, &avail);
 
-	if ((fd == -EPERM || fd == -EACCES) && kernel_faults == WPC_KFAULTS_AUTO)
-		fd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, &avail);
-	if (fd == -EPERM || fd == -EACCES) {
+	/* As uffd_loader.c's open_uffd() does at run time, so the probe predicts the run. */
+	if (fd == -EPERM && kernel_faults == WPC_KFAULTS_AUTO) {
+		flags |= UFFD_USER_MODE_ONLY;
+		fd = wpc_uffd_open(flags, 0, &avail);
+	}
+	if (fd == -EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
 		wpc_why(why, len, "kernel-faults=yes needs CAP_SYS_PTRACE, "
 			"vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd; "
 			"kernel-faults=auto or no works without");
 		return -EPERM;
 	}
-	if (fd == -ENOSYS) {
-		wpc_why(why, len, "kernel built without userfaultfd (CONFIG_USERFAULTFD)");
-		return -EOPNOTSUPP;
-	}
-	if (fd < 0) {
-		wpc_why(why, len, "cannot open a userfaultfd: %s", strerror(-fd));
-		return fd;
-	}
+	if (fd < 0)
+		return wpc_uffd_open_why(fd, flags, why, len);
 	close(fd);
 	for (int bit = 0; bit < 64; bit++) {
 		uint64_t b = 1ull << bit;

@@ -105,12 +105,12 @@ static int open_uffd(struct wpc_uffd *u, uint64_t features, int kernel_faults)
 		u->user_mode_only = true;
 	} else {
 		fd = wpc_uffd_open(flags, features, &avail);
-		if ((fd == -EPERM || fd == -EACCES) && kernel_faults == WPC_KFAULTS_AUTO) {
+		if (fd == -EPERM && kernel_faults == WPC_KFAULTS_AUTO) {
 			fd = wpc_uffd_open(flags | UFFD_USER_MODE_ONLY, features, &avail);
 			u->user_mode_only = true;
 		}
 	}
-	if (fd == -EPERM || fd == -EACCES)
+	if (fd == -EPERM && !u->user_mode_only)
 		return wpc_fail(run, -fd, "userfaultfd handling kernel-mode faults needs "
 				"CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to "
 				"/dev/userfaultfd; or use kernel-faults=no (UFFD_USER_MODE_ONLY)");
@@ -122,8 +122,12 @@ static int open_uffd(struct wpc_uffd *u, uint64_t features, int kernel_faults)
 				": this kernel lacks %s", features,
 				name && !(features & (features - 1)) ? name : "one of them");
 	}
-	if (fd < 0)
-		return wpc_fail(run, -fd, "cannot open a userfaultfd: %s", strerror(-fd));
+	if (fd < 0) {
+		char why[WPC_REASON_LEN];
+
+		wpc_uffd_open_why(fd, flags | (u->user_mode_only ? UFFD_USER_MODE_ONLY : 0), why, sizeof(why));
+		return wpc_fail(run, -fd, "%s", why);
+	}
 	u->fd = fd;
 	return 0;
 }
