@@ -282,6 +282,8 @@ struct wpc_maps_report {
 	bool image_mapped;
 };
 int wpc_maps_inspect(const struct wpc_run *run, struct wpc_maps_report *out);
+/* Record why /proc/self/maps could not be inspected (err from wpc_maps_inspect); returns wpc_fail()'s -errno. */
+int wpc_maps_fail(struct wpc_run *run, int err);
 
 /*
  * Replace [addr, addr + len) by an anonymous copy of its current contents:

@@ -32,6 +32,14 @@ static bool is_anonymous(uint64_t inode, const char *path)
 	return inode == 0 || !strncmp(path, "/anon_hugepage", 14);
 }
 
+int wpc_maps_fail(struct wpc_run *run, int err)
+{
+	return wpc_fail(run, -err, "cannot check whether the region is detached: reading "
+			"/proc/self/maps failed: %s (%s)", strerror(-err),
+			err == -EMFILE || err == -ENFILE ? "out of file descriptors: raise `ulimit -n`"
+			: "is /proc mounted?");
+}
+
 int wpc_maps_inspect(const struct wpc_run *run, struct wpc_maps_report *out)
 {
 	FILE *f = fopen("/proc/self/maps", "re");

@@ -367,16 +367,21 @@ int wpc_run_verify(struct wpc_run *run)
 		dirty_ret = wpc_verify_dirty(run);
 	phase_end(run, WPC_PHASE_VERIFY, &pc, true);
 
-	if (wpc_maps_inspect(run, &maps) == 0) {
+	/* A detach check that could not run is an error, never a "not detached". */
+	int maps_ret = wpc_maps_inspect(run, &maps);
+
+	if (maps_ret == 0) {
 		run->res->image_mapped = maps.image_mapped;
 		run->res->foreign_vmas = maps.foreign_vmas;
 		run->res->detached = !maps.image_mapped && maps.foreign_vmas == 0;
+	} else {
+		maps_ret = wpc_maps_fail(run, maps_ret);
 	}
 	if (!run->res->detached)
 		run->res->time_to_detached_ns = -1;
 	getrusage(RUSAGE_SELF, &ru);
 	run->res->peak_rss_kb = (uint64_t)ru.ru_maxrss;
-	return ret ? ret : dirty_ret;
+	return ret ? ret : dirty_ret ? dirty_ret : maps_ret;
 }
 
 int wpc_run_detached(struct wpc_run *run)
