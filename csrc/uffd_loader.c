@@ -68,17 +68,36 @@ void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns)
 		;
 }
 
-long wpc_free_huge_pages(void)
+static long huge_count(const char *name)
 {
-	FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "re");
+	char path[96];
+	FILE *f;
 	long n = -1;
 
+	snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-2048kB/%s", name);
+	f = fopen(path, "re");
 	if (!f)
 		return -errno;
 	if (fscanf(f, "%ld", &n) != 1)
 		n = -EIO;
 	fclose(f);
 	return n;
+}
+
+/*
+ * Free pages include those another process has reserved (a MAP_PRIVATE or
+ * shared hugetlb mapping reserves its pages when made, and takes them off
+ * free only when it faults them in): available = free - reserved.
+ */
+int wpc_huge_pool(struct wpc_huge_pool *pool)
+{
+	pool->total = huge_count("nr_hugepages");
+	pool->free = huge_count("free_hugepages");
+	pool->reserved = huge_count("resv_hugepages");
+	if (pool->total < 0 || pool->free < 0 || pool->reserved < 0)
+		return (int)(pool->total < 0 ? pool->total : pool->free < 0 ? pool->free : pool->reserved);
+	pool->available = pool->free > pool->reserved ? pool->free - pool->reserved : 0;
+	return 0;
 }
 
 /* ---- opening ---- */

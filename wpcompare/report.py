@@ -177,9 +177,11 @@ def _huge_page_warning(document):
     image_bytes = (meta.get("image") or {}).get("bytes") or 0
     needed = max(1, -(-image_bytes // HUGE_PAGE))
     pool = ((meta.get("system") or {}).get("hugepages") or {}).get("2048kB") or {}
-    in_use = (pool["total"] - pool["free"]) if pool.get("total") is not None and pool.get("free") is not None else 0
+    in_use = (pool["total"] - pool["free"] + (pool.get("reserved") or 0)
+              if pool.get("total") is not None and pool.get("free") is not None else 0)
     # The pool is shared and may change during the runs: the count is what the image needs
-    # plus what others held when the machine was probed.
+    # plus what others held (faulted in, or reserved: free - reserved is what is available)
+    # when the machine was probed.
     return (f"{', '.join(labels)} skipped: the {human_bytes(image_bytes)} image needs {needed} free "
             f"2 MiB huge pages; reserve them as root with `sysctl vm.nr_hugepages={needed + in_use}` "
             "and run again")

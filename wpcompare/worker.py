@@ -140,7 +140,8 @@ _hog = []     # what "hugepages" took: held until the process exits
 
 def _take_every_huge_page():
     """Map and fault in every free 2 MiB huge page; (pages taken, free afterwards)."""
-    free = _read_int(f"{HUGE_PAGE_DIR}/free_hugepages") or 0
+    free = max(0, (_read_int(f"{HUGE_PAGE_DIR}/free_hugepages") or 0)
+               - (_read_int(f"{HUGE_PAGE_DIR}/resv_hugepages") or 0))
     size = 2 << 20
     for count in range(free, 0, -1):
         try:
