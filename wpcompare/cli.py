@@ -5,6 +5,7 @@ and the fix, and a non-zero exit; no output file is touched.
 """
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -121,6 +122,26 @@ class ImageOutputType(OutputType):
         return super().convert(value, param, ctx)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click's comparisons let nan through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+# What the C core and the runner take: seeds are int64 in the C core (the image's seed is
+# signed, -1 meaning "not generated") and cycle k uses seed + k; a run's timeout goes to
+# select() and a deadline; repetitions are a Python loop, bounded to what can finish.
+MAX_SEED = 2 ** 62
+MAX_TIMEOUT = 7 * 24 * 3600
+MAX_REPEAT = 100_000
+SEED = click.IntRange(0, MAX_SEED)
+TIMEOUT = FiniteFloatRange(min=0, max=MAX_TIMEOUT, min_open=True)
+
+
 class InjectionType(click.ParamType):
     name = "kind[:N][@strategy]"
 
@@ -196,13 +217,13 @@ def main():
 @click.option("--pin/--no-pin", default=True, show_default=True,
               help="Run workload thread i on the i-th CPU this process may use, so a handler's "
                    "placement (same or other CPU) means what it says.")
-@click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--repeat", type=click.IntRange(1, MAX_REPEAT), default=5, show_default=True,
               help="Measured runs per strategy and op, each in a fresh process.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--warmup", type=click.IntRange(0, MAX_REPEAT), default=1, show_default=True,
               help="Unmeasured runs before them.")
 @click.option("--size", type=SizeType(), default=None,
               help="Size of the generated image, with K, M or G. [default: 256M]")
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the generated image and of the random access order.")
 @click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
               help="Generated image content: random, zero and repeated pages (mixed), "
@@ -215,7 +236,7 @@ def main():
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every run has finished; the table still goes to stdout.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress line on stderr (it is shown only on a terminal, for runs over 2 s).")
@@ -410,7 +431,7 @@ def _metadata(matrix, facts, elapsed):
 @main.command(name="compare")
 @click.argument("a", type=ResultFileType(), metavar="A.json")
 @click.argument("b", type=ResultFileType(), metavar="B.json")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--alpha", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
               default=compare.DEFAULT_ALPHA, show_default=True,
               help="Significance level of the Mann-Whitney U test.")
 @click.option("--format", "fmt", type=click.Choice(compare.FORMATS), default=None,
@@ -489,7 +510,7 @@ class DirectoryType(click.ParamType):
               help="Strategy to cycle, with parameters; repeat for several. [default: every strategy]")
 @click.option("--cycles", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Checkpoint cycles per strategy: restore, work, fix up, checkpoint, delete the old image.")
-@click.option("--dirty", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--dirty", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Share F of the pattern's pages each cycle writes (the others it reads), 0 <= F <= 1.")
 @click.option("--pattern", type=PatternType(), default="random", show_default=True,
               help="Pages each cycle touches: seq, random, sparse:F (0<F<=1), stride:N.")
@@ -500,7 +521,7 @@ class DirectoryType(click.ParamType):
               help="Run workload thread i on the i-th CPU this process may use.")
 @click.option("--size", type=SizeType(), default=None,
               help="Size of the generated image, with K, M or G. [default: 256M]")
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the image; cycle k's workload uses seed + k.")
 @click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
               help="Generated image content. [default: mixed]")
@@ -515,7 +536,7 @@ class DirectoryType(click.ParamType):
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every chain has finished; the table still goes to stdout.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
 @click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
 def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
