@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from wpcompare.options import parse_pattern, parse_size
 from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
 from wpcompare import output as output_files
+from wpcompare import leftovers
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -162,8 +164,14 @@ class _Commands(click.Group):
     is one error line and exit 1, never a traceback."""
 
     def invoke(self, ctx):
+        leftovers.install_termination_handlers()
         try:
             result = super().invoke(ctx)
+        except leftovers.Terminated as terminated:
+            # Every finally ran on the way here: workers killed, private directories removed.
+            name = signal.Signals(terminated.number).name
+            click.echo(f"Error: stopped by {name}; workers and temporary files removed", err=True)
+            sys.exit(128 + terminated.number)
         except OSError as error:
             if not _raised_writing_stdout(error):
                 raise
@@ -266,6 +274,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
     unique = _first_of_each_label(choices)
     ops = ["read", "write"] if op == "both" else [op]
+    _remove_stale_directories([None])
     try:
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
         if image is None:
@@ -357,6 +366,12 @@ def _echo_stdout(text, problems):
         problems.append(f"cannot write to standard output: {error.strerror or error}")
         return False
     return True
+
+
+def _remove_stale_directories(parents):
+    """What a killed wpcompare (SIGKILL) left: removed, and said so."""
+    for path in leftovers.remove_stale(parents):
+        click.echo(f"removed {path}, left by a wpcompare process that is gone", err=True)
 
 
 def _first_of_each_label(choices):
@@ -548,6 +563,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     if not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
     unique = _first_of_each_label(choices)
+    _remove_stale_directories([None, directory])
     try:
         images.check_memory(size or DEFAULT_IMAGE_SIZE)
         image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")

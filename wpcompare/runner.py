@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Optional
 
-from wpcompare import worker
+from wpcompare import leftovers, worker
 from wpcompare.image import prepare_page_cache
 
 DEFAULT_TIMEOUT = 120.0
@@ -262,8 +262,9 @@ def _child(function, argument, read_end, write_end, parent):
     try:
         _die_with_parent(parent)
         os.close(read_end)
-        # The parent handles Ctrl-C and kills its workers; a worker just dies.
+        # The parent handles Ctrl-C (and SIGTERM, SIGHUP) and kills its workers; a worker just dies.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        leftovers.default_termination_handlers()
         # A crash is reported by the parent from the wait status; an inherited
         # faulthandler (pytest's) would dump the parent's stack, which misleads.
         faulthandler.disable()
