@@ -147,7 +147,8 @@ static int open_image(struct wpc_run *run, char *why, size_t len)
 {
 	struct stat st;
 
-	run->image_fd = open(run->image_path, O_RDONLY | O_CLOEXEC);
+	/* No symlink: a cached image's name must be the file itself (user images come resolved). */
+	run->image_fd = open(run->image_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (run->image_fd < 0) {
 		int err = errno;
 		wpc_why(why, len, "cannot open image %s: %s", run->image_path, strerror(err));

@@ -24,6 +24,8 @@ from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
 from wpcompare import output as output_files
 from wpcompare import leftovers
+from wpcompare import cache as image_cache
+from wpcompare.options import human_bytes
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -501,6 +503,34 @@ def list_strategies():
         click.echo(f"{strategy.name:<{width}}  [{strategy.family}] {strategy.description}")
         for param in strategy.params:
             click.echo(f"{'':<{width}}    {param.describe()}: {param.help}")
+
+
+@main.group(name="cache")
+def cache_command():
+    """The cache of generated images: list them, or remove them."""
+
+
+@cache_command.command(name="list")
+def cache_list():
+    """Every cached image with its size and age, and the total."""
+    try:
+        found = image_cache.entries()
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+    for line in image_cache.describe_entries(found):
+        click.echo(line)
+
+
+@cache_command.command(name="clean")
+def cache_clean():
+    """Remove every cached image (they are generated again when needed)."""
+    try:
+        removed, freed = image_cache.clean()
+    except WpcError as error:
+        raise BadInput(error.reason) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot clean the image cache: {error.strerror}") from None
+    click.echo(f"removed {removed} file(s), {human_bytes(freed)} freed from {image_cache.cache_dir()}")
 
 
 class DirectoryType(click.ParamType):

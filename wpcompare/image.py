@@ -9,10 +9,9 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
-from wpcompare import binding
+from wpcompare import binding, cache
 from wpcompare.errors import ImageError
 from wpcompare.options import format_size, human_bytes
 
@@ -85,15 +84,13 @@ def open_user_image(path):
         os.close(os.open(path, os.O_RDONLY))
     except OSError as error:
         raise ImageError(f"image {path!r} cannot be read: {error.strerror}") from None
-    return Image(os.path.abspath(path), info.st_size, None, None, "file")
+    # Resolved here: the C core opens images with O_NOFOLLOW.
+    return Image(os.path.realpath(path), info.st_size, None, None, "file")
 
 
 def cache_dir():
-    """$XDG_CACHE_HOME/wpcompare, else ~/.cache/wpcompare (XDG ignores relative values)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "wpcompare"
+    """$XDG_CACHE_HOME/wpcompare, else ~/.cache/wpcompare (see wpcompare.cache)."""
+    return cache.cache_dir()
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,15 +136,11 @@ def check_memory(size, image=None):
 
 
 def generated_image(size, seed, kind):
-    """The deterministic image for (size, seed, kind), generated once into the cache."""
-    directory = cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as error:
-        raise ImageError(f"cannot create the image cache {str(directory)!r}: {error.strerror}; "
-                         "set XDG_CACHE_HOME to a writable directory or pass --image") from None
+    """The deterministic image for (size, seed, kind), generated once into the cache and
+    checked before every later use (wpcompare.cache)."""
+    directory = cache.trusted_dir()
     path = directory / f"{kind}-{format_size(size)}-seed{seed}-gen{generator_version()}.img"
-    if path.is_file() and path.stat().st_size == size:
+    if cache.usable(str(path), size, seed, kind, generator_version()):
         return Image(str(path), size, seed, kind, "cached")
     disk = os.statvfs(directory)
     free = disk.f_bavail * disk.f_frsize
@@ -156,6 +149,7 @@ def generated_image(size, seed, kind):
                          f"{format_size(size)} image needs {human_bytes(size)}: free some space or "
                          "set XDG_CACHE_HOME to a larger filesystem")
     binding.generate_image(path, size, seed, kind)
+    cache.record_generated(str(path), size, seed, kind, generator_version())
     return Image(str(path), size, seed, kind, "generated")
 
 
