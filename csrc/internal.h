@@ -284,6 +284,11 @@ struct wpc_maps_report {
 int wpc_maps_inspect(const struct wpc_run *run, struct wpc_maps_report *out);
 /* Record why /proc/self/maps could not be inspected (err from wpc_maps_inspect); returns wpc_fail()'s -errno. */
 int wpc_maps_fail(struct wpc_run *run, int err);
+/*
+ * Why an mmap or mremap of `want` more bytes failed with ENOMEM, written to why: the
+ * address-space limit (RLIMIT_AS), vm.max_map_count (then vma_hint is appended) or memory.
+ */
+void wpc_enomem_why(size_t want, const char *vma_hint, char *why, size_t len);
 
 /*
  * Replace [addr, addr + len) by an anonymous copy of its current contents:

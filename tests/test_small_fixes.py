@@ -1,0 +1,71 @@
+"""Issue 14, item 11: the smaller ones, each with what showed it."""
+import resource
+
+from wpcompare import binding
+from wpcompare.errors import WpcError
+from wpcompare.options import parse_pattern
+
+from conftest import SMALL
+
+
+def _vm_size():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * binding.PAGE_SIZE
+
+
+def _fixup_under_an_address_space_limit(image):
+    run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                      strategy="mmap", params=None, op="write", pattern=parse_pattern("random"),
+                      threads=1, overlap=False, seed=3, pin_threads=True)
+    with run:
+        run.restore()
+        run.touch()
+        # Room for less than the anonymous copy of the region the fixup makes.
+        limit = _vm_size() + SMALL // 2
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            run.fixup()
+        except WpcError as error:
+            return error.reason
+    return None
+
+
+def test_an_address_space_limit_is_named_not_max_map_count(image, in_child):
+    reason = in_child(_fixup_under_an_address_space_limit, image)
+    assert reason and "RLIMIT_AS" in reason and "ulimit -v" in reason, reason
+    assert "sysctl vm.max_map_count" not in reason, reason
+
+
+def test_a_cycle_that_never_reached_its_checks_is_not_checked_not_NO(tmp_path):
+    import json
+    from click.testing import CliRunner
+    from wpcompare import cycle_results, cycle_report
+    from wpcompare.cli import main
+
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "2", "-s", "read", "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    chain = document["chains"][0]
+    for reason, phase in (("timed out after 1 s", None), ("checkpoint: No space left on device", "checkpoint")):
+        chain["cycles"][1] = {"cycle": 2, "status": "failed", "reason": reason, "failed_phase": phase}
+        chain.update(status="failed", reason=f"cycle 2: {reason}")
+        derived = cycle_results.derive(document)
+        table = cycle_report.render(derived, "table")
+        failed_line = next(line for line in table.splitlines() if line.startswith("read") and "failed" in line)
+        assert failed_line.rstrip().endswith("not checked"), failed_line
+        total_line = next(line for line in table.splitlines() if line.startswith("read") and "all 1" in line)
+        assert total_line.rstrip().endswith("not checked"), total_line
+        assert "NO" not in table.split("\n\n")[1]
+        csv_lines = cycle_report.render(derived, "csv").splitlines()
+        assert csv_lines[2].endswith(",") and csv_lines[3].endswith(","), csv_lines
+
+
+def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason(tmp_path):
+    from click.testing import CliRunner
+    from wpcompare.cli import main
+
+    result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "1", "-s", "read", "--timeout", "0.001"])
+    assert result.exit_code == 1
+    assert "read: failed: probe: timed out" in result.stdout
