@@ -168,6 +168,12 @@ static int open_image(struct wpc_run *run, char *why, size_t len)
 		wpc_why(why, len, "image %s is empty: give a file with at least one byte", run->image_path);
 		return -EINVAL;
 	}
+	if (run->cfg.image_bytes && (uint64_t)st.st_size != run->cfg.image_bytes) {
+		wpc_why(why, len, "image %s is %lld bytes now, not the %llu it had when wpcompare opened "
+			"it: something is writing to it; give a copy nothing writes to", run->image_path,
+			(long long)st.st_size, (unsigned long long)run->cfg.image_bytes);
+		return -ESTALE;
+	}
 	run->image_dev = st.st_dev;
 	run->image_ino = st.st_ino;
 	run->image_size = (uint64_t)st.st_size;

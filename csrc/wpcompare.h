@@ -97,6 +97,12 @@ struct wpc_config {
 	 */
 	const struct wpc_workload *history;
 	int history_len;
+	/*
+	 * > 0: the size the image had when wpcompare first opened it; a file of
+	 * another size now (appended to, truncated) is refused, so every run of a
+	 * matrix restores the same bytes. 0: whatever size the file has.
+	 */
+	uint64_t image_bytes;
 };
 
 struct wpc_phase_stats {

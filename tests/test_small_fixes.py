@@ -69,3 +69,30 @@ def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason(tmp_path
     result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "1", "-s", "read", "--timeout", "0.001"])
     assert result.exit_code == 1
     assert "read: failed: probe: timed out" in result.stdout
+
+
+def test_an_image_that_grows_during_a_matrix_is_refused_not_used_at_another_size(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from wpcompare import runner
+    from wpcompare.cli import main
+
+    image = tmp_path / "user.img"
+    image.write_bytes(b"\x01" * SMALL)
+    real = runner.run_isolated
+    calls = []
+
+    def append_after_the_first(spec, timeout):
+        if calls:
+            with open(image, "ab") as grow:
+                grow.write(b"\x02" * binding.PAGE_SIZE)
+        calls.append(spec)
+        return real(spec, timeout)
+
+    monkeypatch.setattr(runner, "run_isolated", append_after_the_first)
+    result = CliRunner().invoke(main, ["run", "--image", str(image), "-s", "read", "--op", "read", "--repeat", "2",
+                                       "--warmup", "0", "--quiet", "--format", "json"], catch_exceptions=False)
+    import json
+    rows = json.loads(result.stdout)["runs"]
+    assert rows[0]["status"] == "ok" and rows[0]["image_bytes"] == SMALL
+    assert rows[1]["status"] == "failed" and rows[1]["failed_phase"] == "create"
+    assert f"is {SMALL + binding.PAGE_SIZE} bytes now, not the {SMALL} it had" in rows[1]["reason"]

@@ -12,6 +12,7 @@ seccomp filter on userfaultfd(2):
 For each, every uffd strategy `info` calls available must run and verify, and every one it
 calls unavailable must be a skipped row; none fails.
 """
+import errno
 import json
 import os
 import shlex
@@ -184,3 +185,32 @@ def _as_nobody(home):
                          cwd=home)
     assert ran.stdout, ran.stderr
     _check(facts, json.loads(ran.stdout))
+
+
+def _kernel_access_through_the_device(image):
+    """With userfaultfd(2) refused by seccomp, a UFFD_USER_MODE_ONLY descriptor comes from
+    /dev/userfaultfd: it must still be user mode only (a syscall into a page not loaded yet
+    fails with EFAULT instead of being served)."""
+    import seccomp_exec
+    from test_uffd_missing import CoreRun, PAGE, ffi
+
+    seccomp_exec.install(errno.EPERM)
+    run = CoreRun(image, "uffd", "kernel-faults=no")
+    assert run.phase("restore")[0] == 0, run.res.reason
+    addr, _ = run.region()
+    zero = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        os.readv(zero, [ffi.buffer(ffi.cast("char *", addr + 3 * PAGE), PAGE)])
+        outcome = "served"
+    except OSError as error:
+        outcome = error.errno
+    os.close(zero)
+    run.destroy()
+    return outcome
+
+
+def test_user_mode_only_survives_the_device_fallback(image):
+    if _device() is None or not os.access("/dev/userfaultfd", os.R_OK | os.W_OK):
+        pytest.skip("needs an accessible /dev/userfaultfd (root)")
+    from test_uffd_missing import in_child
+    assert in_child(_kernel_access_through_the_device, image.path) == errno.EFAULT

@@ -129,6 +129,7 @@ def plan(matrix):
                         "image": matrix.image.path,
                         "image_seed": matrix.image.seed,
                         "image_kind": matrix.image.kind,
+                        "image_bytes": matrix.image.size,     # fixed when the image was opened
                         "strategy": choice.strategy.name,
                         "params": choice.params_text,
                         "label": choice.label,
