@@ -96,3 +96,34 @@ def test_an_image_that_grows_during_a_matrix_is_refused_not_used_at_another_size
     assert rows[0]["status"] == "ok" and rows[0]["image_bytes"] == SMALL
     assert rows[1]["status"] == "failed" and rows[1]["failed_phase"] == "create"
     assert f"is {SMALL + binding.PAGE_SIZE} bytes now, not the {SMALL} it had" in rows[1]["reason"]
+
+
+def test_a_pipe_in_a_label_keeps_the_markdown_table_in_shape(tmp_path):
+    import re
+    from click.testing import CliRunner
+    from wpcompare.cli import main
+
+    order = tmp_path / "a|b"
+    result = CliRunner().invoke(main, ["run", "--size", "1M", "-s", f"uffd-hybrid:order=sequential,path={order}",
+                                       "--repeat", "1", "--warmup", "0", "--quiet", "--format", "markdown"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    cells = {len(re.findall(r"(?<!\\)\|", line)) for line in lines}
+    assert len(lines) >= 3 and len(cells) == 1, lines
+    assert "a\\|b" in result.stdout
+
+
+def test_more_threads_than_cpus_is_a_warning():
+    import os
+    from click.testing import CliRunner
+    from wpcompare.cli import main
+
+    cpus = len(os.sched_getaffinity(0))
+    args = ["run", "--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet", "--op", "read"]
+    many = CliRunner().invoke(main, [*args, "--threads", str(cpus + 1)], catch_exceptions=False)
+    assert many.exit_code == 0
+    assert f"warning: --threads {cpus + 1} on {cpus} CPU(s)" in many.stderr
+    assert f"use --threads {cpus} or fewer" in many.stderr
+    few = CliRunner().invoke(main, [*args, "--threads", str(cpus)], catch_exceptions=False)
+    assert "warning: --threads" not in few.stderr

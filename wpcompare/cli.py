@@ -277,6 +277,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     unique = _first_of_each_label(choices)
     ops = ["read", "write"] if op == "both" else [op]
     _remove_stale_directories([None])
+    _warn_oversubscribed(threads)
     try:
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
         if image is None:
@@ -374,6 +375,17 @@ def _remove_stale_directories(parents):
     """What a killed wpcompare (SIGKILL) left: removed, and said so."""
     for path in leftovers.remove_stale(parents):
         click.echo(f"removed {path}, left by a wpcompare process that is gone", err=True)
+
+
+def _warn_oversubscribed(threads):
+    """More workload threads than CPUs this process may use: they take turns, which the
+    latencies then measure."""
+    cpus = len(os.sched_getaffinity(0))
+    if threads > cpus:
+        click.echo(f"warning: --threads {threads} on {cpus} CPU(s): the threads take turns on the "
+                   "CPUs, so first-access latencies include waiting to be scheduled and the fault "
+                   f"handlers compete with the workload; use --threads {cpus} or fewer to compare "
+                   "strategies", err=True)
 
 
 def _first_of_each_label(choices):
@@ -594,6 +606,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
         choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
     unique = _first_of_each_label(choices)
     _remove_stale_directories([None, directory])
+    _warn_oversubscribed(threads)
     try:
         images.check_memory(size or DEFAULT_IMAGE_SIZE)
         image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")

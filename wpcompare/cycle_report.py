@@ -8,9 +8,8 @@ document.
 import csv
 import io
 
-from tabulate import tabulate
 
-from wpcompare import cycle_results, results
+from wpcompare import cycle_results, report, results
 from wpcompare.options import human_bytes
 from wpcompare.report import format_count, format_ns
 
@@ -182,7 +181,7 @@ def warnings(document):
 
 def _text_report(document, tablefmt, bullet):
     header, rows, notes = table_rows(document)
-    parts = [context_line(document), "", tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)]
+    parts = [context_line(document), "", report.table(rows, header, tablefmt)]
     if notes:
         parts.append("")
         parts += [f"{bullet}[{number}] {text}" for number, text in enumerate(notes, 1)]
@@ -192,7 +191,7 @@ def _text_report(document, tablefmt, bullet):
         parts += [f"{bullet}{text}" for text in dumps]
     rank_header, rank_rows = ranking_rows(document)
     if rank_rows:
-        parts += ["", tabulate(rank_rows, rank_header, tablefmt=tablefmt, disable_numparse=True)]
+        parts += ["", report.table(rank_rows, rank_header, tablefmt)]
     for text in warnings(document):
         parts += ["", f"{bullet}warning: {text}"]
     parts += ["", bullet + DEFINITIONS]

@@ -39,6 +39,19 @@ SPREAD_NOTE = ("values: median over measured runs ± spread (half the min-max ra
                "VMAs: after fixup")
 
 
+def table(rows, header, tablefmt):
+    """tabulate's table; in markdown (github) a `|` inside a cell is escaped, so a label such as
+    `-s uffd-hybrid:path=a|b` stays in its column."""
+    if tablefmt == "github":
+        rows = [[_markdown_cell(cell) for cell in row] for row in rows]
+        header = [_markdown_cell(cell) for cell in header]
+    return tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)
+
+
+def _markdown_cell(cell):
+    return cell.replace("|", "\\|") if isinstance(cell, str) else cell
+
+
 def format_ns(ns):
     """850 -> "850 ns", 12345 -> "12.3 µs", 45600000 -> "45.6 ms"."""
     if ns is None:
@@ -232,7 +245,7 @@ def _cpus(numbers):
 
 def _text_report(document, tablefmt, bullet):
     header, rows, notes = table_rows(document)
-    parts = [context_line(document), "", tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)]
+    parts = [context_line(document), "", table(rows, header, tablefmt)]
     if notes:
         parts.append("")
         parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
@@ -273,7 +286,7 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
         rows.append(row)
     return [f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}",
             "",
-            tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True),
+            table(rows, header, tablefmt),
             "",
             f"{bullet}per page here: touch time / pages touched, median over the measured runs; "
             "x mmap: per page over mmap's per page"]
