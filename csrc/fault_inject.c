@@ -24,6 +24,9 @@ static _Atomic int64_t mremaps_left = NEVER;
 /* Faults a handler thread serves before it exits. */
 static _Atomic int64_t handler_faults = NEVER;
 
+bool wpc_clock_counting;
+__thread uint64_t wpc_thread_clock_reads __attribute__((tls_model("initial-exec")));
+
 /* N >= 1 from the variable, NEVER when unset; -EINVAL for anything else. */
 static int read_count(const char *name, int64_t *out, char *why, size_t len)
 {
@@ -52,6 +55,8 @@ int wpc_inject_load(char *why, size_t len)
 		ret = read_count("WPCOMPARE_INJECT_HANDLER_EXIT", &handler_after, why, len);
 	if (ret)
 		return ret;
+	const char *count_clock = getenv("WPCOMPARE_COUNT_CLOCK_READS");
+	wpc_clock_counting = count_clock && !strcmp(count_clock, "1");
 	/* The N-th call fails: N - 1 go through first. */
 	atomic_store(&mremaps_left, mremap_nth == NEVER ? NEVER : mremap_nth - 1);
 	atomic_store(&handler_faults, handler_after);

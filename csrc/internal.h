@@ -25,9 +25,21 @@
 
 #define WPC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/*
+ * Test-only (WPCOMPARE_COUNT_CLOCK_READS=1, read by wpc_inject_load): every
+ * wpc_now_ns() adds one to its thread's count, so a test can prove that the
+ * uninstrumented touch loop reads no clock. Initial-exec TLS: no allocation,
+ * safe where a signal handler reads the clock. Unset, one predictable branch.
+ */
+extern bool wpc_clock_counting;
+extern __thread uint64_t wpc_thread_clock_reads __attribute__((tls_model("initial-exec")));
+
 static inline uint64_t wpc_now_ns(void)
 {
 	struct timespec ts;
+
+	if (__builtin_expect(wpc_clock_counting, 0))
+		wpc_thread_clock_reads++;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -85,6 +97,8 @@ struct wpc_params {
 	int kernel_faults;	/* uffd: enum wpc_kernel_faults (uffd_loader.h) */
 	int64_t fault_delay_us;	/* uffd: simulated source latency, microseconds */
 	uint64_t page;		/* uffd-hybrid: 4 KiB or 2 MiB (hugetlb) region pages */
+	int bound_page;		/* bound-copy, bound-fresh: 4K, thp or 2M destination pages */
+	int64_t copy_threads;	/* bound-copy, bound-fresh: threads sharing the copy; 0: one per CPU */
 	/* Not a parameter: the image size a probe is asked about (0: unknown). */
 	uint64_t image_bytes;
 };
@@ -117,6 +131,12 @@ struct wpc_strategy {
 	const struct wpc_param_spec *params;	/* terminated by a NULL name; may be NULL */
 	/* 0 if the strategy can run here; else -errno and an actionable why. */
 	int (*probe)(const struct wpc_params *p, char *why, size_t len);
+	/*
+	 * Optional and untimed: what a restorer has ready before its restore
+	 * begins (bound-copy's destination, faulted in). Called by
+	 * wpc_run_restore before the restore clock starts; teardown undoes it.
+	 */
+	int (*prepare)(struct wpc_run *run);
 	/* Make the region usable; may start background work. */
 	int (*restore)(struct wpc_run *run);
 	/* Finish until the region is detached (NULL: already detached). */
@@ -243,7 +263,7 @@ bool wpc_thread_exited(pthread_t tid, bool *started);
 int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
 void wpc_plan_free(struct wpc_plan *plan);
 int wpc_workload_touch(struct wpc_run *run);
-/* The same pass again, timed the same way, into nothing but its wall time. */
+/* The same pass again, no clock inside its loop: its wall time only. */
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);
 int wpc_verify_bytes(struct wpc_run *run);
 int wpc_verify_dirty(struct wpc_run *run);
@@ -306,6 +326,10 @@ void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
  *                                      once vm.max_map_count is reached
  *   WPCOMPARE_INJECT_HANDLER_EXIT=N    a strategy's fault handler thread
  *                                      exits after serving N faults
+ *   WPCOMPARE_COUNT_CLOCK_READS=1      wpc_now_ns() counts its calls per
+ *                                      thread; the touch pass reports its
+ *                                      threads' total as counter
+ *                                      "touch_clock_reads"
  */
 int wpc_inject_load(char *why, size_t len);
 /* Async-signal-safe: whether this mremap must fail with ENOMEM. */

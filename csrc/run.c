@@ -231,6 +231,13 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	run->cfg.params = run->params_text;
 	run->cfg.strategy = run->strategy->name;
 
+	if (cfg->latency < WPC_LATENCY_NONE || cfg->latency > WPC_LATENCY_SAMPLE ||
+	    (cfg->latency == WPC_LATENCY_SAMPLE && cfg->latency_every < 2)) {
+		wpc_why(why, len, "latency must be none, every or sample with a distance >= 2 (not %d, %u)",
+			cfg->latency, cfg->latency_every);
+		ret = -EINVAL;
+		goto fail;
+	}
 	ret = wpc_params_parse(run->strategy, cfg->params, &run->params, why, len);
 	if (ret)
 		goto fail;
@@ -258,6 +265,9 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 		res->phase[i].vmas = -1;
 	}
 	res->time_to_detached_ns = -1;
+	res->time_to_touched_ns = -1;
+	res->latency = cfg->latency;
+	res->latency_every = cfg->latency == WPC_LATENCY_SAMPLE ? cfg->latency_every : 0;
 	res->first_mismatch_page = -1;
 	res->app_cpu = -1;
 	res->handler_cpu = -1;
@@ -311,9 +321,14 @@ int wpc_run_restore(struct wpc_run *run)
 
 	if (run->restored)
 		return wpc_fail(run, EALREADY, "restore called twice");
+	run->restored = true;
+	if (run->strategy->prepare) {
+		ret = run->strategy->prepare(run);
+		if (ret)
+			return ret;
+	}
 	phase_begin(&pc);
 	run->restore_start_ns = pc.t0;
-	run->restored = true;
 	ret = run->strategy->restore(run);
 	phase_end(run, WPC_PHASE_RESTORE, &pc, true);
 	return ret;

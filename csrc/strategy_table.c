@@ -21,6 +21,8 @@ extern const struct wpc_strategy wpc_strategy_uffd_sigbus;
 extern const struct wpc_strategy wpc_strategy_uffd_hybrid;
 extern const struct wpc_strategy wpc_strategy_uffd_move;
 extern const struct wpc_strategy wpc_strategy_uffd_minor;
+extern const struct wpc_strategy wpc_strategy_bound_copy;
+extern const struct wpc_strategy wpc_strategy_bound_fresh;
 
 const struct wpc_strategy *const wpc_strategies[] = {
 	&wpc_strategy_mmap,
@@ -36,6 +38,8 @@ const struct wpc_strategy *const wpc_strategies[] = {
 	&wpc_strategy_uffd_hybrid,
 	&wpc_strategy_uffd_move,
 	&wpc_strategy_uffd_minor,
+	&wpc_strategy_bound_copy,
+	&wpc_strategy_bound_fresh,
 };
 
 const size_t wpc_strategy_rows = WPC_ARRAY_SIZE(wpc_strategies);

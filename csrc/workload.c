@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The workload: the application's first access to each page it touches,
- * every one timed. Orders are built before the phase starts so the timed loop
- * does nothing but access, read the clock and count.
+ * The workload: the application's first access to each page it touches.
+ * Orders are built before the phase starts so the loop does nothing but
+ * access (and, in an instrumented pass, read the clock and count): the
+ * elapsed time of a pass with no clock inside is what the application takes.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -192,41 +193,124 @@ struct toucher {
 	int index;
 	int cpu;
 	int pin_err;
+	int latency;			/* enum wpc_latency of this pass */
+	uint64_t accesses;
 	uint64_t checksum;
+	uint64_t start_ns, end_ns;	/* read once each, outside the loop */
+	uint64_t clock_reads;		/* test-only count (WPCOMPARE_COUNT_CLOCK_READS) */
 	struct wpc_hist hist;
 };
+
+/*
+ * Where a thread's accesses are and what each one does, copied out of the
+ * plan and passed by value: the compiler keeps it in registers, so a write's
+ * volatile store does not force the loop to reload it from memory.
+ */
+struct access_plan {
+	const uint64_t *order;
+	const uint8_t *write_set;	/* WPC_OP_MIXED; NULL otherwise */
+	bool write_all;
+	uint8_t *region;
+	uint64_t seed;
+	int thread;
+};
+
+static inline void access_page(struct access_plan ap, uint64_t i, uint64_t *sum)
+{
+	uint64_t page = ap.order[i];
+	volatile uint64_t *word = (volatile uint64_t *)(ap.region + page * WPC_PAGE) +
+				  wpc_word_slot(page, ap.thread);
+
+	if (ap.write_all || (ap.write_set && (ap.write_set[page / 8] >> (page % 8) & 1)))
+		*word = wpc_write_value(ap.seed, page, ap.thread);
+	else
+		*sum += *word;
+}
+
+/* The application's loop: accesses and nothing else, no clock. */
+static uint64_t touch_plain(struct access_plan ap, uint64_t first, uint64_t last)
+{
+	uint64_t sum = 0;
+
+	for (uint64_t i = first; i < last; i++)
+		access_page(ap, i, &sum);
+	return sum;
+}
+
+/* Every access between two clock reads: the whole distribution, at the price of serialising them. */
+static uint64_t touch_timed(struct access_plan ap, uint64_t first, uint64_t last, struct wpc_hist *hist)
+{
+	uint64_t sum = 0;
+
+	for (uint64_t i = first; i < last; i++) {
+		uint64_t t0 = wpc_now_ns();
+
+		access_page(ap, i, &sum);
+		wpc_hist_record(hist, wpc_now_ns() - t0);
+	}
+	return sum;
+}
+
+/*
+ * Gaps between timed accesses drawn uniformly from [1, 2 * every - 1]
+ * (mean `every`) from the thread's own seeded sequence: a fixed period would
+ * time the same offset of every chunk or huge page of a sequential order.
+ */
+static uint64_t touch_sampled(struct access_plan ap, uint64_t first, uint64_t last, uint32_t every,
+			      struct wpc_hist *hist)
+{
+	uint64_t state = wpc_mix64(ap.seed ^ 0x5a3b1e5ull ^ ((uint64_t)ap.thread << 32));
+	uint64_t span = 2 * (uint64_t)every - 1;
+	uint64_t sum = 0;
+	uint64_t next = first + wpc_mix64(state++) % every;
+
+	for (uint64_t i = first; i < last; i++) {
+		if (i != next) {
+			access_page(ap, i, &sum);
+			continue;
+		}
+		uint64_t t0 = wpc_now_ns();
+
+		access_page(ap, i, &sum);
+		wpc_hist_record(hist, wpc_now_ns() - t0);
+		next = i + 1 + wpc_mix64(state++) % span;
+	}
+	return sum;
+}
 
 static void *touch_thread(void *arg)
 {
 	struct toucher *tc = arg;
 	struct wpc_run *run = tc->run;
 	const struct wpc_plan *plan = &run->plan;
+	struct access_plan ap = { .order = plan->order, .write_set = plan->write_set,
+				  .write_all = plan->write_all, .region = run->region,
+				  .seed = run->cfg.workload.seed, .thread = tc->index };
 	uint64_t first = plan->overlap ? 0 : plan->begin[tc->index];
 	uint64_t last = plan->overlap ? plan->count : plan->begin[tc->index + 1];
-	uint64_t seed = run->cfg.workload.seed;
-	uint64_t sum = 0;
 
 	if (tc->cpu >= 0)
 		tc->pin_err = wpc_pin_self(tc->cpu);
 	if (!gate_pass(tc->gate))
 		return NULL;
 
-	for (uint64_t i = first; i < last; i++) {
-		uint64_t page = plan->order[i];
-		bool write = wpc_plan_writes(plan, page);
-		volatile uint64_t *word = (volatile uint64_t *)(run->region + page * WPC_PAGE) +
-					  wpc_word_slot(page, tc->index);
-		uint64_t value = write ? wpc_write_value(seed, page, tc->index) : 0;
-		uint64_t t0 = wpc_now_ns();
+	uint64_t reads_before = wpc_thread_clock_reads;
 
-		if (write)
-			*word = value;
-		else
-			sum += *word;
-		uint64_t t1 = wpc_now_ns();
-		wpc_hist_record(&tc->hist, t1 - t0);
+	tc->start_ns = wpc_now_ns();
+	switch (tc->latency) {
+	case WPC_LATENCY_EVERY:
+		tc->checksum = touch_timed(ap, first, last, &tc->hist);
+		break;
+	case WPC_LATENCY_SAMPLE:
+		tc->checksum = touch_sampled(ap, first, last, run->cfg.latency_every, &tc->hist);
+		break;
+	default:
+		tc->checksum = touch_plain(ap, first, last);
+		break;
 	}
-	tc->checksum = sum;
+	tc->end_ns = wpc_now_ns();
+	tc->accesses = last - first;
+	tc->clock_reads = wpc_thread_clock_reads - reads_before;
 	return NULL;
 }
 
@@ -268,16 +352,20 @@ static int join_workload(struct wpc_run *run, struct toucher *tcs, int started)
 
 /* What one pass of the workload threads produced, merged. */
 struct pass_totals {
-	uint64_t ns;
+	int latency;			/* in: enum wpc_latency */
+	uint64_t ns;			/* first thread's start to last thread's end */
+	uint64_t end_ns;		/* CLOCK_MONOTONIC at the last thread's end */
+	uint64_t accesses;
 	uint64_t checksum;
+	uint64_t clock_reads;
 	int app_cpu;
-	struct wpc_hist *hist;		/* merged into; the caller's */
+	struct wpc_hist *hist;		/* merged into; the caller's (NULL: latency NONE) */
 };
 
 /*
- * One pass of every workload thread over its part of the order, every access
- * timed. Used for the first touch and, unchanged, for the steady-state pass,
- * so the two differ only in the state of the memory they find.
+ * One pass of every workload thread over its part of the order. Used for the
+ * first touch and, untimed inside, for the steady-state pass, so the two
+ * differ only in the state of the memory they find.
  */
 static int workload_pass(struct wpc_run *run, struct pass_totals *out)
 {
@@ -293,6 +381,7 @@ static int workload_pass(struct wpc_run *run, struct pass_totals *out)
 		tcs[t].run = run;
 		tcs[t].gate = &gate;
 		tcs[t].index = t;
+		tcs[t].latency = out->latency;
 		tcs[t].cpu = run->cfg.workload.pin_threads ? wpc_cpu_nth(run, t) : -1;
 		wpc_hist_reset(&tcs[t].hist);
 		ret = -pthread_create(&tcs[t].tid, NULL, touch_thread, &tcs[t]);
@@ -301,9 +390,7 @@ static int workload_pass(struct wpc_run *run, struct pass_totals *out)
 		started++;
 	}
 	gate_open(&gate, started, started == nthreads ? 1 : -1);
-	uint64_t t0 = wpc_now_ns();
 	int health = join_workload(run, tcs, started);
-	uint64_t t1 = wpc_now_ns();
 
 	if (health)
 		return health;	/* tcs stays: the stuck threads still write into it */
@@ -313,44 +400,55 @@ static int workload_pass(struct wpc_run *run, struct pass_totals *out)
 		return wpc_fail(run, -ret, "cannot start workload thread %d of %d", started, nthreads);
 	}
 
-	out->ns = t1 - t0;
+	uint64_t start = UINT64_MAX, end = 0;
+
 	out->app_cpu = tcs[0].cpu;
 	out->checksum = 0;
+	out->accesses = 0;
+	out->clock_reads = 0;
 	for (int t = 0; t < nthreads; t++) {
+		start = tcs[t].start_ns < start ? tcs[t].start_ns : start;
+		end = tcs[t].end_ns > end ? tcs[t].end_ns : end;
 		out->checksum += tcs[t].checksum;
-		wpc_hist_merge(out->hist, &tcs[t].hist);
+		out->accesses += tcs[t].accesses;
+		out->clock_reads += tcs[t].clock_reads;
+		if (out->hist)
+			wpc_hist_merge(out->hist, &tcs[t].hist);
 		if (tcs[t].pin_err && !ret)
 			ret = wpc_fail(run, -tcs[t].pin_err, "cannot pin workload thread %d to CPU %d",
 				       t, tcs[t].cpu);
 	}
+	/* A pass of no accesses still took its threads' start-up to end: never report 0. */
+	out->ns = end > start ? end - start : 1;
+	out->end_ns = end;
 	free(tcs);
 	return ret;
 }
 
 int wpc_workload_touch(struct wpc_run *run)
 {
-	struct pass_totals pass = { .hist = &run->res->touch };
+	struct wpc_result *res = run->res;
+	struct pass_totals pass = { .latency = run->cfg.latency,
+				    .hist = run->cfg.latency == WPC_LATENCY_NONE ? NULL : &res->touch };
 	int ret = workload_pass(run, &pass);
 
 	if (pass.ns) {
-		run->res->phase[WPC_PHASE_TOUCH].ns = (int64_t)pass.ns;
-		run->res->app_cpu = pass.app_cpu;
-		run->res->checksum += pass.checksum;
-		run->res->touched_pages = run->res->touch.count;
+		res->phase[WPC_PHASE_TOUCH].ns = (int64_t)pass.ns;
+		res->time_to_touched_ns = (int64_t)(pass.end_ns - run->restore_start_ns);
+		res->app_cpu = pass.app_cpu;
+		res->checksum += pass.checksum;
+		res->touched_pages = pass.accesses;
+		if (wpc_clock_counting)
+			wpc_counter_set(run, "touch_clock_reads", pass.clock_reads);
 	}
 	return ret;
 }
 
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns)
 {
-	struct pass_totals pass = { .hist = malloc(sizeof(*pass.hist)) };
-	int ret;
+	struct pass_totals pass = { .latency = WPC_LATENCY_NONE };
+	int ret = workload_pass(run, &pass);
 
-	if (!pass.hist)
-		return wpc_fail(run, ENOMEM, "out of memory for the steady-state pass");
-	wpc_hist_reset(pass.hist);
-	ret = workload_pass(run, &pass);
-	free(pass.hist);
 	*ns = pass.ns;
 	return ret;
 }

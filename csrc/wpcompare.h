@@ -47,6 +47,21 @@ enum wpc_phase {
 	WPC_PHASE_COUNT = 4,
 };
 
+/*
+ * How the touch phase times the workload's first accesses. NONE: no clock
+ * inside the loop (each thread reads it once before and once after), so the
+ * phase's elapsed time is the application's. EVERY: a clock read before and
+ * after every access, into the touch histogram: the full per-page latency
+ * distribution, but the reads serialise the accesses, so that pass's elapsed
+ * time is inflated. SAMPLE: only accesses about latency_every apart (random
+ * gaps, so they do not align with chunk or huge-page boundaries) are timed.
+ */
+enum wpc_latency {
+	WPC_LATENCY_NONE = 0,
+	WPC_LATENCY_EVERY = 1,
+	WPC_LATENCY_SAMPLE = 2,
+};
+
 enum wpc_image_kind {
 	WPC_IMAGE_MIXED = 0,	/* random, zero and repeated pages, as heaps are */
 	WPC_IMAGE_RANDOM = 1,	/* every page random: the published experiment */
@@ -97,6 +112,8 @@ struct wpc_config {
 	 */
 	const struct wpc_workload *history;
 	int history_len;
+	int latency;		/* enum wpc_latency, for the touch phase (the steady pass never times accesses) */
+	uint32_t latency_every;	/* WPC_LATENCY_SAMPLE: mean distance between timed accesses, >= 2 */
 	/*
 	 * > 0: the size the image had when wpcompare first opened it; a file of
 	 * another size now (appended to, truncated) is refused, so every run of a
@@ -120,12 +137,15 @@ struct wpc_counter {
 struct wpc_result {
 	struct wpc_phase_stats phase[4];
 	int64_t time_to_detached_ns;	/* from restore start; -1: never detached */
+	int64_t time_to_touched_ns;	/* from restore start to the end of the touch pass; -1: no touch */
+	int latency;			/* enum wpc_latency the touch pass ran with */
+	uint32_t latency_every;		/* WPC_LATENCY_SAMPLE: its mean distance */
 
 	uint64_t image_bytes;
 	uint64_t region_bytes;
 	uint64_t tail_bytes;		/* bytes of the last page past the image's end */
 	uint64_t pages;			/* WPC_IMAGE_PAGE pages in the region */
-	uint64_t touched_pages;		/* first accesses made by the workload */
+	uint64_t touched_pages;		/* first accesses made by the workload (timed or not) */
 	uint64_t checksum;		/* sum of the words the workload read */
 
 	int verified;			/* every byte equals image + predicted writes */
@@ -143,7 +163,7 @@ struct wpc_result {
 	uint64_t peak_rss_kb;
 	int app_cpu;			/* CPU of workload thread 0; -1: unpinned */
 	int handler_cpu;		/* CPU of the strategy's handler; -1: none or unpinned */
-	struct wpc_hist touch;		/* first access of each page, as the workload saw it */
+	struct wpc_hist touch;		/* first accesses as the workload saw them: every one, a sample, or none (latency) */
 	struct wpc_hist handler;	/* strategy-side service time, where measured */
 	int ncounters;
 	struct wpc_counter counters[24];
@@ -222,6 +242,25 @@ void wpc_image_fill_page(uint64_t seed, int kind, uint64_t page, uint8_t *buf);
 /* Pages of the file resident in the page cache (mincore), and pages in all. */
 int wpc_image_residency(const char *path, uint64_t *resident, uint64_t *total);
 
+#define WPC_FOLIO_ORDERS 16
+
+/* What the page cache holds of a file (page_cache.c). */
+struct wpc_cache_state {
+	uint64_t pages;			/* 4 KiB pages of the file */
+	uint64_t resident;		/* of them in the page cache (mincore) */
+	/*
+	 * One read of every page, in order, through a private mapping, no clock
+	 * inside: its faults and elapsed ns. -1: not run, because pages were
+	 * missing and the pass would have read them in.
+	 */
+	int64_t pass_faults;
+	int64_t pass_ns;
+	int folios_known;		/* folio_pages is filled (needs /proc/kpageflags: root) */
+	uint64_t folio_pages[16];	/* pages in folios of order k (4 KiB << k) */
+};
+
+int wpc_cache_probe(const char *path, struct wpc_cache_state *out, char *why, size_t len);
+
 /* ---- system probe ---- */
 
 struct wpc_uffd_probe {
@@ -276,7 +315,7 @@ int wpc_dump_image(const void *memory, uint64_t size, const uint8_t *dirty, cons
 int wpc_run_detached(struct wpc_run *run);
 /* Of the last fixup phase, the ns the application could not have run: all of it unless the strategy says less. */
 int64_t wpc_run_fixup_pause_ns(struct wpc_run *run);
-/* The workload once more over the loaded region, in the same timed loop: the steady-state cost. */
+/* The workload once more over the loaded region, no clock inside the loop: the steady-state cost. */
 int wpc_run_steady(struct wpc_run *run, int64_t *ns);
 /* Pages workload w writes in a region of npages: bit p of bitmap set; the count or -errno. */
 int64_t wpc_workload_written_pages(const struct wpc_workload *w, uint64_t npages, uint8_t *bitmap);

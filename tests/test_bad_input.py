@@ -105,6 +105,7 @@ def test_control_characters_in_a_strategy_are_refused(text):
 
 def test_the_mixed_op_runs_and_verifies(tmp_path):
     result = CliRunner().invoke(main, ["run", "--size", "1M", "--repeat", "1", "--warmup", "0",
+                                       "--no-bounds", "--latency", "off",
                                        "-s", "mmap", "-s", "read", "--op", "mixed", "--threads", "4",
                                        "--format", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -11,7 +11,9 @@ from wpcompare import strategies
 from wpcompare.cli import main
 from wpcompare.image import cache_dir
 
-SMALL = ["--size", "1M", "--repeat", "1", "--warmup", "0"]
+SMALL = ["--size", "1M", "--repeat", "1", "--warmup", "0", "--no-bounds", "--latency", "off"]
+# What `run` measures by default besides the strategies: the bounds, and instrumented runs.
+SMALL_DEFAULTS = ["--size", "1M", "--repeat", "1", "--warmup", "0"]
 
 
 def invoke(*args):
@@ -26,8 +28,8 @@ def error_line(result):
     return errors[0]
 
 
-def test_run_prints_a_table_of_every_strategy():
-    result = invoke("run", *SMALL)
+def test_run_prints_a_table_of_every_strategy_and_the_bounds():
+    result = invoke("run", *SMALL_DEFAULTS, "--latency", "off")
     assert result.exit_code == 0, result.output
     names = [strategy.name for strategy in strategies.all_strategies()]
     body = result.stdout.splitlines()
@@ -38,34 +40,46 @@ def test_run_prints_a_table_of_every_strategy():
 
 
 def test_run_json_has_the_schema_metadata_and_raw_runs():
-    result = invoke("run", *SMALL, "-s", "mmap", "-s", "read", "--op", "write", "--format", "json",
+    result = invoke("run", *SMALL_DEFAULTS, "-s", "mmap", "-s", "read", "--op", "write", "--format", "json",
                     "--pattern", "sparse:0.5", "--threads", "2")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["schema"] == "wpcompare.run/1"
+    assert document["schema"] == "wpcompare.run/2"
     meta = document["metadata"]
     for key in ("wpcompare_version", "timestamp", "command_line", "system", "timer_overhead_ns",
-                "image", "cache", "options"):
+                "image", "cache", "latency", "bounds", "reference_bound", "options"):
         assert key in meta, key
     assert meta["wpcompare_version"] == "0.1.0"
-    assert meta["cache"] == "hot"
+    assert meta["cache"]["mode"] == "read" and meta["cache"]["before"]["pages"] == 256
+    assert meta["latency"] == {"mode": "every", "every": None, "runs": 1,
+                               "where": "runs of their own, after the measured runs of each row"}
+    assert meta["bounds"] == list(strategies.BOUNDS) and meta["reference_bound"] == "bound-copy"
     assert meta["image"]["bytes"] == 1 << 20 and meta["image"]["seed"] == 1
     assert meta["system"]["kernel"]["release"] == os.uname().release
     assert {s["name"] for s in meta["system"]["strategies"]} >= {"mmap", "read"}
     assert meta["timer_overhead_ns"] > 0
-    assert [(run["strategy"], run["op"]) for run in document["runs"]] == [("mmap", "write"), ("read", "write")]
-    for run in document["runs"]:
+    kinds = [(run["strategy"], run["op"], run["latency"]) for run in document["runs"] if run["status"] == "ok"]
+    assert kinds[-4:] == [("mmap", "write", "none"), ("mmap", "write", "every"),
+                          ("read", "write", "none"), ("read", "write", "every")]
+    assert ("bound-copy", "write", "none") in kinds, "bounds measured, and only without a clock"
+    for run in document["runs"][-4:]:
         assert run["status"] == "ok" and run["verified"]
         assert set(run["phases"]) == {"restore", "touch", "fixup", "verify"}
         assert set(run["phases"]["touch"]) == {"ns", "minflt", "majflt", "vmas"}
         assert run["touched_pages"] == 128 and run["threads"] == 2 and run["pattern"] == "sparse:0.5"
         touch = run["histograms"]["touch"]
-        assert touch["count"] == 128 == sum(count for _, _, count in touch["buckets"])
-        for key in ("time_to_detached_ns", "image_bytes", "tail_bytes", "pages", "checksum",
-                    "mismatched_pages", "first_mismatch_page", "detached", "image_mapped",
+        assert touch["count"] == (128 if run["latency"] == "every" else 0)
+        assert touch["count"] == sum(count for _, _, count in touch["buckets"])
+        for key in ("time_to_detached_ns", "time_to_touched_ns", "image_bytes", "tail_bytes", "pages",
+                    "checksum", "mismatched_pages", "first_mismatch_page", "detached", "image_mapped",
                     "foreign_vmas", "dirty", "peak_rss_kb", "app_cpu", "handler_cpu", "counters"):
             assert key in run, key
-    assert [group["label"] for group in document["groups"]] == ["mmap", "read"]
+    labels = [group["label"] for group in document["groups"]]
+    assert labels[:2] == ["bound-copy", "bound-fresh"] and labels[-2:] == ["mmap", "read"]
+    mmap_group = document["groups"][-2]
+    assert (mmap_group["runs"], mmap_group["latency_runs"]) == (1, 1)
+    assert mmap_group["x_bound"]["time_to_detached_ns"] > 0
+    assert document["groups"][0]["x_bound"]["time_to_detached_ns"] == 1
 
 
 def test_output_file_gets_the_export_and_stdout_the_table(tmp_path):
@@ -105,7 +119,8 @@ def test_user_image_with_a_tail_is_used_and_warned_about(tmp_path):
 def test_cold_cache_run():
     result = invoke("run", *SMALL, "-s", "mmap", "--op", "read", "--cache", "cold", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["metadata"]["cache"] == "cold"
+    cache = json.loads(result.stdout)["metadata"]["cache"]
+    assert cache["mode"] == "cold" and cache["before"]["resident_pages"] == 0
 
 
 def test_crashing_worker_is_a_failed_row_and_the_rest_still_runs(tmp_path):

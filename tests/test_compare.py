@@ -131,10 +131,11 @@ def test_factor_format(factor, text):
 
 # ---- documents ----
 
-def _row(label, op="read", status="ok", restore=1000, touch=5000, detached=9000, reason=None, warmup=False):
+def _row(label, op="read", status="ok", restore=1000, touch=5000, detached=9000, reason=None, warmup=False,
+         latency="none"):
     name, _, params = label.partition(":")
     row = {"strategy": name, "params": params, "label": label, "op": op, "pattern": "random",
-           "threads": 1, "overlap": False, "seed": 1, "repetition": 1, "warmup": warmup,
+           "threads": 1, "overlap": False, "seed": 1, "repetition": 1, "warmup": warmup, "latency": latency,
            "status": status, "reason": reason, "failed_phase": None, "phases": None}
     if status == "ok":
         hist = {"count": 1, "min_ns": 100, "max_ns": 100, "sum_ns": 100, "buckets": [[100, 100, 1]]}

@@ -395,7 +395,7 @@ def test_cli_json_csv_and_markdown(tmp_path):
     assert result.exit_code == 0, result.output
     assert "cycle time" in result.stdout, "the terminal still gets the table"
     document = json.loads(target.read_text())
-    assert document["schema"] == "wpcompare.cycle/1"
+    assert document["schema"] == "wpcompare.cycle/2"
     meta = document["metadata"]
     for key in ("wpcompare_version", "timestamp", "command_line", "system", "image", "options", "load_average",
                 "images_directory", "timer_overhead_ns"):

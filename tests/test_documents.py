@@ -176,8 +176,8 @@ def test_every_field_of_a_cycle_document_wrong(cycle_document):
 
 
 def test_the_shipped_schemas_accept_what_wpcompare_writes(run_document, cycle_document, tmp_path):
-    documents.validate("run", run_document, ("wpcompare.run/1",))
-    documents.validate("cycle", cycle_document, ("wpcompare.cycle/1",))
+    documents.validate("run", run_document, (results.SCHEMA,))
+    documents.validate("cycle", cycle_document, (cycle_results.SCHEMA,))
     path = tmp_path / "run.json"
     path.write_text(results.dumps(run_document))
     out = tmp_path / "cmp.json"

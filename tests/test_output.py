@@ -13,7 +13,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from wpcompare import output, runner
+from wpcompare import output, results, runner
 from wpcompare.cli import main
 
 from conftest import is_root
@@ -53,7 +53,7 @@ def test_a_fifo_is_written_not_replaced(tmp_path):
     reader.join(10)
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
-    assert json.loads(received[0])["schema"] == "wpcompare.run/1"
+    assert json.loads(received[0])["schema"] == results.SCHEMA
 
 
 def test_a_symlink_to_a_file_is_followed_and_the_target_replaced(tmp_path):
@@ -65,7 +65,7 @@ def test_a_symlink_to_a_file_is_followed_and_the_target_replaced(tmp_path):
     result = invoke("-o", str(link))
     assert result.exit_code == 0, result.output
     assert link.is_symlink(), "the symlink stays a symlink"
-    assert json.loads(target.read_text())["schema"] == "wpcompare.run/1"
+    assert json.loads(target.read_text())["schema"] == results.SCHEMA
     assert stat.S_IMODE(target.stat().st_mode) == 0o640, "the old file's mode is kept"
 
 
@@ -112,7 +112,7 @@ def test_a_directory_removed_mid_run_prints_the_table_and_keeps_the_document(tmp
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith(f"Error: cannot write {gone / 'r.json'}:"), errors
     kept = errors[0].rsplit("the results are kept in ", 1)[1]
-    assert json.load(open(kept))["schema"] == "wpcompare.run/1"
+    assert json.load(open(kept))["schema"] == results.SCHEMA
 
 
 CLI = [sys.executable, "-c", "from wpcompare.cli import main; main()"]
@@ -150,4 +150,4 @@ def test_a_full_disk_under_output_keeps_the_document(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0], lines
     kept = lines[0].rsplit("the results are kept in ", 1)[1]
-    assert json.load(open(kept))["schema"] == "wpcompare.run/1"
+    assert json.load(open(kept))["schema"] == results.SCHEMA

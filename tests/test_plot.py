@@ -13,7 +13,7 @@ from wpcompare.cli import main
 from wpcompare.options import human_bytes
 from wpcompare.report import format_ns
 
-SMALL = ["--size", "1M", "--repeat", "2", "--warmup", "0"]
+SMALL = ["--size", "1M", "--repeat", "2", "--warmup", "0", "--no-bounds"]
 
 
 def invoke(*args):
@@ -115,8 +115,9 @@ def test_missing_matplotlib_is_one_line_naming_the_install(result_file, tmp_path
 
 @pytest.mark.parametrize("content,name,message", [
     (None, "figure.pdf", "name the file .png or .svg"),
-    ('{"schema": "wpcompare.cycle/2"}', "figure.png",
-     "has schema 'wpcompare.cycle/2'; wpcompare plot draws wpcompare.run/1, wpcompare.cycle/1"),
+    ('{"schema": "wpcompare.cycle/9"}', "figure.png",
+     "has schema 'wpcompare.cycle/9'; wpcompare plot draws wpcompare.run/1, wpcompare.run/2, wpcompare.cycle/1, "
+     "wpcompare.cycle/2"),
     ('{"schema": "wpcompare.cycle/1", "chains": []}', "figure.svg",
      "has no metadata, ranking: not a whole `wpcompare cycle` result"),
     ("[1, 2", "figure.png", "is not JSON"),

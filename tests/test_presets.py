@@ -1,5 +1,6 @@
 """`wpcompare run --preset`: the list, every preset runnable at a small size, overrides, missing strategies."""
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -7,7 +8,7 @@ from click.testing import CliRunner
 from wpcompare import presets, published, results, strategies
 from wpcompare.cli import main
 
-SMALL = ["--size", "1M", "--repeat", "1", "--warmup", "0"]
+SMALL = ["--size", "1M", "--repeat", "1", "--warmup", "0", "--no-bounds"]
 
 
 def invoke(*args):
@@ -15,7 +16,7 @@ def invoke(*args):
 
 
 def _table_names():
-    return {strategy.name for strategy in strategies.all_strategies()}
+    return {strategy.name for strategy in strategies.measured_strategies()}
 
 
 def test_list_names_every_preset_with_its_strategies():
@@ -78,13 +79,22 @@ def test_seed_sets_the_published_setup_and_prints_the_published_ratios(tmp_path)
     assert meta["preset"]["reference"]["url"].endswith("crac-dev/2023-May/000862.html")
     assert "published beside this run" in result.stdout
     lines = result.stdout.split("published beside this run")[1].splitlines()
-    mmap_line = next(line for line in lines if line.startswith("mmap read"))
-    assert mmap_line.split()[-2:] == ["1x", "1x"]
+    header = next(line for line in lines if line.startswith("row"))
+    columns = re.split(r"\s{2,}", header.strip())
+    assert columns == ["row", "page", "per page here", "x mmap here", "x mmap published", "app per page",
+                       "app x mmap"]
+
+    def cells(line):
+        return dict(zip(columns, re.split(r"\s{2,}", line.strip())))
+
+    mmap_line = cells(next(line for line in lines if line.startswith("mmap read")))
+    assert (mmap_line["x mmap here"], mmap_line["x mmap published"], mmap_line["app x mmap"]) == ("1x", "1x", "1x")
     # uffd:chunk=4K is labelled "uffd" where 4K is the table's default, as asked where uffd is missing.
     uffd, huge = [item.text if isinstance(item, presets.Missing) else item.label
                   for item in presets.resolve(presets.PRESETS["seed"])[1:]]
-    assert any(line.split()[:2] == [uffd, "read"] and line.split()[-1] == "20x" for line in lines if line)
-    assert any(line.split()[:2] == [huge, "read"] and line.split()[-1] == "3x" for line in lines if line)
+    published = {cells(line)["row"]: cells(line)["x mmap published"] for line in lines
+                 if line.split()[:2] in ([uffd, "read"], [huge, "read"])}
+    assert published == {f"{uffd} read": "20x", f"{huge} read": "3x"}
 
 
 def test_explicit_options_override_the_preset(tmp_path):
@@ -96,7 +106,7 @@ def test_explicit_options_override_the_preset(tmp_path):
     meta = document["metadata"]
     assert meta["image"]["bytes"] == 2 << 20 and meta["image"]["kind"] == "mixed"
     assert meta["options"]["ops"] == ["write"] and meta["options"]["pattern"] == "random"
-    assert [group["label"] for group in document["groups"]] == ["read"]
+    assert [group["label"] for group in document["groups"] if group["strategy"] not in strategies.BOUNDS] == ["read"]
 
 
 def test_preset_with_a_user_image_keeps_the_image(tmp_path):
@@ -130,14 +140,19 @@ def test_a_strategy_with_parameters_this_build_rejects_becomes_a_reasoned_row():
 
 
 def test_published_ratios_beside_constructed_results():
-    def row(label, touch_ns, pages=100, status="ok", reason=None):
+    def row(label, touch_ns, pages=100, status="ok", reason=None, latency="every"):
+        # Instrumented runs: mean timed access of touch_ns / pages; measured runs: touch time.
+        timed = {"count": pages, "sum_ns": touch_ns, "min_ns": 1, "max_ns": touch_ns, "buckets": []}
         return {"strategy": label.partition(":")[0], "params": "", "label": label, "op": "read",
                 "pattern": "seq", "threads": 1, "overlap": False, "warmup": False, "status": status,
-                "reason": reason, "touched_pages": pages,
+                "reason": reason, "touched_pages": pages, "latency": latency,
+                "histograms": {"touch": timed if latency != "none" else {"count": 0, "buckets": []}},
                 "phases": {phase: {"ns": touch_ns if phase == "touch" else 1, "minflt": 0, "majflt": 0, "vmas": 1}
                            for phase in ("restore", "touch", "fixup", "verify")} if status == "ok" else None}
     runs = [row("mmap", 10_000), row("mmap", 12_000), row("mmap", 11_000),
+            row("mmap", 500, latency="none"), row("mmap", 400, latency="none"),
             row("uffd", 220_000), row("uffd", 200_000), row("uffd", 240_000),
+            row("uffd", 20_000, latency="none"),
             row("uffd-huge", 0, status="skipped", reason="no free 2 MiB huge pages")]
     document = {"runs": runs, "groups": results.summarize(runs)}
     lines = {line["strategy"]: line for line in
@@ -145,5 +160,8 @@ def test_published_ratios_beside_constructed_results():
     assert lines["mmap"]["per_page_ns"] == 110 and lines["mmap"]["times_mmap"] == 1
     assert lines["uffd"]["per_page_ns"] == 2200 and lines["uffd"]["times_mmap"] == 20
     assert lines["uffd"]["published_times_mmap"] == 20
+    # What the application takes, from the runs with no clock in the loop: 4.5 ns and 200 ns a page.
+    assert lines["mmap"]["app_per_page_ns"] == 4.5 and lines["uffd"]["app_per_page_ns"] == 200
+    assert round(lines["uffd"]["app_times_mmap"], 1) == 44.4
     assert lines["uffd-huge"]["status"] == "skipped: no free 2 MiB huge pages"
     assert lines["uffd-huge"]["times_mmap"] is None and lines["uffd-huge"]["published_times_mmap"] == 3

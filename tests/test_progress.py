@@ -21,8 +21,8 @@ class Clock:
         return self.now
 
 
-def _spec(label="uffd", op="write", repetition=1, warmup=False):
-    return {"label": label, "op": op, "repetition": repetition, "warmup": warmup}
+def _spec(label="uffd", op="write", repetition=1, warmup=False, latency="none"):
+    return {"label": label, "op": op, "repetition": repetition, "warmup": warmup, "latency": latency}
 
 
 def test_silent_unless_a_terminal_and_not_quiet():
@@ -63,6 +63,13 @@ def test_warmups_are_named_as_such_and_no_estimate_before_a_run_ends():
     shown = progress.TerminalProgress(stream, repeat=5, warmup=2, delay=0, clock=clock)
     shown.started(0, 7, _spec(label="mmap", op="read", repetition=2, warmup=True))
     assert stream.getvalue() == "\r[1/7] mmap read, warmup 2/2 | 0.0 s elapsed"
+
+
+def test_instrumented_runs_are_named_with_how_they_time():
+    stream, clock = Terminal(), Clock()
+    shown = progress.TerminalProgress(stream, repeat=5, warmup=1, delay=0, clock=clock)
+    shown.started(6, 12, _spec(label="mmap", op="read", repetition=1, latency="every"))
+    assert stream.getvalue() == "\r[7/12] mmap read, instrumented run 1 (every) | 0.0 s elapsed"
 
 
 def test_a_shorter_line_overwrites_a_longer_one_completely():

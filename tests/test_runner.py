@@ -8,9 +8,8 @@ import pytest
 
 from conftest import spec_for
 from wpcompare import binding, runner, strategies
-from wpcompare.errors import ImageError, UnsupportedError
-from wpcompare.image import Image, filesystem_type, prepare_page_cache
-from wpcompare.options import parse_pattern
+from wpcompare.errors import UnsupportedError
+from wpcompare.options import Latency, parse_pattern
 
 
 def _children():
@@ -76,6 +75,18 @@ def test_plan_puts_warmups_first_and_marks_them(image):
     assert first == [("mmap", "read", True, 1), ("mmap", "read", True, 2),
                      ("mmap", "read", False, 1), ("mmap", "read", False, 2), ("mmap", "read", False, 3)]
     assert all(s["image_seed"] == image.seed and s["image_kind"] == image.kind for s in specs)
+    assert {s["latency"] for s in specs} == {"none"}, "latency off: no instrumented runs"
+
+
+def test_plan_adds_instrumented_runs_after_the_measured_ones_and_bounds_first(image):
+    matrix = _matrix(image, ["mmap"], ops=["read"], repeat=2, warmup=1, latency=Latency("sample", 16),
+                     latency_runs=3, bounds=strategies.bound_choices()[:1])
+    specs = runner.plan(matrix)
+    kinds = [(s["label"], s["warmup"], s["latency"]) for s in specs]
+    # A bound's touch is of memory already loaded: no instrumented runs for it.
+    assert kinds == [("bound-copy", True, "none"), ("bound-copy", False, "none"), ("bound-copy", False, "none"),
+                     ("mmap", True, "none"), ("mmap", False, "none"), ("mmap", False, "none"),
+                     ("mmap", False, "sample:16"), ("mmap", False, "sample:16"), ("mmap", False, "sample:16")]
 
 
 def test_matrix_goes_on_after_a_crash(image):
@@ -114,25 +125,6 @@ def test_an_unavailable_strategy_is_one_skipped_row_per_op(image, monkeypatch):
     assert started.count(("mmap-populate", "read")) == 1, "probed once, then not run again"
     assert started.count(("mmap-populate", "write")) == 0
     assert [row["status"] for row in rows if row["strategy"] == "read"] == ["ok"] * 6
-
-
-def test_cold_cache_evicts_the_image(image):
-    prepare_page_cache(image, "hot")
-    assert binding.image_residency(image.path)[0] == image.pages
-    prepare_page_cache(image, "cold")
-    assert binding.image_residency(image.path) == (0, image.pages)
-
-
-@pytest.mark.skipif(filesystem_type("/dev/shm") != "tmpfs", reason="needs a tmpfs at /dev/shm")
-def test_cold_cache_on_tmpfs_is_refused_with_the_reason():
-    path = f"/dev/shm/wpcompare-test-{os.getpid()}.img"
-    binding.generate_image(path, 1 << 20, 1, "mixed")
-    try:
-        with pytest.raises(ImageError, match="tmpfs") as caught:
-            prepare_page_cache(Image(path, 1 << 20, 1, "mixed", "generated"), "cold")
-        assert "--cache hot" in caught.value.reason
-    finally:
-        os.unlink(path)
 
 
 def test_worker_runs_stand_alone(image):

@@ -24,6 +24,8 @@ PATTERN_KINDS = {
     "stride": lib.WPC_PATTERN_STRIDE,
 }
 IMAGE_KINDS = {"mixed": lib.WPC_IMAGE_MIXED, "random": lib.WPC_IMAGE_RANDOM}
+LATENCY_MODES = {"none": lib.WPC_LATENCY_NONE, "every": lib.WPC_LATENCY_EVERY,
+                 "sample": lib.WPC_LATENCY_SAMPLE}
 PAGE_SIZE = lib.WPC_IMAGE_PAGE
 MAX_THREADS = lib.WPC_MAX_THREADS
 
@@ -125,9 +127,11 @@ class Run:
 
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
                  op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.0,
-                 history=None, image_bytes=0):
+                 history=None, latency="none", latency_every=0, image_bytes=0):
         """history: for a cycle of a chain, the workloads (fill_workload dicts) of the earlier
-        cycles, oldest first, whose writes the image holds; None for a run of its own."""
+        cycles, oldest first, whose writes the image holds; None for a run of its own.
+        latency: how touch times first accesses (LATENCY_MODES; "sample" every latency_every-th
+        on average); "none" leaves the clock out of the loop, so touch's time is the application's."""
         # cffi frees what ffi.new returned when the Python object dies, so the
         # strings the config points at live as long as the run.
         self._keep = [ffi.new("char[]", image_path.encode()),
@@ -139,6 +143,8 @@ class Run:
         cfg.image_bytes = image_bytes or 0     # the size fixed when the image was opened
         fill_workload(cfg.workload, op=op, pattern=pattern, seed=seed, threads=threads,
                       overlap=overlap, pin_threads=pin_threads, write_fraction=write_fraction)
+        cfg.latency = LATENCY_MODES[latency]
+        cfg.latency_every = latency_every
         if history is not None:
             self._keep.append(workload_array(history))
             cfg.history = self._keep[-1]
@@ -211,6 +217,24 @@ class Run:
 def result_text(value):
     """A char array of a result (reason, counter name) as str."""
     return _text(value)
+
+
+# ---- page cache ----
+
+def cache_state(path):
+    """What the page cache holds of the file at path (wpc_cache_probe), as JSON-able data."""
+    state = ffi.new("struct wpc_cache_state *")
+    why = _why_buffer()
+    check(lib.wpc_cache_probe(str(path).encode(), state, why, len(why)), why)
+    return {
+        "pages": state.pages,
+        "resident_pages": state.resident,
+        "pass_faults": None if state.pass_faults < 0 else state.pass_faults,
+        "pass_ns": None if state.pass_ns < 0 else state.pass_ns,
+        "folio_pages": ({str(PAGE_SIZE << order): state.folio_pages[order]
+                         for order in range(lib.WPC_FOLIO_ORDERS) if state.folio_pages[order]}
+                        if state.folios_known else None),
+    }
 
 
 # ---- histograms ----

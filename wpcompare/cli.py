@@ -19,7 +19,7 @@ from wpcompare import strategies
 from wpcompare import image as images
 from wpcompare.errors import InvalidArgument, WpcError
 from wpcompare.progress import progress_for
-from wpcompare.options import parse_pattern, parse_size
+from wpcompare.options import LATENCY_HELP, parse_latency, parse_pattern, parse_size
 from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
 from wpcompare import output as output_files
@@ -64,6 +64,20 @@ class PatternType(_ParsedType):
 
     def parse(self, value):
         return parse_pattern(value)
+
+
+class CacheModeType(_ParsedType):
+    name = "cache"
+
+    def parse(self, value):
+        return images.parse_cache_mode(value)
+
+
+class LatencyType(_ParsedType):
+    name = "latency"
+
+    def parse(self, value):
+        return parse_latency(value)
 
 
 class StrategyType(_ParsedType):
@@ -240,8 +254,18 @@ def main():
                    "or only random pages. [default: mixed]")
 @click.option("--image", type=ImageType(), default=None, metavar="PATH",
               help="Use this file as the image instead of generating one.")
-@click.option("--cache", type=click.Choice(["hot", "cold"]), default="hot", show_default=True,
-              help="Page cache of the image: read once before the runs, or evicted before each.")
+@click.option("--cache", type=CacheModeType(), default="read", show_default=True,
+              metavar="read|written[:SIZE]|cold",
+              help="What the page cache holds of the image, the same for every run: " + images.CACHE_HELP + ".")
+@click.option("--latency", type=LatencyType(), default="every", show_default=True,
+              metavar="every|sample:N|off",
+              help="Per-page latencies, from instrumented runs of their own (the measured runs time no "
+                   "access, so touch is the application's time): " + LATENCY_HELP + ".")
+@click.option("--latency-runs", type=click.IntRange(min=1), default=None,
+              help="Instrumented runs per row. [default: as --repeat]")
+@click.option("--bounds/--no-bounds", default=True, show_default=True,
+              help="Measure the physical bounds (one copy of the image into anonymous memory) beside "
+                   "the strategies; `x bound` divides by bound-copy.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default=None,
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
 @click.option("-o", "--output", type=OutputType(), default=None,
@@ -253,7 +277,7 @@ def main():
 @click.option("--inject", type=InjectionType(), default=None, hidden=True)
 @click.pass_context
 def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed, image_kind,
-        image, cache, fmt, output, timeout, quiet, inject):
+        image, cache, latency, latency_runs, bounds, fmt, output, timeout, quiet, inject):
     """Measure strategies: restore, touch, fixup and verify, each run in a fresh process."""
     if preset == "list":
         click.echo("\n\n".join("\n".join(presets.describe(each)) for each in presets.PRESETS.values()))
@@ -273,8 +297,10 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
             choices = [item for item in resolved if not isinstance(item, presets.Missing)]
             missing = [item for item in resolved if isinstance(item, presets.Missing)]
     elif not choices:
-        choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
+        choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
     unique = _first_of_each_label(choices)
+    bound_choices = strategies.bound_choices() if bounds else []
+    unique = [choice for choice in unique if choice.label not in {b.label for b in bound_choices}]
     ops = ["read", "write"] if op == "both" else [op]
     _remove_stale_directories([None])
     _warn_oversubscribed(threads)
@@ -282,9 +308,6 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
         if image is None:
             image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
-        if cache == "cold":
-            # Refuse now, not after the first runs, where eviction cannot work.
-            images.prepare_page_cache(image, "cold")
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
     except WpcError as error:
@@ -293,16 +316,23 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     facts = _system_facts(timeout)
     matrix = runner.Matrix(choices=unique, ops=ops, pattern=pattern, image=image,
                            threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
-                           cache=cache, timeout=timeout, inject=inject)
+                           cache=cache, timeout=timeout, inject=inject, latency=latency,
+                           latency_runs=latency_runs, bounds=bound_choices if unique else [])
     started = time.monotonic()
     progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
+    cache_state = None
     try:
-        rows = runner.run_matrix(matrix, progress) if matrix.choices else []
+        # Set before any run, so a state that cannot be had is refused now, not after the first rows.
+        with images.PageCache(image, cache) as page_cache:
+            rows = runner.run_matrix(matrix, progress, page_cache) if matrix.choices else []
+            cache_state = page_cache.describe()
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = _metadata(matrix, facts, time.monotonic() - started)
+    metadata = _metadata(matrix, facts, time.monotonic() - started, cache_state)
     if preset is not None:
         rows = _in_preset_order(preset, rows, missing, matrix)
         metadata["preset"] = {
@@ -437,7 +467,7 @@ def _in_preset_order(preset, rows, missing, matrix):
     return ordered
 
 
-def _metadata(matrix, facts, elapsed):
+def _metadata(matrix, facts, elapsed, cache_state):
     """Everything a reader of the results needs besides the rows."""
     return {
         "wpcompare_version": __version__,
@@ -447,7 +477,13 @@ def _metadata(matrix, facts, elapsed):
         "system": facts,
         "timer_overhead_ns": facts.get("timer_overhead_ns"),
         "image": matrix.image.describe(),
-        "cache": matrix.cache,
+        "cache": cache_state,
+        "latency": {"mode": str(matrix.latency), "every": matrix.latency.every or None,
+                    "runs": (matrix.repeat if matrix.latency_runs is None else matrix.latency_runs)
+                    if matrix.latency.mode != "off" else 0,
+                    "where": "runs of their own, after the measured runs of each row"},
+        "bounds": [choice.label for choice in matrix.bounds],
+        "reference_bound": strategies.REFERENCE_BOUND if matrix.bounds else None,
         "options": {
             "strategies": [choice.label for choice in matrix.choices], "ops": matrix.ops,
             "pattern": str(matrix.pattern), "threads": matrix.threads, "overlap": matrix.overlap,
@@ -603,14 +639,13 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
         raise click.UsageError("--lose-write CYCLE needs a CYCLE within --cycles and "
                                "--delete-old after-checkpoint")
     if not choices:
-        choices = [strategies.default_choice(strategy) for strategy in strategies.all_strategies()]
+        choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
     unique = _first_of_each_label(choices)
     _remove_stale_directories([None, directory])
     _warn_oversubscribed(threads)
     try:
         images.check_memory(size or DEFAULT_IMAGE_SIZE)
         image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
-        images.prepare_page_cache(image, "hot")
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
     except WpcError as error:

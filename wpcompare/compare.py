@@ -31,11 +31,14 @@ METRICS = {
     "page_p99_ns": "p99/page",
     "fixup_ns": "fixup",
     "time_to_detached_ns": "to detached",
+    "touched_and_detached_ns": "touched+detached",
 }
 
 
 # What a run without the value means.
-_MISSING = {"time_to_detached_ns": "never detached", "fixup_ns": "no fixup"}
+_MISSING = {"time_to_detached_ns": "never detached", "fixup_ns": "no fixup",
+            "touched_and_detached_ns": "never detached (or a run/1 file)",
+            "touch_ns": "no touch without a clock in the loop (run/1 files time every access)"}
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,8 @@ def describe_key(group):
 
 
 def measured_values(rows, metric):
-    """The metric of every measured run (status ok, not a warmup) that has it."""
-    extract = results.METRICS[metric]
-    values = []
-    for row in rows:
-        if row["status"] == "ok" and not row.get("warmup"):
-            value = extract(row)
-            if value is not None:
-                values.append(value)
-    return values
+    """The metric of every run of a row it is read from (measured or instrumented runs)."""
+    return results.metric_values(rows, metric)
 
 
 def format_factor(factor):
@@ -123,7 +119,7 @@ def _side_summary(values):
 
 
 def _groups_with_rows(document):
-    groups = results.summarize(document["runs"])
+    groups = results.summarize(document["runs"], (document.get("metadata") or {}).get("reference_bound"))
     rows_by_key = {}
     for row in document["runs"]:
         rows_by_key.setdefault(results.group_key(row), []).append(row)

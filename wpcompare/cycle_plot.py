@@ -1,4 +1,4 @@
-"""The figure of a `wpcompare cycle` result (schema wpcompare.cycle/1): every cycle of every chain.
+"""The figure of a `wpcompare cycle` result (schema wpcompare.cycle/2, or /1): every cycle of every chain.
 
 One row per cycle, the rows of a strategy together and every row on the
 same axes, so strategies compare by length as in the table. Left: the

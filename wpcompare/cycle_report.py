@@ -1,4 +1,4 @@
-"""Rendering a wpcompare.cycle/1 document: the terminal table, markdown, csv and json.
+"""Rendering a wpcompare.cycle/2 document: the terminal table, markdown, csv and json.
 
 One line per cycle and one total per strategy, the reasons for what was
 skipped, failed or could not be dumped incrementally, then the ranking. As
@@ -34,7 +34,7 @@ COLUMNS = (
 
 DEFINITIONS = (
     "work: the workload's first access to each page of the pattern (the share --dirty written, "
-    "the rest read); slowdown: work / the same pass over the region once loaded; fixup: until "
+    "the rest read), with no clock inside its loop: the application's time; slowdown: work / the same pass over the region once loaded; fixup: until "
     "detached; written: bytes the kept dump wrote from memory (the incremental one where the "
     "strategy has a dirty set, its other pages copied from the old image); pause: the part of "
     "fixup the application cannot run alongside + the kept dump; cycle time: restore + work + "

@@ -4,7 +4,7 @@ A file is parsed with every number checked as it is read (finite, within 64 bits
 NaN, Infinity, 1e308 or a 400-digit integer are refused, so no renderer meets them),
 nesting that would exhaust the parser's recursion is refused, and the document is
 validated against the JSON Schema of its kind, shipped in wpcompare/schemas/
-(`run-1`, `cycle-1`, `compare-1`). The schemas type every field wpcompare reads and
+(`run-1`, `run-2`, `cycle-1`, `cycle-2`, `compare-1`). The schemas type every field wpcompare reads and
 allow fields they do not list, so later versions may add some.
 """
 import functools
@@ -14,7 +14,8 @@ from importlib import resources
 
 from wpcompare.errors import InvalidArgument
 
-SCHEMA_FILES = {"wpcompare.run/1": "run-1.schema.json", "wpcompare.cycle/1": "cycle-1.schema.json",
+SCHEMA_FILES = {"wpcompare.run/1": "run-1.schema.json", "wpcompare.run/2": "run-2.schema.json",
+                "wpcompare.cycle/1": "cycle-1.schema.json", "wpcompare.cycle/2": "cycle-2.schema.json",
                 "wpcompare.compare/1": "compare-1.schema.json"}
 LIMIT = 2 ** 64          # the widest value the C core writes (a u64 checksum)
 _MESSAGE_CHARS = 120

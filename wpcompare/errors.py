@@ -37,6 +37,10 @@ class ImageError(InvalidArgument):
     """The image file cannot be used, or its page cache cannot be put in the asked state."""
 
 
+class CacheStateError(ImageError):
+    """The image's page cache could not be put into the state asked for (e.g. it cannot be evicted)."""
+
+
 _CLASS_BY_ERRNO = {
     _errno.EOPNOTSUPP: UnsupportedError,
     _errno.ENOSYS: UnsupportedError,

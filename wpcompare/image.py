@@ -1,23 +1,24 @@
 """The image file: a user's file checked for use, or a generated one in the per-user cache.
 
-Also the page-cache state of the image, which every measurement depends on:
-`hot` reads the image once before the runs; `cold` evicts it before each run
-and checks with mincore that the eviction worked.
+Also the page-cache state of the image, which every lazy strategy's first
+access depends on (PageCache).
 """
 import functools
 import hashlib
 import os
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
-from wpcompare import binding, cache
-from wpcompare.errors import ImageError
-from wpcompare.options import format_size, human_bytes
+from wpcompare import binding
+from wpcompare import cache as image_cache
+from wpcompare.errors import CacheStateError, ImageError, InvalidArgument
+from wpcompare.options import format_size, human_bytes, parse_size
 
 PAGE_SIZE = binding.PAGE_SIZE
 IMAGE_KINDS = tuple(binding.IMAGE_KINDS)
-CACHE_MODES = ("hot", "cold")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def open_user_image(path):
 
 def cache_dir():
     """$XDG_CACHE_HOME/wpcompare, else ~/.cache/wpcompare (see wpcompare.cache)."""
-    return cache.cache_dir()
+    return image_cache.cache_dir()
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,9 +139,9 @@ def check_memory(size, image=None):
 def generated_image(size, seed, kind):
     """The deterministic image for (size, seed, kind), generated once into the cache and
     checked before every later use (wpcompare.cache)."""
-    directory = cache.trusted_dir()
+    directory = image_cache.trusted_dir()
     path = directory / f"{kind}-{format_size(size)}-seed{seed}-gen{generator_version()}.img"
-    if cache.usable(str(path), size, seed, kind, generator_version()):
+    if image_cache.usable(str(path), size, seed, kind, generator_version()):
         return Image(str(path), size, seed, kind, "cached")
     disk = os.statvfs(directory)
     free = disk.f_bavail * disk.f_frsize
@@ -149,7 +150,7 @@ def generated_image(size, seed, kind):
                          f"{format_size(size)} image needs {human_bytes(size)}: free some space or "
                          "set XDG_CACHE_HOME to a larger filesystem")
     binding.generate_image(path, size, seed, kind)
-    cache.record_generated(str(path), size, seed, kind, generator_version())
+    image_cache.record_generated(str(path), size, seed, kind, generator_version())
     return Image(str(path), size, seed, kind, "generated")
 
 
@@ -170,37 +171,188 @@ def filesystem_type(path):
     return best_type
 
 
-def warm_page_cache(image):
-    """Read the whole image once so that every run finds it in the page cache."""
-    buffer = bytearray(1 << 20)
-    with open(image.path, "rb", buffering=0) as image_file:
-        while image_file.readinto(buffer):
-            pass
-
-
-def evict_page_cache(image):
-    """Drop the image from the page cache, or raise ImageError saying why it stayed."""
-    fd = os.open(image.path, os.O_RDONLY)
+def _evict(path):
+    """Drop the file from the page cache; the pages that stayed (mincore) and the total."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        # Dirty pages (a freshly generated image) survive DONTNEED: write them back first.
+        # Dirty pages (a file just written) survive DONTNEED: write them back first.
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
-    resident, total = binding.image_residency(image.path)
-    if resident:
-        filesystem = filesystem_type(image.path) or "this filesystem"
-        raise ImageError(
-            f"--cache cold: {resident} of {total} pages of {image.path} stayed in the page cache "
-            f"after POSIX_FADV_DONTNEED ({filesystem}; tmpfs and ramfs keep files in memory, "
-            "and a process mapping the file keeps its pages); use --cache hot or an image on a disk")
+    return binding.image_residency(path)
 
 
-def prepare_page_cache(image, mode):
-    """Put the image's page cache into `mode` ("hot" or "cold")."""
-    if mode == "hot":
-        warm_page_cache(image)
-    elif mode == "cold":
-        evict_page_cache(image)
-    else:
-        raise ValueError(f"cache mode {mode!r}")
+def _eviction_failure(path, resident, total, mode):
+    filesystem = filesystem_type(path) or "this filesystem"
+    return (f"--cache {mode}: {resident} of {total} pages of {path} stayed in the page cache after "
+            f"POSIX_FADV_DONTNEED ({filesystem}; tmpfs and ramfs keep files in memory, and a process "
+            "mapping the file keeps its pages); use an image on a disk filesystem, or stop the process "
+            "that maps it")
+
+
+def _read_back(path):
+    """Read the file from start to end, so readahead brings it in as it would for a restore."""
+    buffer = bytearray(READ_BLOCK)
+    with open(path, "rb", buffering=0) as source:
+        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while source.readinto(buffer):
+            pass
+
+
+def _write_copy(source_path, target_path, write_size):
+    """target: the source's bytes, written write_size bytes per write() as a checkpointer writes
+    its pages, then flushed so no writeback runs during the measurements."""
+    with open(source_path, "rb", buffering=0) as source, \
+            open(target_path, "xb", buffering=0) as target:
+        block = bytearray(max(READ_BLOCK, write_size))
+        view = memoryview(block)
+        while True:
+            got = source.readinto(block)
+            if not got:
+                break
+            for offset in range(0, got, write_size):
+                piece = view[offset:min(offset + write_size, got)]
+                while piece:
+                    piece = piece[target.write(piece):]
+        os.fsync(target.fileno())
+    # The source is not what the runs read: give its cache back.
+    _evict(source_path)
+
+
+READ_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CacheMode:
+    """A page-cache state a restore meets (see PageCache)."""
+
+    kind: str                   # CACHE_KINDS
+    write_size: int = PAGE_SIZE  # "written": bytes per write()
+
+    def __str__(self):
+        if self.kind == "written" and self.write_size != PAGE_SIZE:
+            return f"written:{format_size(self.write_size)}"
+        return self.kind
+
+    def describe(self):
+        return CACHE_DESCRIPTIONS[self.kind].format(write=human_bytes(self.write_size))
+
+
+CACHE_KINDS = ("read", "written", "cold")
+CACHE_DESCRIPTIONS = {
+    "read": "read back from disk (evicted, then read once in order: readahead, large folios)",
+    "written": "just written ({write} per write(), as a checkpointer writes its pages), then flushed",
+    "cold": "not cached (evicted before every run)",
+}
+CACHE_HELP = ("read (evicted, then read back in order: readahead's large folios), written[:SIZE] (a copy "
+              "written SIZE bytes per write(), 4K by default: small folios), or cold (evicted before "
+              "every run)")
+
+
+def parse_cache_mode(text):
+    """CacheMode from "read", "cold", "written" or "written:SIZE"."""
+    kind, sep, arg = str(text).strip().partition(":")
+    kind = kind.lower()
+    if kind == "hot" and not sep:
+        raise InvalidArgument("--cache hot was split by what the page cache holds: use --cache read "
+                              "(read back from disk) or --cache written (just written)")
+    if kind in ("read", "cold") and not sep:
+        return CacheMode(kind)
+    if kind == "written":
+        size = parse_size(arg) if sep else PAGE_SIZE
+        if size % PAGE_SIZE or size > 64 << 20:
+            raise InvalidArgument(f"invalid cache mode {text!r}: the SIZE of written:SIZE must be a "
+                                  f"multiple of 4K up to 64M")
+        return CacheMode("written", size)
+    raise InvalidArgument(f"invalid cache mode {text!r}: use {CACHE_HELP}")
+
+
+class PageCache:
+    """Puts the image into one page-cache state and keeps every run of a matrix in it.
+
+    read: evicted, then read back in order, so readahead brings it in as a restore
+    from disk finds it (large folios here). written: a copy of the image written
+    in small writes into a private directory beside it, as a checkpoint leaves an
+    image (small folios); the runs use the copy, which has the image's bytes.
+    cold: evicted before every run.
+
+    What the cache held is measured (binding.cache_state: faults and time of one
+    read pass over a private mapping, folio sizes where readable) before the
+    first run and after the last; before each run the residency is checked and
+    the state set again if the kernel evicted anything meanwhile.
+    """
+
+    def __init__(self, image, mode):
+        self.image = image
+        self.mode = mode
+        self.path = image.path        # what the runs restore from
+        self._directory = None
+        self.resets = 0
+        self.before = self.after = None
+
+    def __enter__(self):
+        try:
+            self._establish()
+            self.before = self.probe()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _establish(self):
+        if self.mode.kind == "written":
+            if self._directory is None:
+                self._directory = self._private_directory()
+            target = os.path.join(self._directory, "image.img")
+            if os.path.exists(target):
+                os.unlink(target)
+            _write_copy(self.image.path, target, self.mode.write_size)
+            self.path = target
+            return
+        resident, total = _evict(self.path)
+        if resident:
+            raise CacheStateError(_eviction_failure(self.path, resident, total, self.mode))
+        if self.mode.kind == "read":
+            _read_back(self.path)
+
+    def _private_directory(self):
+        parent = os.path.dirname(self.image.path)
+        try:
+            return tempfile.mkdtemp(prefix=".wpcompare-written-", dir=parent)
+        except OSError as error:
+            raise CacheStateError(
+                f"--cache written writes a copy of the image beside it, but {parent!r} refused: "
+                f"{error.strerror}; use --cache read or cold, or an image in a writable directory") from None
+
+    def before_run(self):
+        """Set the state again where it drifted; CacheStateError if it cannot be set for this run."""
+        if self.mode.kind == "cold":
+            self._establish()
+            return
+        resident, total = binding.image_residency(self.path)
+        if resident < total:
+            self.resets += 1
+            self._establish()
+
+    def probe(self):
+        return binding.cache_state(self.path)
+
+    def finish(self):
+        """Measure the state once more after the last run: it should be what the first one met."""
+        if self.mode.kind != "cold":
+            self.after = self.probe()
+
+    def describe(self):
+        return {"mode": str(self.mode), "kind": self.mode.kind, "state": self.mode.describe(),
+                "write_size": self.mode.write_size if self.mode.kind == "written" else None,
+                "copy": self.path != self.image.path, "resets": self.resets,
+                "before": self.before, "after": self.after}
+
+    def close(self):
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None

@@ -1,4 +1,4 @@
-"""Parsing of the values people type: sizes and access patterns.
+"""Parsing of the values people type: sizes, access patterns and latency sampling.
 
 Kept free of the C core so that the CLI can reject bad input before anything
 is built, generated or run.
@@ -91,3 +91,31 @@ def parse_pattern(text):
                 f"(and <= {MAX_STRIDE})")
         return Pattern("stride", stride=int(arg))
     raise InvalidArgument(f"invalid pattern {text!r}: {_PATTERN_HELP}")
+
+
+LATENCY_HELP = "every (a clock read around every first access), sample:N (about every N-th), or off"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """How the instrumented touch pass, run in workers of its own, times first accesses."""
+
+    mode: str          # "every", "sample" or "off"
+    every: int = 0     # sample: mean distance between timed accesses
+
+    def __str__(self):
+        return f"sample:{self.every}" if self.mode == "sample" else self.mode
+
+
+def parse_latency(text):
+    """Latency from "every", "sample:N" (N >= 2) or "off"."""
+    mode, sep, arg = str(text).strip().partition(":")
+    mode = mode.lower()
+    if mode in ("every", "off") and not sep:
+        return Latency(mode)
+    if mode == "sample" and sep:
+        if not re.fullmatch("[0-9]+", arg) or not 2 <= int(arg) <= 1 << 20:
+            raise InvalidArgument(f"invalid latency {text!r}: the N of sample:N must be a whole "
+                                  "number from 2 to 1048576")
+        return Latency("sample", int(arg))
+    raise InvalidArgument(f"invalid latency {text!r}: use {LATENCY_HELP}")

@@ -7,7 +7,7 @@ kept in the file (the measured runs of a row merged); and one stacked bar
 per row with the median restore, touch and fixup times.
 
 Each document type has its plotter in PLOTTERS, keyed by schema: results of
-`wpcompare cycle` (wpcompare.cycle/1) are drawn per cycle by cycle_plot.
+`wpcompare cycle` (wpcompare.cycle/2 and /1) are drawn per cycle by cycle_plot.
 
 matplotlib is an optional dependency (`pip install 'wpcompare[plot]'`); it
 is imported only here, with the Agg backend, which needs no display.
@@ -187,7 +187,8 @@ def _phase_bars(axes, groups):
 
 
 # Document types and how to draw them.
-PLOTTERS = {results.SCHEMA: plot_run, cycle_results.SCHEMA: cycle_plot.plot_cycle}
+PLOTTERS = dict({schema: plot_run for schema in results.READABLE_SCHEMAS},
+                **{schema: cycle_plot.plot_cycle for schema in cycle_results.READABLE_SCHEMAS})
 CYCLE_KEYS = ("metadata", "chains", "ranking")
 
 
@@ -199,9 +200,9 @@ def load_plottable(path):
         raise InvalidArgument(f"{path} has schema {schema!r}; wpcompare plot draws "
                               + ", ".join(PLOTTERS) + " (the JSON `wpcompare run` and `wpcompare cycle` "
                               "write with --format json or -o FILE.json)")
-    if schema == results.SCHEMA:
+    if schema in results.READABLE_SCHEMAS:
         return results.load_document(path, document)
-    missing = [key for key in CYCLE_KEYS if key not in document] if schema == cycle_results.SCHEMA else []
+    missing = [key for key in CYCLE_KEYS if key not in document] if schema in cycle_results.READABLE_SCHEMAS else []
     if missing:
         raise InvalidArgument(f"{path} has no {', '.join(missing)}: not a whole `wpcompare cycle` result; "
                               "write it again with `wpcompare cycle -o FILE.json`")

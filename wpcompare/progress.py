@@ -73,6 +73,8 @@ class TerminalProgress(Progress):
         if spec.get("warmup"):
             of = f"/{self.warmup}" if self.warmup else ""
             which = f"warmup {spec['repetition']}{of}"
+        elif spec.get("latency", "none") != "none":
+            which = f"instrumented run {spec['repetition']} ({spec['latency']})"
         else:
             of = f"/{self.repeat}" if self.repeat else ""
             which = f"run {spec['repetition']}{of}"

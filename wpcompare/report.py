@@ -27,16 +27,40 @@ COLUMNS = (
     ("p99/fault", "fault_p99_ns"),
     ("fixup", "fixup_ns"),
     ("to detached", "time_to_detached_ns"),
+    ("x bound", "x_bound:time_to_detached_ns"),
+    ("touched+detached", "touched_and_detached_ns"),
+    ("x bound", "x_bound:touched_and_detached_ns"),
     ("faults", "touch_faults"),
     ("VMAs", "vmas_after_fixup"),
     ("verified", None),
     ("detached", None),
 )
 
-SPREAD_NOTE = ("values: median over measured runs ± spread (half the min-max range, % of the median); "
-               "p50/p99/max: first access of a page during touch; p50/p99/fault: the strategy's "
-               "service time of one fault, where it measures one; faults: minor+major during touch; "
-               "VMAs: after fixup")
+
+def legend(document):
+    """What the columns mean, as this document measured them."""
+    meta = document["metadata"]
+    latency = meta.get("latency") or {}
+    if latency.get("mode") in (None, "every"):
+        timed = "every first access timed (a clock read before and after it)"
+    elif latency.get("mode") == "off":
+        timed = "not measured (--latency off)"
+    else:
+        timed = f"about every {latency.get('every')}-th first access timed (random gaps)"
+    if "latency" in meta:
+        touch = ("touch: the workload's first access to each page, in runs with no clock inside the "
+                 f"loop: the application's time; p50/p99/max per page: from {latency.get('runs')} "
+                 f"instrumented run(s) of their own per row, {timed}")
+    else:
+        touch = "touch, p50/p99/max per page: every first access timed (a run/1 file)"
+    bound = meta.get("reference_bound")
+    bound_text = (f"x bound: the median over {bound}'s (one copy of the image from the page cache into "
+                  "anonymous memory faulted in before restore, same op), for time to detached and for "
+                  "touched+detached (the later of every page touched and detached, from restore's start)"
+                  if bound else "x bound: no bound measured (--no-bounds)")
+    return ("values: median over the runs ± spread (half the min-max range, % of the median); " + touch
+            + "; p50/p99/fault: the strategy's service time of one fault, where it measures one; "
+            + bound_text + "; faults: minor+major during touch; VMAs: after fixup")
 
 
 def table(rows, header, tablefmt):
@@ -77,7 +101,7 @@ def _with_spread(summary, formatter, always):
 
 
 def _cell(metric, summary):
-    if metric == "time_to_detached_ns" and summary is None:
+    if metric in ("time_to_detached_ns", "touched_and_detached_ns") and summary is None:
         return "never"
     if metric in ("touch_faults", "vmas_after_fixup"):
         # Counts are mostly exact: a spread is shown only where there is one.
@@ -109,7 +133,10 @@ def table_rows(document):
             row += [""] * (len(COLUMNS) - len(row))
         else:
             for _, metric in COLUMNS[2:-2]:
-                row.append(_cell(metric, group["metrics"][metric]))
+                if metric.startswith("x_bound:"):
+                    row.append(_times((group.get("x_bound") or {}).get(metric.partition(":")[2])))
+                else:
+                    row.append(_cell(metric, group["metrics"][metric]))
             row += list(_yes_no(group))
         rows.append(row)
     return header, rows, notes
@@ -123,9 +150,30 @@ def context_line(document):
         source = f"{image['kind']} image, seed {image['seed']}"
     else:
         source = image.get("path", "?")
+    cache = meta.get("cache")
+    cache_mode = cache.get("mode") if isinstance(cache, dict) else cache
     return (f"{human_bytes(image.get('bytes', 0))} {source}; pattern {options.get('pattern')}, "
-            f"{options.get('threads')} thread(s); page cache {meta.get('cache')}; "
+            f"{options.get('threads')} thread(s); page cache {cache_mode}; "
             f"{options.get('repeat')} run(s) + {options.get('warmup')} warmup per row")
+
+
+def cache_line(document):
+    """What the page cache held of the image when the runs began, as measured; None if unknown."""
+    cache = document["metadata"].get("cache")
+    if not isinstance(cache, dict) or not cache.get("state"):
+        return None
+    text = f"page cache: {cache['state']}"
+    before = cache.get("before") or {}
+    if before.get("pass_faults") is not None:
+        text += (f"; one read pass over a private mapping of it: {format_count(before['pass_faults'])} "
+                 f"faults for {format_count(before['pages'])} pages, {format_ns(before['pass_ns'])}")
+    folios = before.get("folio_pages")
+    if folios:
+        total = sum(folios.values())
+        shares = sorted(((int(size), count) for size, count in folios.items()), reverse=True)
+        text += "; folios: " + ", ".join(f"{human_bytes(size)} {count / total:.0%}"
+                                          for size, count in shares if count / total >= 0.005)
+    return text
 
 
 def warnings(document):
@@ -142,7 +190,8 @@ def warnings(document):
                          + "; ".join(group["failures"]))
         if group["status"] == "ok" and not group["verified"]:
             found.append(f"{name}: restored bytes differ from the image")
-    found += filter(None, (_spread_warning(document), _huge_page_warning(document)))
+    found += filter(None, (_spread_warning(document), _huge_page_warning(document),
+                           _cache_warning(document)))
     found += _handler_placement_warnings(document)
     return found
 
@@ -150,7 +199,8 @@ def warnings(document):
 SPREAD_LIMIT_PCT = 10
 # The timings a reader compares; max/page is one sample per run and always noisy.
 SPREAD_CHECKED = {"restore_ns": "restore", "touch_ns": "touch", "page_p50_ns": "p50/page",
-                  "page_p99_ns": "p99/page", "fixup_ns": "fixup", "time_to_detached_ns": "to detached"}
+                  "page_p99_ns": "p99/page", "fixup_ns": "fixup", "time_to_detached_ns": "to detached",
+                  "touched_and_detached_ns": "touched+detached"}
 
 
 def _spread_warning(document):
@@ -200,6 +250,27 @@ def _huge_page_warning(document):
             "and run again")
 
 
+def _cache_warning(document):
+    """The page cache did not hold the same through the runs: the rows met different states."""
+    cache = document["metadata"].get("cache")
+    if not isinstance(cache, dict):
+        return None
+    changes = []
+    if cache.get("resets"):
+        changes.append(f"the kernel evicted part of the image {cache['resets']} time(s) during the "
+                       "runs (the state was set again before the next run)")
+    before, after = cache.get("before") or {}, cache.get("after") or {}
+    faults_before, faults_after = before.get("pass_faults"), after.get("pass_faults")
+    if faults_before and faults_after and max(faults_before, faults_after) > 1.5 * min(faults_before,
+                                                                                       faults_after):
+        changes.append(f"a read pass over it took {format_count(faults_before)} faults before the runs "
+                       f"and {format_count(faults_after)} after: its folios changed")
+    if not changes:
+        return None
+    return ("the page cache did not hold the image the same way for every run: " + "; ".join(changes)
+            + "; look for memory pressure (free -m) and run again")
+
+
 def _in_a_vm(document):
     system = document["metadata"].get("system") or {}
     virtualization = system.get("virtualization") or {}
@@ -245,7 +316,11 @@ def _cpus(numbers):
 
 def _text_report(document, tablefmt, bullet):
     header, rows, notes = table_rows(document)
-    parts = [context_line(document), "", table(rows, header, tablefmt)]
+    parts = [context_line(document)]
+    cache = cache_line(document)
+    if cache:
+        parts.append(cache)
+    parts += ["", table(rows, header, tablefmt)]
     if notes:
         parts.append("")
         parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
@@ -260,7 +335,7 @@ def _text_report(document, tablefmt, bullet):
     if found:
         parts.append("")
         parts += [f"{bullet}warning: {text}" for text in found]
-    parts += ["", bullet + SPREAD_NOTE]
+    parts += ["", bullet + legend(document)]
     return "\n".join(parts) + "\n"
 
 
@@ -272,7 +347,8 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
     """The published figures with this run's beside them."""
     compared = published.beside_reference(document, reference)
     show_published_per_page = any(line["published_per_page_ns"] is not None for line in compared)
-    header = ["row", "page", "per page here", "x mmap here", "x mmap published"]
+    header = ["row", "page", "per page here", "x mmap here", "x mmap published", "app per page",
+              "app x mmap"]
     if show_published_per_page:
         header.append("per page published")
     rows = []
@@ -280,7 +356,8 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
         # The reason of a row that did not run is listed with the table's notes.
         here = format_ns(line["per_page_ns"]) if line["status"] == "ok" else line["status"].split(":")[0]
         row = [f"{line['label']} {line['op']}", line["page"], here, _times(line["times_mmap"]),
-               _times(line["published_times_mmap"])]
+               _times(line["published_times_mmap"]), format_ns(line["app_per_page_ns"]),
+               _times(line["app_times_mmap"])]
         if show_published_per_page:
             row.append(format_ns(line["published_per_page_ns"]))
         rows.append(row)
@@ -288,8 +365,10 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
             "",
             table(rows, header, tablefmt),
             "",
-            f"{bullet}per page here: touch time / pages touched, median over the measured runs; "
-            "x mmap: per page over mmap's per page"]
+            f"{bullet}per page here: the mean of the timed first accesses (each between two clock "
+            "reads, as the published figures were taken), median over the instrumented runs; "
+            "x mmap: over mmap's; app per page: the measured runs' touch time (no clock in the loop) "
+            "over the pages touched, what the application itself takes"]
 
 
 def render_table(document):

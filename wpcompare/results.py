@@ -6,11 +6,15 @@ machine. The statistics ("groups") are derived from the rows by summarize()
 and stored for convenience; readers may recompute them.
 
 Statistics of a group (one strategy with its parameters, op, pattern and
-thread count) are over its measured runs: not warmups, status ok. Each value
-is the median over those runs, with its spread: half the min-max range as a
-percentage of the median. Per-page percentiles come from each run's touch
-histogram (the midpoint of the bucket holding the rank), then the median of
-those over the runs.
+thread count) are over its runs that are not warmups and succeeded. A row has
+two kinds of runs: measured runs, whose touch loop reads no clock (so touch is
+the application's time), and instrumented runs, which time every first access
+(or a sample) into the touch histogram. Per-page percentiles come from the
+instrumented runs (each run's histogram: the midpoint of the bucket holding
+the rank, then the median over the runs); every other value from the measured
+runs. Each value is the median over its runs, with its spread: half the
+min-max range as a percentage of the median. `x bound` is a median over the
+reference bound's median (bound-copy, same op and pattern).
 """
 import json
 import math
@@ -20,7 +24,9 @@ import statistics
 from wpcompare.errors import InvalidArgument
 from wpcompare import documents
 
-SCHEMA = "wpcompare.run/1"
+SCHEMA = "wpcompare.run/2"
+# Read as well: run/1 files, whose every run timed each access in touch.
+READABLE_SCHEMAS = ("wpcompare.run/1", SCHEMA)
 
 
 def histogram_percentile(hist, q):
@@ -70,10 +76,26 @@ def _touch_max(row):
     return hist["max_ns"] if hist and hist["count"] else None
 
 
+def _touched_and_detached(row):
+    """From restore's start until every page was touched and the region detached, the later of both."""
+    touched, detached = row.get("time_to_touched_ns"), row.get("time_to_detached_ns")
+    return None if touched is None or detached is None else max(touched, detached)
+
+
+def is_instrumented(row):
+    """Whether the row's touch loop read the clock (every access, or a sample).
+
+    Rows of wpcompare.run/1 files have no "latency": their touch timed every access."""
+    return row.get("latency", "every") != "none"
+
+
 # name -> how to read it from a row; the order is the report's.
 METRICS = {
     "restore_ns": _phase("restore"),
+    # The application's time: from the measured runs, whose touch loop reads no clock.
     "touch_ns": _phase("touch"),
+    # The instrumented runs' touch: inflated by the clock reads that time each access.
+    "touch_instrumented_ns": _phase("touch"),
     "page_p50_ns": _percentile("touch", 0.50),
     "page_p99_ns": _percentile("touch", 0.99),
     "page_max_ns": _touch_max,
@@ -84,11 +106,41 @@ METRICS = {
     "fault_p99_ns": _percentile("handler", 0.99),
     "fixup_ns": _phase("fixup"),
     "time_to_detached_ns": lambda row: row.get("time_to_detached_ns"),
+    "touched_and_detached_ns": _touched_and_detached,
     "touch_faults": _touch_faults,
     "vmas_after_fixup": _phase("fixup", "vmas"),
     "verify_ns": _phase("verify"),
     "peak_rss_kb": lambda row: row.get("peak_rss_kb"),
 }
+# Read from the instrumented runs; every other metric from the measured runs (or, in a
+# run/1 file that has none, from its rows, all instrumented -- except touch_ns, which
+# such a file never measured).
+LATENCY_METRICS = ("touch_instrumented_ns", "page_p50_ns", "page_p99_ns", "page_max_ns")
+_NEVER_FROM_INSTRUMENTED = ("touch_ns",)
+# Ratios of a group's median to the reference bound's, for the same op, pattern and threads.
+BOUND_RATIOS = ("time_to_detached_ns", "touched_and_detached_ns")
+
+
+def rows_for(metric, measured, instrumented):
+    """The runs a metric is read from, given a group's measured and instrumented runs."""
+    if metric in LATENCY_METRICS:
+        return instrumented
+    if measured or metric in _NEVER_FROM_INSTRUMENTED:
+        return measured
+    return instrumented
+
+
+def split_runs(rows):
+    """(measured, instrumented): the rows that count (succeeded, not warmups), by kind."""
+    ok = [row for row in rows if row["status"] == "ok" and not row.get("warmup")]
+    return ([row for row in ok if not is_instrumented(row)], [row for row in ok if is_instrumented(row)])
+
+
+def metric_values(rows, metric):
+    """The values of metric over the runs of one group it is read from (see rows_for)."""
+    extract = METRICS[metric]
+    values = (extract(row) for row in rows_for(metric, *split_runs(rows)))
+    return [value for value in values if value is not None]
 
 
 def summarize_values(values):
@@ -109,38 +161,61 @@ def group_key(row):
     return tuple(row.get(key) for key in GROUP_KEYS)
 
 
-def summarize(rows):
-    """One summary per group, in the order the groups first appear."""
+def summarize(rows, reference_bound=None):
+    """One summary per group, in the order the groups first appear.
+
+    reference_bound: the label of the bound row that `x bound` divides by (None: the
+    ratios are not computed)."""
     groups = {}
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
-    return [_summarize_group(members) for members in groups.values()]
+    summaries = [_summarize_group(members) for members in groups.values()]
+    if reference_bound:
+        _add_bound_ratios(summaries, reference_bound)
+    return summaries
+
+
+def _add_bound_ratios(summaries, reference_bound):
+    bounds = {(group["op"], group["pattern"], group["threads"], group["overlap"]): group
+              for group in summaries if group["label"] == reference_bound and group["status"] == "ok"}
+    for group in summaries:
+        bound = bounds.get((group["op"], group["pattern"], group["threads"], group["overlap"]))
+        ratios = {}
+        for metric in BOUND_RATIOS:
+            mine = group["metrics"].get(metric) if group["status"] == "ok" else None
+            theirs = bound["metrics"].get(metric) if bound else None
+            ratios[metric] = (mine["median"] / theirs["median"]
+                              if mine and theirs and theirs["median"] else None)
+        group["x_bound"] = ratios
 
 
 def _summarize_group(members):
     first = members[0]
-    measured = [row for row in members if row["status"] == "ok" and not row.get("warmup")]
+    measured, instrumented = split_runs(members)
+    ok = measured + instrumented
     failed = [row for row in members if row["status"] == "failed"]
     skipped = [row for row in members if row["status"] == "skipped"]
     if skipped:
         status, reason = "skipped", skipped[0]["reason"]
-    elif measured:
+    elif ok:
         status, reason = "ok", None
     else:
         status = "failed"
         reason = _failure_text(failed[0]) if failed else "no measured runs"
+    counted = measured or instrumented
     summary = {key: first.get(key) for key in ("label", "strategy", "params") + GROUP_KEYS[1:]}
     summary.update(
         status=status,
         reason=reason,
-        runs=len(measured),
+        runs=len(counted),
+        latency_runs=len(instrumented),
+        latency=sorted({row.get("latency", "every") for row in instrumented}),
         failed_runs=len(failed),
         failures=sorted({_failure_text(row) for row in failed}),
-        metrics={name: summarize_values(extract(row) for row in measured)
-                 for name, extract in METRICS.items()},
-        verified=all(row.get("verified") for row in measured) if measured else None,
-        detached_runs=sum(1 for row in measured if row.get("detached")),
-        placement=handler_placement(measured),
+        metrics={name: summarize_values(metric_values(members, name)) for name in METRICS},
+        verified=all(row.get("verified") for row in ok) if ok else None,
+        detached_runs=sum(1 for row in counted if row.get("detached")),
+        placement=handler_placement(counted),
     )
     return summary
 
@@ -173,7 +248,8 @@ def _failure_text(row):
 
 
 def build_document(rows, metadata):
-    return {"schema": SCHEMA, "metadata": metadata, "runs": rows, "groups": summarize(rows)}
+    return {"schema": SCHEMA, "metadata": metadata, "runs": rows,
+            "groups": summarize(rows, metadata.get("reference_bound"))}
 
 
 def read_json(path):
@@ -182,14 +258,14 @@ def read_json(path):
 
 
 def load_document(path, document=None):
-    """A result document from a file (or already read from it), validated against the run/1
-    schema, or InvalidArgument saying in one line why it is not one."""
+    """A result document from a file (or already read from it), validated against the schema
+    of its version (run/1 or run/2), or InvalidArgument saying in one line why it is not one."""
     if document is None:
         document = read_json(path)
-    document = documents.validate(path, document, (SCHEMA,))
+    document = documents.validate(path, document, READABLE_SCHEMAS)
     # Groups are derived from the runs: derived again, they agree with the runs and with
     # what this version's renderers expect, whatever the file said.
-    document["groups"] = summarize(document["runs"])
+    document["groups"] = summarize(document["runs"], (document.get("metadata") or {}).get("reference_bound"))
     return document
 
 

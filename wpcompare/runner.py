@@ -23,11 +23,13 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from wpcompare import leftovers, worker
-from wpcompare.image import prepare_page_cache
+from wpcompare.errors import CacheStateError
+from wpcompare.image import CacheMode, PageCache
+from wpcompare.options import Latency
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -99,9 +101,15 @@ class Matrix:
     repeat: int = 5
     warmup: int = 1
     seed: int = 1
-    cache: str = "hot"
+    cache: CacheMode = CacheMode("read")
     timeout: float = DEFAULT_TIMEOUT
     inject: Optional[Injection] = None
+    # Per-page latencies come from runs of their own (latency_runs per row, default
+    # repeat): a clock read around each access slows the accesses it times, so the
+    # measured runs, whose touch time is the application's, time none.
+    latency: Latency = Latency("off")
+    latency_runs: Optional[int] = None
+    bounds: list = field(default_factory=list)   # strategies.StrategyChoice of family "bound"
 
 
 class Progress:
@@ -117,16 +125,30 @@ class Progress:
         """The matrix is over (or interrupted): leave the terminal clean."""
 
 
-def plan(matrix):
-    """Every run's worker spec, in order: per strategy and op, warmups first."""
+def _passes(matrix, choice):
+    """(warmup, runs, latency) of each kind of run a row gets: warmups and measured runs with
+    no clock in the touch loop, then the instrumented runs (none for a bound, whose touch is
+    of memory already loaded)."""
+    passes = [(True, matrix.warmup, "none"), (False, matrix.repeat, "none")]
+    if matrix.latency.mode != "off" and choice.strategy.family != "bound":
+        runs = matrix.repeat if matrix.latency_runs is None else matrix.latency_runs
+        passes.append((False, runs, str(matrix.latency)))
+    return passes
+
+
+def plan(matrix, image_path=None):
+    """Every run's worker spec, in order: bounds first, then per strategy and op, warmups first.
+
+    image_path: the file the runs restore from, if not the image's own (a copy the page
+    cache state was made with)."""
     specs = []
-    for choice in matrix.choices:
+    for choice in list(matrix.bounds) + list(matrix.choices):
         inject = matrix.inject.kind if matrix.inject and matrix.inject.applies_to(choice) else None
         for op in matrix.ops:
-            for warmup, count in ((True, matrix.warmup), (False, matrix.repeat)):
+            for warmup, count, latency in _passes(matrix, choice):
                 for repetition in range(1, count + 1):
                     specs.append({
-                        "image": matrix.image.path,
+                        "image": image_path or matrix.image.path,
                         "image_seed": matrix.image.seed,
                         "image_kind": matrix.image.kind,
                         "image_bytes": matrix.image.size,     # fixed when the image was opened
@@ -141,6 +163,7 @@ def plan(matrix):
                         "seed": matrix.seed,
                         "repetition": repetition,
                         "warmup": warmup,
+                        "latency": latency,
                         "inject": inject,
                     })
     return specs
@@ -150,12 +173,16 @@ def _identity(spec):
     return {key: spec.get(key) for key in worker.IDENTITY}
 
 
-def run_matrix(matrix, progress=None):
-    """Run every spec of the matrix; return the rows (one per run, one per skipped strategy and op)."""
+def run_matrix(matrix, progress=None, page_cache=None):
+    """Run every spec of the matrix; return the rows (one per run, one per skipped strategy and op).
+
+    page_cache: an entered image.PageCache holding the image in matrix.cache's state; None:
+    one is made here (and its directory removed at the end)."""
+    if page_cache is None:
+        with PageCache(matrix.image, matrix.cache) as own:
+            return run_matrix(matrix, progress, own)
     progress = progress or Progress()
-    specs = plan(matrix)
-    if matrix.cache == "hot":
-        prepare_page_cache(matrix.image, "hot")
+    specs = plan(matrix, page_cache.path)
     rows = []
     unavailable = {}           # label -> reason, from the first worker that probed it
     reported = set()           # (label, op) that already have their skipped row
@@ -167,15 +194,20 @@ def run_matrix(matrix, progress=None):
                                  failed_phase=None))
                 reported.add((label, op))
             continue
-        if matrix.cache == "cold":
-            prepare_page_cache(matrix.image, "cold")
         progress.started(index, len(specs), spec)
-        row = run_isolated(spec, matrix.timeout)
+        try:
+            page_cache.before_run()
+        except CacheStateError as error:
+            row = dict(_identity(spec), status="failed", reason=error.reason, failed_phase="cache",
+                       phases=None)
+        else:
+            row = run_isolated(spec, matrix.timeout)
         progress.finished(index, len(specs), spec, row)
         if row["status"] == "skipped":
             unavailable[label] = row["reason"]
             reported.add((label, op))
         rows.append(row)
+    page_cache.finish()
     return rows
 
 

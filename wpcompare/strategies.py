@@ -86,8 +86,25 @@ def _table():
 
 
 def all_strategies():
-    """Every strategy in table order."""
+    """Every strategy in table order, the bounds included."""
     return list(_table().values())
+
+
+BOUND_FAMILY = "bound"
+# The bounds every `run` measures beside its strategies: one copy of the image into
+# memory faulted in beforehand (what `x bound` divides by), and into fresh memory of
+# each page kind. A kind this machine lacks is a skipped row, like any strategy's.
+BOUNDS = ("bound-copy", "bound-fresh", "bound-fresh:page=thp", "bound-fresh:page=2M")
+REFERENCE_BOUND = "bound-copy"
+
+
+def measured_strategies():
+    """The strategies proper (not the bounds), in table order: what `run` measures by default."""
+    return [strategy for strategy in all_strategies() if strategy.family != BOUND_FAMILY]
+
+
+def bound_choices():
+    return [parse_choice(text) for text in BOUNDS]
 
 
 def find(name):

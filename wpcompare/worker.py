@@ -14,6 +14,8 @@ prints the row. A spec is a JSON object:
     op           "read", "write" or "mixed" (write_fraction of the pages written, the rest read)
     pattern      "seq", "random", "sparse:F", "stride:N"
     threads, overlap, pin_threads, seed, repetition, warmup
+    latency      "none" (default: no clock inside the touch loop, so touch's time is the
+                 application's), "every" (every first access timed), "sample:N"
     inject       tests only: a failure to cause (INJECTIONS), as KIND or KIND:N
 """
 import json
@@ -25,8 +27,8 @@ import sys
 import time
 
 from wpcompare import binding
-from wpcompare.errors import WpcError
-from wpcompare.options import parse_pattern
+from wpcompare.errors import InvalidArgument, WpcError
+from wpcompare.options import parse_latency, parse_pattern
 
 SPEC_DEFAULTS = {
     "image_seed": None,
@@ -43,10 +45,11 @@ SPEC_DEFAULTS = {
     "seed": 1,
     "repetition": 0,
     "warmup": False,
+    "latency": "none",
     "inject": None,
 }
 IDENTITY = ("strategy", "params", "label", "op", "pattern", "threads", "overlap", "seed",
-            "repetition", "warmup")
+            "repetition", "warmup", "latency")
 # Failures tests cause on purpose. Right after restore: "segv", "abort", "kill" (as
 # the OOM killer would), "hang", "truncate" (the image file cut to half while
 # the region may still map it), "hugepages" (every free 2 MiB huge page taken
@@ -89,7 +92,21 @@ def complete_spec(spec):
         full["label"] = full["strategy"]
     if full["inject"] is not None:
         parse_injection(full["inject"])
+    parse_run_latency(full["latency"])
     return full
+
+
+def parse_run_latency(text):
+    """(mode, every) for binding.Run from a spec's latency: "none", "every" or "sample:N"."""
+    if text == "none":
+        return "none", 0
+    try:
+        latency = parse_latency(text)
+    except InvalidArgument as error:
+        raise ValueError(error.reason) from None
+    if latency.mode == "off":
+        raise ValueError("a worker's latency is none, every or sample:N, not off")
+    return latency.mode, latency.every
 
 
 def _negative_as_none(value):
@@ -114,6 +131,7 @@ def result_fields(result):
     return {
         "phases": phases,
         "time_to_detached_ns": _negative_as_none(result.time_to_detached_ns),
+        "time_to_touched_ns": _negative_as_none(result.time_to_touched_ns),
         "image_bytes": result.image_bytes,
         "region_bytes": result.region_bytes,
         "tail_bytes": result.tail_bytes,
@@ -214,6 +232,7 @@ def run_spec(spec, note=_no_note):
     row.update(status="ok", reason=None, failed_phase=None)
     params = spec["params"] or None
     injection = parse_injection(spec["inject"]) if spec["inject"] else None
+    latency, latency_every = parse_run_latency(spec["latency"])
     try:
         binding.probe_strategy(spec["strategy"], params, _image_bytes(spec["image"]))
     except WpcError as error:
@@ -228,7 +247,8 @@ def run_spec(spec, note=_no_note):
             strategy=spec["strategy"], params=params, op=spec["op"],
             pattern=parse_pattern(spec["pattern"]), threads=spec["threads"],
             overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"],
-            write_fraction=spec["write_fraction"], image_bytes=spec["image_bytes"])
+            write_fraction=spec["write_fraction"], latency=latency, latency_every=latency_every,
+            image_bytes=spec["image_bytes"])
     except WpcError as error:
         row.update(status="failed", reason=error.reason, failed_phase="create")
         return row

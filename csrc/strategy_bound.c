@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The physical bounds every other row is read against: not ways to
+ * restore, but what this machine needs at least to put the image into
+ * anonymous memory, measured the way the strategies are measured.
+ *
+ *   bound-copy   one copy of the image from the page cache into anonymous
+ *                memory that is already faulted in (allocated and zeroed
+ *                before restore starts, untimed): memory bandwidth alone.
+ *                No detached restore can beat it.
+ *   bound-fresh  the same copy into fresh anonymous memory, faulted in by
+ *                the copy: what filling new memory costs here (page
+ *                allocation and zeroing included).
+ *
+ * Both copy with pread() in large calls, split among `threads` threads (0:
+ * one per CPU this process may use), so the bound is not one CPU's. `page`
+ * picks the destination: 4 KiB pages, transparent huge pages
+ * (MADV_HUGEPAGE) or hugetlb 2 MiB pages.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "uffd_loader.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* The order of BOUND_PAGE_CHOICES. */
+enum bound_page {
+	BOUND_PAGE_4K,
+	BOUND_PAGE_THP,
+	BOUND_PAGE_2M,
+};
+#define BOUND_PAGE_CHOICES "4K|thp|2M"
+
+#define COPY_CALL_BYTES (8UL << 20)
+#define THP_ENABLED "/sys/kernel/mm/transparent_hugepage/enabled"
+
+struct bound {
+	size_t map_len;		/* region_len, rounded up to 2 MiB for hugetlb */
+};
+
+static const struct wpc_param_spec bound_params[] = {
+	{ "page", WPC_PARAM_CHOICE, BOUND_PAGE_CHOICES, "4K",
+	  "destination pages: 4 KiB, transparent huge pages (MADV_HUGEPAGE), or hugetlb 2 MiB",
+	  offsetof(struct wpc_params, bound_page), 0, 0 },
+	{ "threads", WPC_PARAM_INT, NULL, "0",
+	  "threads sharing the copy; 0: one per CPU this process may use",
+	  offsetof(struct wpc_params, copy_threads), 0, WPC_MAX_THREADS },
+	{ 0 }
+};
+
+/* The bracketed word of the THP setting ("always [madvise] never"). */
+static int thp_mode(char *mode, size_t len)
+{
+	char line[128], *open, *close;
+	FILE *f = fopen(THP_ENABLED, "re");
+
+	if (!f)
+		return -errno;
+	if (!fgets(line, sizeof(line), f)) {
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	open = strchr(line, '[');
+	close = open ? strchr(open, ']') : NULL;
+	if (!close)
+		return -EIO;
+	snprintf(mode, len, "%.*s", (int)(close - open - 1), open + 1);
+	return 0;
+}
+
+static int bound_probe(const struct wpc_params *p, char *why, size_t len)
+{
+	char mode[32];
+
+	switch (p->bound_page) {
+	case BOUND_PAGE_THP:
+		if (thp_mode(mode, sizeof(mode))) {
+			wpc_why(why, len, "kernel offers no transparent huge pages (%s missing)",
+				THP_ENABLED);
+			return -EOPNOTSUPP;
+		}
+		if (!strcmp(mode, "never")) {
+			wpc_why(why, len, "transparent huge pages are off: as root, "
+				"`echo madvise > %s`", THP_ENABLED);
+			return -EOPNOTSUPP;
+		}
+		return 0;
+	case BOUND_PAGE_2M:
+		return wpc_probe_huge_pages(p->image_bytes, why, len);
+	default:
+		return 0;
+	}
+}
+
+static int map_destination(struct wpc_run *run)
+{
+	struct bound *b = run->priv;
+	bool huge = run->params.bound_page == BOUND_PAGE_2M;
+	void *p;
+
+	b->map_len = huge ? wpc_align_up(run->region_len, WPC_HUGE_PAGE) : run->region_len;
+	p = mmap(NULL, b->map_len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0), -1, 0);
+	if (p == MAP_FAILED)
+		return wpc_fail(run, errno, "mmap of %zu anonymous %sbytes: %s", b->map_len,
+				huge ? "hugetlb " : "", strerror(errno));
+	run->region = p;
+	if (run->params.bound_page == BOUND_PAGE_THP && madvise(p, b->map_len, MADV_HUGEPAGE) < 0)
+		return wpc_fail(run, errno, "madvise(MADV_HUGEPAGE): %s", strerror(errno));
+	/* Whatever THP's system setting, 4K means 4 KiB pages. */
+	if (run->params.bound_page == BOUND_PAGE_4K && madvise(p, b->map_len, MADV_NOHUGEPAGE) < 0)
+		return wpc_fail(run, errno, "madvise(MADV_NOHUGEPAGE): %s", strerror(errno));
+	return 0;
+}
+
+static int bound_alloc(struct wpc_run *run)
+{
+	run->priv = calloc(1, sizeof(struct bound));
+	if (!run->priv)
+		return wpc_fail(run, ENOMEM, "out of memory");
+	return 0;
+}
+
+/* bound-copy's destination, faulted in before restore's clock starts. */
+static int bound_copy_prepare(struct wpc_run *run)
+{
+	int ret = bound_alloc(run);
+
+	if (!ret)
+		ret = map_destination(run);
+	if (ret)
+		return ret;
+	if (madvise(run->region, ((struct bound *)run->priv)->map_len, MADV_POPULATE_WRITE) < 0)
+		return wpc_fail(run, errno, "madvise(MADV_POPULATE_WRITE) to fault in the destination: "
+				"%s (needs Linux 5.14)", strerror(errno));
+	return 0;
+}
+
+struct copier {
+	pthread_t tid;
+	struct wpc_run *run;
+	uint64_t off, len;
+	int ret;
+};
+
+static void *copy_share(void *arg)
+{
+	struct copier *c = arg;
+
+	for (uint64_t done = 0; done < c->len && !c->ret; done += COPY_CALL_BYTES) {
+		uint64_t want = c->len - done < COPY_CALL_BYTES ? c->len - done : COPY_CALL_BYTES;
+
+		c->ret = wpc_pread_full(c->run->image_fd, c->run->region + c->off + done, want,
+					c->off + done);
+	}
+	return NULL;
+}
+
+/* The image into the region, in contiguous 2 MiB-aligned shares, one per thread. */
+static int copy_image(struct wpc_run *run)
+{
+	int nthreads = run->params.copy_threads ? (int)run->params.copy_threads : run->ncpus;
+	struct copier copiers[WPC_MAX_THREADS] = { 0 };
+	uint64_t share;
+	int started = 0, ret = 0;
+
+	if (nthreads < 1)
+		nthreads = 1;
+	share = wpc_align_up((run->image_size + (uint64_t)nthreads - 1) / (uint64_t)nthreads,
+			     WPC_HUGE_PAGE);
+	for (int t = 0; t < nthreads; t++) {
+		struct copier *c = &copiers[t];
+
+		c->run = run;
+		c->off = (uint64_t)t * share;
+		c->len = c->off >= run->image_size ? 0 : run->image_size - c->off;
+		c->len = c->len < share ? c->len : share;
+		if (t == 0)
+			continue;	/* the calling thread copies share 0 itself */
+		ret = -pthread_create(&c->tid, NULL, copy_share, c);
+		if (ret)
+			break;
+		started++;
+	}
+	if (!ret)
+		copy_share(&copiers[0]);
+	for (int t = 1; t <= started; t++)
+		pthread_join(copiers[t].tid, NULL);
+	if (ret)
+		return wpc_fail(run, -ret, "cannot start copy thread %d of %d", started + 1, nthreads);
+	for (int t = 0; t < nthreads; t++)
+		if (copiers[t].ret)
+			return wpc_fail(run, -copiers[t].ret, "reading the image: %s",
+					copiers[t].ret == -ENODATA ? "unexpected end of file"
+								   : strerror(-copiers[t].ret));
+	wpc_counter_set(run, "copy_threads", (uint64_t)nthreads);
+	wpc_run_mark_detached(run);
+	return 0;
+}
+
+static int bound_copy_restore(struct wpc_run *run)
+{
+	return copy_image(run);
+}
+
+static int bound_fresh_restore(struct wpc_run *run)
+{
+	int ret = bound_alloc(run);
+
+	if (!ret)
+		ret = map_destination(run);
+	return ret ? ret : copy_image(run);
+}
+
+static void bound_teardown(struct wpc_run *run)
+{
+	struct bound *b = run->priv;
+
+	if (run->region && b)
+		munmap(run->region, b->map_len);
+	run->region = NULL;
+	free(b);
+	run->priv = NULL;
+}
+
+const struct wpc_strategy wpc_strategy_bound_copy = {
+	.name = "bound-copy",
+	.family = "bound",
+	.description = "physical bound: one copy of the image from the page cache into anonymous "
+		       "memory faulted in before restore",
+	.params = bound_params,
+	.probe = bound_probe,
+	.prepare = bound_copy_prepare,
+	.restore = bound_copy_restore,
+	.teardown = bound_teardown,
+};
+
+const struct wpc_strategy wpc_strategy_bound_fresh = {
+	.name = "bound-fresh",
+	.family = "bound",
+	.description = "physical bound: one copy of the image from the page cache into fresh "
+		       "anonymous memory (allocation and zeroing included)",
+	.params = bound_params,
+	.probe = bound_probe,
+	.restore = bound_fresh_restore,
+	.teardown = bound_teardown,
+};
