@@ -3,9 +3,6 @@ again (and said so), a directory of another user or writable by others is refuse
 fix, a symlink planted under an image's name is removed and never followed, a directory that
 cannot be written is one line; `wpcompare cache list|clean`."""
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +10,7 @@ from click.testing import CliRunner
 from wpcompare import cache
 from wpcompare.cli import main
 
-from conftest import is_root
+from conftest import CLI_COMMAND, in_private_mount_namespace, is_root
 
 QUICK = ["run", "--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet"]
 
@@ -86,14 +83,9 @@ def test_a_directory_that_cannot_be_written_is_one_line(tmp_path):
     directory = cache.cache_dir()
     directory.mkdir(parents=True, mode=0o700)
     if is_root():
-        if not shutil.which("unshare"):
-            pytest.skip("root writes anywhere; a read-only bind mount needs unshare")
-        script = (f"mount --bind -o ro {directory} {directory} && {sys.executable} -c "
-                  f"'from wpcompare.cli import main; main()' {' '.join(QUICK)}")
-        done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                              capture_output=True, text=True)
-        if "unshare" in done.stderr or "mount:" in done.stderr:
-            pytest.skip(f"no private mount namespace: {done.stderr.strip()}")
+        # Root writes anywhere: a read-only bind mount, in a namespace of its own.
+        done = in_private_mount_namespace(f"mount --bind -o ro {directory} {directory} && "
+                                          f"{CLI_COMMAND} {' '.join(QUICK)}")
         output, code = done.stderr, done.returncode
     else:
         directory.chmod(0o500)

@@ -3,24 +3,15 @@ item 5): with no descriptor left, or /proc unmounted, the run fails saying why i
 reporting "detached: no" and "to detached: never" with exit status 0."""
 import os
 import resource
-import shutil
-import subprocess
-import sys
 
-import pytest
-
-from wpcompare import binding, worker
+from wpcompare import worker
 from wpcompare.errors import WpcError
-from wpcompare.options import parse_pattern
 
-from conftest import is_root
+from conftest import CLI_COMMAND, in_private_mount_namespace, open_run
 
 
 def _verify_without_descriptors(image):
-    run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                      strategy="read", params=None, op="write", pattern=parse_pattern("random"),
-                      threads=1, overlap=False, seed=3, pin_threads=True)
-    with run:
+    with open_run(image, "read") as run:
         run.restore()
         run.touch()
         run.fixup()
@@ -51,15 +42,9 @@ def test_no_descriptor_for_proc_self_maps_fails_the_run(image, in_child):
     assert fields["verified"], "the bytes were still checked"
 
 
-@pytest.mark.skipif(not is_root() or not shutil.which("unshare"),
-                    reason="unmounting /proc in a private mount namespace needs root")
 def test_proc_unmounted_fails_every_run_with_the_reason(tmp_path):
-    cli = f"{sys.executable} -c 'from wpcompare.cli import main; main()'"
-    script = (f"umount -l /proc && {cli} run --size 1M --repeat 1 --warmup 0 -s read -s mmap --quiet")
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                          capture_output=True, text=True, timeout=120)
-    if "unshare" in done.stderr or "umount" in done.stderr:
-        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    done = in_private_mount_namespace(
+        f"umount -l /proc && {CLI_COMMAND} run --size 1M --repeat 1 --warmup 0 -s read -s mmap --quiet")
     assert done.returncode == 1, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith(("read ", "mmap "))]
     assert rows and not any(" no " in row or "never" in row for row in rows), rows

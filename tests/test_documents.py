@@ -159,20 +159,15 @@ def _small(document):
     return document
 
 
-def test_every_field_of_a_run_document_wrong(run_document):
-    run_document = _small(run_document)
-    for path, wrong in _mutations(run_document, [("runs",), ("groups",), ("metadata",)]):
-        changed = _mutated(run_document, path, wrong)
+@pytest.mark.parametrize("kind", ["run", "cycle"])
+def test_every_field_of_a_document_wrong(request, kind):
+    document = _small(request.getfixturevalue(f"{kind}_document"))
+    roots, use = {"run": ([("runs",), ("groups",), ("metadata",)], _use_run),
+                  "cycle": ([("chains",), ("ranking",), ("metadata",)], _use_cycle)}[kind]
+    for path, wrong in _mutations(document, roots):
+        changed = _mutated(document, path, wrong)
         if changed is not None:
-            _survives((path, wrong), changed, _use_run)
-
-
-def test_every_field_of_a_cycle_document_wrong(cycle_document):
-    cycle_document = _small(cycle_document)
-    for path, wrong in _mutations(cycle_document, [("chains",), ("ranking",), ("metadata",)]):
-        changed = _mutated(cycle_document, path, wrong)
-        if changed is not None:
-            _survives((path, wrong), changed, _use_cycle)
+            _survives((path, wrong), changed, use)
 
 
 def test_the_shipped_schemas_accept_what_wpcompare_writes(run_document, cycle_document, tmp_path):

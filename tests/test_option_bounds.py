@@ -4,19 +4,14 @@ import pytest
 from click.testing import CliRunner
 
 from wpcompare.cli import main
-from wpcompare.image import cache_dir
+
+from test_bad_input import refused as refused_by
 
 QUICK = ["--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet"]
 
 
 def refused(command, *args):
-    result = CliRunner().invoke(main, [command, *args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and result.output.rstrip().endswith(errors[0]), result.output
-    assert not cache_dir().exists(), "nothing generated before the input was checked"
-    return errors[0]
+    return refused_by(*args, command=command)
 
 
 @pytest.mark.parametrize("command", ["run", "cycle"])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from wpcompare import output, results, runner
 from wpcompare.cli import main
 
-from conftest import is_root
+from conftest import CLI_COMMAND, in_private_mount_namespace, is_root
 
 QUICK = ["run", "--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet"]
 
@@ -134,17 +134,12 @@ def test_standard_output_on_a_full_device_is_one_line_and_the_document_kept(tmp_
         assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
 
 
-@pytest.mark.skipif(not is_root() or not shutil.which("unshare"),
-                    reason="a full filesystem is made with a tmpfs mount in a private namespace (root)")
 def test_a_full_disk_under_output_keeps_the_document(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
-    script = (f"mount -t tmpfs -o size=64K tmpfs {mount} && head -c 60K /dev/zero > {mount}/f && "
-              f"{sys.executable} -c 'from wpcompare.cli import main; main()' {' '.join(QUICK)} -o {mount}/r.json")
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                          capture_output=True, text=True)
-    if "unshare failed" in done.stderr or "mount:" in done.stderr:
-        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    done = in_private_mount_namespace(
+        f"mount -t tmpfs -o size=64K tmpfs {mount} && head -c 60K /dev/zero > {mount}/f && "
+        f"{CLI_COMMAND} {' '.join(QUICK)} -o {mount}/r.json")
     assert done.returncode == 1, done.stderr
     assert "read" in done.stdout
     lines = done.stderr.strip().splitlines()

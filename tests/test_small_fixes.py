@@ -3,9 +3,8 @@ import resource
 
 from wpcompare import binding
 from wpcompare.errors import WpcError
-from wpcompare.options import parse_pattern
 
-from conftest import SMALL
+from conftest import SMALL, open_run
 
 
 def _vm_size():
@@ -14,10 +13,7 @@ def _vm_size():
 
 
 def _fixup_under_an_address_space_limit(image):
-    run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                      strategy="mmap", params=None, op="write", pattern=parse_pattern("random"),
-                      threads=1, overlap=False, seed=3, pin_threads=True)
-    with run:
+    with open_run(image, "mmap") as run:
         run.restore()
         run.touch()
         # Room for less than the anonymous copy of the region the fixup makes.

@@ -21,7 +21,6 @@ import math
 import re
 import statistics
 
-from wpcompare.errors import InvalidArgument
 from wpcompare import documents
 
 SCHEMA = "wpcompare.run/2"
