@@ -27,7 +27,8 @@ def test_out_of_range_is_refused(command, option, value):
 
 
 @pytest.mark.parametrize("option,value", [("--repeat", "99999999999999999999999"), ("--repeat", "0"),
-                                          ("--warmup", "99999999999999999999999"), ("--warmup", "-1")])
+                                          ("--warmup", "99999999999999999999999"), ("--warmup", "-1"),
+                                          ("--latency-runs", "99999999999999999999"), ("--latency-runs", "0")])
 def test_repetitions_are_bounded(option, value):
     assert option in refused("run", *QUICK, option, value)
 

@@ -65,3 +65,16 @@ def test_a_live_process_keeps_its_directory(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_written_cache_copy_left_by_a_killed_run_is_removed_by_the_next(tmp_path):
+    image = tmp_path / "user.img"
+    image.write_bytes(b"\x03" * (1 << 20))
+    left = tmp_path / f"{leftovers.WRITTEN_PREFIX}999999999-abcdefgh"
+    left.mkdir()
+    (left / "image.img").write_bytes(b"\x03" * (1 << 20))
+    done = subprocess.run([*CLI, "run", "--image", str(image), "-s", "read", "--repeat", "1", "--warmup", "0",
+                           "--quiet", "--cache", "written"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"removed {left}, left by a wpcompare process that is gone" in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["user.img"], "the run's own copy went too"

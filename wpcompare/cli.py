@@ -261,7 +261,7 @@ def main():
               metavar="every|sample:N|off",
               help="Per-page latencies, from instrumented runs of their own (the measured runs time no "
                    "access, so touch is the application's time): " + LATENCY_HELP + ".")
-@click.option("--latency-runs", type=click.IntRange(min=1), default=None,
+@click.option("--latency-runs", type=click.IntRange(1, MAX_REPEAT), default=None,
               help="Instrumented runs per row. [default: as --repeat]")
 @click.option("--bounds/--no-bounds", default=True, show_default=True,
               help="Measure the physical bounds (one copy of the image into anonymous memory) beside "
@@ -302,7 +302,6 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     bound_choices = strategies.bound_choices() if bounds else []
     unique = [choice for choice in unique if choice.label not in {b.label for b in bound_choices}]
     ops = ["read", "write"] if op == "both" else [op]
-    _remove_stale_directories([None])
     _warn_oversubscribed(threads)
     try:
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
@@ -312,6 +311,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
+    # --cache written's copies go beside the image; cycle's directories to the temp dir.
+    _remove_stale_directories([None, os.path.dirname(image.path)])
 
     facts = _system_facts(timeout)
     matrix = runner.Matrix(choices=unique, ops=ops, pattern=pattern, image=image,

@@ -8,12 +8,12 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
 from wpcompare import binding
 from wpcompare import cache as image_cache
+from wpcompare import leftovers
 from wpcompare.errors import CacheStateError, ImageError, InvalidArgument
 from wpcompare.options import format_size, human_bytes, parse_size
 
@@ -322,7 +322,7 @@ class PageCache:
     def _private_directory(self):
         parent = os.path.dirname(self.image.path)
         try:
-            return tempfile.mkdtemp(prefix=".wpcompare-written-", dir=parent)
+            return leftovers.private_directory(parent, leftovers.WRITTEN_PREFIX)
         except OSError as error:
             raise CacheStateError(
                 f"--cache written writes a copy of the image beside it, but {parent!r} refused: "

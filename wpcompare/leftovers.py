@@ -8,13 +8,14 @@ import shutil
 import signal
 import tempfile
 
-PREFIX = "wpcompare-cycle-"
-_OWNED = re.compile(re.escape(PREFIX) + r"(\d+)-[A-Za-z0-9_]+$")
+PREFIX = "wpcompare-cycle-"                  # cycle's images, in the temp dir or --dir
+WRITTEN_PREFIX = ".wpcompare-written-"      # --cache written's copy, beside the image
+_OWNED = re.compile(f"(?:{re.escape(PREFIX)}|{re.escape(WRITTEN_PREFIX)})" + r"(\d+)-[A-Za-z0-9_]+$")
 
 
-def private_directory(parent):
+def private_directory(parent, prefix=PREFIX):
     """A new directory in parent (None: the temp dir) whose name carries this process's pid."""
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
 
 
 def _alive(pid):
