@@ -121,13 +121,20 @@ def _write_all(fd, blob):
 
 def keep_safe(text, kind="run"):
     """Write text where it survives a failed -o; the path, or None if nowhere took it."""
-    from wpcompare.image import cache_dir   # the cache's trust checks apply to its parent
+    from wpcompare import cache
+    from wpcompare.errors import WpcError
 
     name = f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
-    places = [cache_dir() / "results", tempfile.gettempdir(), os.getcwd()]
+    places = [tempfile.gettempdir(), os.getcwd()]
+    try:
+        places.insert(0, cache.trusted_dir() / "results")   # only a cache that is yours alone
+    except WpcError:
+        pass
     for place in places:
         try:
             os.makedirs(place, mode=0o700, exist_ok=True)
+            if os.path.islink(place):
+                continue
             path = os.path.join(place, name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError:
