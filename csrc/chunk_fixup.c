@@ -422,52 +422,20 @@ void wpc_chunks_stop(struct wpc_chunks *c)
 	c->background_started = false;
 }
 
-static long max_map_count(void)
-{
-	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
-	long v = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
-static long process_vmas(void)
-{
-	FILE *f = fopen("/proc/self/maps", "re");
-	long n = 0;
-	int ch;
-
-	if (!f)
-		return -1;
-	while ((ch = getc(f)) != EOF)
-		n += ch == '\n';
-	fclose(f);
-	return n;
-}
-
 /*
- * mremap says ENOMEM both for the VMA limit and for address space or
- * memory; a reason must say which, so count. The kernel refuses a move
- * once the count is within a few VMAs of the limit (move_vma() keeps room
- * to split); after degrade it is still there, as nothing merged since.
+ * mremap says ENOMEM for the VMA limit, for the address-space limit and for
+ * memory; a reason must say which (wpc_enomem_why). The kernel refuses a
+ * move once the count is within a few VMAs of the limit (move_vma() keeps
+ * room to split); after degrade it is still there, as nothing merged since.
  */
 static int enomem_reason(struct wpc_chunks *c)
 {
-	long limit = max_map_count(), vmas = process_vmas();
+	char why[WPC_REASON_LEN];
 
-	if (limit > 0 && vmas >= 0 && vmas + 16 >= limit)
-		return wpc_fail(c->run, ENOMEM, "mremap of chunk %llu (%zu bytes) failed with ENOMEM at "
-				"%ld VMAs: the region needs more VMAs than vm.max_map_count=%ld allows "
-				"(written chunks alternate with image chunks); raise it (sysctl "
-				"vm.max_map_count=262144) or use a larger chunk",
-				(unsigned long long)atomic_load(&c->error_chunk), c->chunk, vmas, limit);
-	return wpc_fail(c->run, ENOMEM, "mremap of chunk %llu (%zu bytes) failed with ENOMEM at %ld "
-			"VMAs, below vm.max_map_count=%ld: out of address space (RLIMIT_AS) or memory",
-			(unsigned long long)atomic_load(&c->error_chunk), c->chunk, vmas, limit);
+	wpc_enomem_why(c->chunk, "(written chunks alternate with image chunks) or use a larger chunk",
+		       why, sizeof(why));
+	return wpc_fail(c->run, ENOMEM, "mremap of chunk %llu (%zu bytes) failed with ENOMEM: %s",
+			(unsigned long long)atomic_load(&c->error_chunk), c->chunk, why);
 }
 
 int wpc_chunks_finish(struct wpc_chunks *c, bool batched)

@@ -80,19 +80,33 @@ static int open_unnamed(const char *path)
  * one step; an existing file is replaced by rename() from tmp, a name that
  * exists only for the moment between the two calls.
  */
+/*
+ * linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH but no /proc (it may be
+ * unmounted); without the capability it fails with ENOENT and the
+ * /proc/self/fd path does the same.
+ */
+static int link_fd(int fd, const char *proc, const char *name)
+{
+	if (!linkat(fd, "", AT_FDCWD, name, AT_EMPTY_PATH))
+		return 0;
+	if (errno != ENOENT)
+		return -1;
+	return linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW);
+}
+
 static int link_unnamed(int fd, const char *path, char *tmp)
 {
 	char proc[64];
 
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	if (!linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW))
+	if (!link_fd(fd, proc, path))
 		return 0;
 	if (errno != EEXIST)
 		return -errno;
 	for (int attempt = 0; attempt < 100; attempt++) {
 		size_t plen = strlen(path);
 		snprintf(tmp + plen, 16, ".tmp.%06x", (unsigned)(wpc_mix64(wpc_now_ns() + (uint64_t)attempt) & 0xffffff));
-		if (!linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW)) {
+		if (!link_fd(fd, proc, tmp)) {
 			if (rename(tmp, path) < 0) {
 				int err = errno;
 				unlink(tmp);

@@ -302,6 +302,13 @@ struct wpc_maps_report {
 	bool image_mapped;
 };
 int wpc_maps_inspect(const struct wpc_run *run, struct wpc_maps_report *out);
+/* Record why /proc/self/maps could not be inspected (err from wpc_maps_inspect); returns wpc_fail()'s -errno. */
+int wpc_maps_fail(struct wpc_run *run, int err);
+/*
+ * Why an mmap or mremap of `want` more bytes failed with ENOMEM, written to why: the
+ * address-space limit (RLIMIT_AS), vm.max_map_count (then vma_hint is appended) or memory.
+ */
+void wpc_enomem_why(size_t want, const char *vma_hint, char *why, size_t len);
 
 /*
  * Replace [addr, addr + len) by an anonymous copy of its current contents:
@@ -343,6 +350,11 @@ bool wpc_inject_handler_exit(uint64_t served);
 
 /* Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC, UFFD_USER_MODE_ONLY...). */
 int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);
+/*
+ * The reason wpc_uffd_open(flags, ...) failed with err, written to why; returns
+ * -EPERM (not permitted), -EOPNOTSUPP (no userfaultfd here) or err.
+ */
+int wpc_uffd_open_why(int err, int flags, char *why, size_t len);
 
 /* ---- chunked copy-and-remap (chunk_fixup.c), shared by sigsegv and uffd-wp ---- */
 

@@ -59,11 +59,41 @@ static int uffd_devnode(int flags)
 
 	if (dev < 0)
 		return -errno;
-	/* The device hands out descriptors that may handle kernel faults too. */
-	fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags & ~UFFD_USER_MODE_ONLY);
+	/*
+	 * The device hands out descriptors that may handle kernel faults too;
+	 * UFFD_USER_MODE_ONLY is passed on, so a caller that asked for it gets it
+	 * whichever way the descriptor was opened.
+	 */
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
 	fd = fd < 0 ? -errno : fd;
 	close(dev);
 	return fd;
+}
+
+/*
+ * After userfaultfd(2) refused (syscall_err: -EPERM not permitted, or
+ * blocked by seccomp; -ENOSYS no userfaultfd, or blocked), /dev/userfaultfd.
+ * Its own failure decides only when it says something new: a node that is
+ * there but not ours (EACCES, EPERM) means "not permitted" (-EPERM, what
+ * every caller's fallback to UFFD_USER_MODE_ONLY tests); a missing node
+ * (ENOENT, ENODEV, ENXIO) leaves the syscall's answer; anything else
+ * (EMFILE, ENOMEM...) is returned as it is.
+ */
+static int devnode_fallback(int syscall_err, int flags)
+{
+	int fd = uffd_devnode(flags);
+
+	switch (fd) {
+	case -EACCES:
+	case -EPERM:
+		return -EPERM;
+	case -ENOENT:
+	case -ENODEV:
+	case -ENXIO:
+		return syscall_err;
+	default:
+		return fd;
+	}
 }
 
 /*
@@ -89,8 +119,10 @@ int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 	if (features & masked)
 		return -EINVAL;
 	fd = uffd_syscall(flags);
-	if (fd < 0 && (fd == -EPERM || fd == -ENOSYS))
-		fd = uffd_devnode(flags);
+	if (fd == -EACCES)
+		fd = -EPERM;	/* a security module's refusal is a refusal too */
+	if (fd == -EPERM || fd == -ENOSYS)
+		fd = devnode_fallback(fd, flags);
 	if (fd < 0)
 		return fd;
 	if (ioctl(fd, UFFDIO_API, &api) < 0) {
@@ -101,6 +133,29 @@ int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 	if (available)
 		*available = api.features & ~masked;
 	return fd;
+}
+
+int wpc_uffd_open_why(int err, int flags, char *why, size_t len)
+{
+	if (err == -EPERM && (flags & UFFD_USER_MODE_ONLY)) {
+		wpc_why(why, len, "userfaultfd(2) is refused even with UFFD_USER_MODE_ONLY (a seccomp "
+			"filter or a security module) and /dev/userfaultfd is absent or not accessible: "
+			"lift the filter, or grant access to /dev/userfaultfd");
+		return -EPERM;
+	}
+	if (err == -EPERM) {
+		wpc_why(why, len, "a userfaultfd handling kernel-mode faults needs CAP_SYS_PTRACE, "
+			"`sysctl vm.unprivileged_userfaultfd=1` or access to /dev/userfaultfd");
+		return -EPERM;
+	}
+	if (err == -ENOSYS) {
+		wpc_why(why, len, "userfaultfd(2) fails with ENOSYS and /dev/userfaultfd is absent: "
+			"kernel built without CONFIG_USERFAULTFD, or the system call blocked by a "
+			"seccomp filter");
+		return -EOPNOTSUPP;
+	}
+	wpc_why(why, len, "cannot open a userfaultfd: %s", strerror(-err));
+	return err;
 }
 
 int wpc_uffd_probe(struct wpc_uffd_probe *out)

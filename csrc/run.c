@@ -147,7 +147,8 @@ static int open_image(struct wpc_run *run, char *why, size_t len)
 {
 	struct stat st;
 
-	run->image_fd = open(run->image_path, O_RDONLY | O_CLOEXEC);
+	/* No symlink: a cached image's name must be the file itself (user images come resolved). */
+	run->image_fd = open(run->image_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (run->image_fd < 0) {
 		int err = errno;
 		wpc_why(why, len, "cannot open image %s: %s", run->image_path, strerror(err));
@@ -166,6 +167,12 @@ static int open_image(struct wpc_run *run, char *why, size_t len)
 	if (st.st_size == 0) {
 		wpc_why(why, len, "image %s is empty: give a file with at least one byte", run->image_path);
 		return -EINVAL;
+	}
+	if (run->cfg.image_bytes && (uint64_t)st.st_size != run->cfg.image_bytes) {
+		wpc_why(why, len, "image %s is %lld bytes now, not the %llu it had when wpcompare opened "
+			"it: something is writing to it; give a copy nothing writes to", run->image_path,
+			(long long)st.st_size, (unsigned long long)run->cfg.image_bytes);
+		return -ESTALE;
 	}
 	run->image_dev = st.st_dev;
 	run->image_ino = st.st_ino;
@@ -382,16 +389,21 @@ int wpc_run_verify(struct wpc_run *run)
 		dirty_ret = wpc_verify_dirty(run);
 	phase_end(run, WPC_PHASE_VERIFY, &pc, true);
 
-	if (wpc_maps_inspect(run, &maps) == 0) {
+	/* A detach check that could not run is an error, never a "not detached". */
+	int maps_ret = wpc_maps_inspect(run, &maps);
+
+	if (maps_ret == 0) {
 		run->res->image_mapped = maps.image_mapped;
 		run->res->foreign_vmas = maps.foreign_vmas;
 		run->res->detached = !maps.image_mapped && maps.foreign_vmas == 0;
+	} else {
+		maps_ret = wpc_maps_fail(run, maps_ret);
 	}
 	if (!run->res->detached)
 		run->res->time_to_detached_ns = -1;
 	getrusage(RUSAGE_SELF, &ru);
 	run->res->peak_rss_kb = (uint64_t)ru.ru_maxrss;
-	return ret ? ret : dirty_ret;
+	return ret ? ret : dirty_ret ? dirty_ret : maps_ret;
 }
 
 int wpc_run_detached(struct wpc_run *run)

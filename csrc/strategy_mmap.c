@@ -40,11 +40,13 @@ static int mmap_populate_restore(struct wpc_run *run)
 static int mmap_fixup(struct wpc_run *run)
 {
 	int ret = wpc_copy_and_remap(run->region, run->region_len);
+	char why[WPC_REASON_LEN] = "";
 
+	if (ret == -ENOMEM)
+		wpc_enomem_why(run->region_len, "", why, sizeof(why));
 	if (ret)
-		return wpc_fail(run, -ret, "copy-and-remap of the whole region failed: %s%s",
-				strerror(-ret), ret == -ENOMEM ? " (mremap ran out of memory or of "
-				"mappings: see vm.max_map_count)" : "");
+		return wpc_fail(run, -ret, "copy-and-remap of the whole region failed: %s%s%s",
+				strerror(-ret), why[0] ? ": " : "", why);
 	return 0;
 }
 

@@ -71,26 +71,23 @@ static const char *feature_kernel(uint64_t bit)
 
 int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t len)
 {
-	int mode_only = kernel_faults == WPC_KFAULTS_NO ? UFFD_USER_MODE_ONLY : 0;
+	int flags = O_CLOEXEC | (kernel_faults == WPC_KFAULTS_NO ? UFFD_USER_MODE_ONLY : 0);
 	uint64_t avail = 0;
-	int fd = wpc_uffd_open(O_CLOEXEC | mode_only, 0, &avail);
+	int fd = wpc_uffd_open(flags, 0, &avail);
 
-	if ((fd == -EPERM || fd == -EACCES) && kernel_faults == WPC_KFAULTS_AUTO)
-		fd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, &avail);
-	if (fd == -EPERM || fd == -EACCES) {
+	/* As uffd_loader.c's open_uffd() does at run time, so the probe predicts the run. */
+	if (fd == -EPERM && kernel_faults == WPC_KFAULTS_AUTO) {
+		flags |= UFFD_USER_MODE_ONLY;
+		fd = wpc_uffd_open(flags, 0, &avail);
+	}
+	if (fd == -EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
 		wpc_why(why, len, "kernel-faults=yes needs CAP_SYS_PTRACE, "
 			"vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd; "
 			"kernel-faults=auto or no works without");
 		return -EPERM;
 	}
-	if (fd == -ENOSYS) {
-		wpc_why(why, len, "kernel built without userfaultfd (CONFIG_USERFAULTFD)");
-		return -EOPNOTSUPP;
-	}
-	if (fd < 0) {
-		wpc_why(why, len, "cannot open a userfaultfd: %s", strerror(-fd));
-		return fd;
-	}
+	if (fd < 0)
+		return wpc_uffd_open_why(fd, flags, why, len);
 	close(fd);
 	for (int bit = 0; bit < 64; bit++) {
 		uint64_t b = 1ull << bit;
@@ -105,27 +102,44 @@ int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t 
 	return 0;
 }
 
+/*
+ * What is missing and the setting that adds it without taking any page from
+ * whoever holds the others: nr_hugepages = current total + missing.
+ */
+static int huge_pool_shortfall(const struct wpc_huge_pool *pool, long need, char *why, size_t len)
+{
+	long missing = need > pool->available ? need - pool->available : 1;	/* 1: the pool moved */
+
+	wpc_why(why, len, "not enough free 2 MiB huge pages: %ld needed, %ld available (%ld total, "
+		"%ld free, %ld of them reserved by other mappings): run `sysctl vm.nr_hugepages=%ld`",
+		need, pool->available, pool->total, pool->free, pool->reserved, pool->total + missing);
+	return -ENOMEM;
+}
+
 int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len)
 {
-	long free_pages = wpc_free_huge_pages();
+	struct wpc_huge_pool pool;
 	long need = (long)((image_bytes + WPC_HUGE_PAGE - 1) / WPC_HUGE_PAGE);
+	int ret = wpc_huge_pool(&pool);
 
-	if (free_pages == -ENOENT) {
+	if (ret == -ENOENT) {
 		wpc_why(why, len, "kernel offers no 2 MiB hugetlb pages "
 			"(/sys/kernel/mm/hugepages/hugepages-2048kB missing)");
 		return -EOPNOTSUPP;
 	}
-	if (free_pages <= 0) {
-		wpc_why(why, len, "no free 2 MiB huge pages: run `sysctl vm.nr_hugepages=N` "
-			"(N = image size / 2 MiB)");
+	if (ret) {
+		wpc_why(why, len, "cannot read the 2 MiB huge-page pool: %s", strerror(-ret));
+		return ret;
+	}
+	if (image_bytes == 0 && pool.available == 0) {
+		/* No image size (wpcompare info): the rule, not a number. */
+		wpc_why(why, len, "no free 2 MiB huge pages available (%ld total, %ld free, %ld of them "
+			"reserved by other mappings): run `sysctl vm.nr_hugepages=N` (N = %ld + image size "
+			"/ 2 MiB)", pool.total, pool.free, pool.reserved, pool.total);
 		return -ENOMEM;
 	}
-	if (free_pages < need) {
-		wpc_why(why, len, "the image needs %ld free 2 MiB huge pages, %ld are free: "
-			"reserve %ld more (`sysctl vm.nr_hugepages=N` with N the current total + %ld)",
-			need, free_pages, need - free_pages, need - free_pages);
-		return -ENOMEM;
-	}
+	if (pool.available < need)
+		return huge_pool_shortfall(&pool, need, why, len);
 	return 0;
 }
 
@@ -172,9 +186,14 @@ static int map_anonymous(struct wpc_run *run, struct wpc_uffd *u)
 		       MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0), -1, 0);
 
 	if (p == MAP_FAILED && huge && errno == ENOMEM) {
-		unsigned long need = (unsigned long)(u->map_len / WPC_HUGE_PAGE);
-		return wpc_fail(run, ENOMEM, "need %lu free 2 MiB huge pages, %ld free: run "
-				"`sysctl vm.nr_hugepages=%lu`", need, wpc_free_huge_pages(), need);
+		struct wpc_huge_pool pool;
+		char why[WPC_REASON_LEN];
+
+		if (wpc_huge_pool(&pool))
+			return wpc_fail(run, ENOMEM, "mmap of %zu bytes of 2 MiB huge pages: out of "
+					"huge pages", u->map_len);
+		huge_pool_shortfall(&pool, (long)(u->map_len / WPC_HUGE_PAGE), why, sizeof(why));
+		return wpc_fail(run, ENOMEM, "mmap of the hugetlb region failed: %s", why);
 	}
 	if (p == MAP_FAILED)
 		return wpc_fail(run, errno, "mmap of a %zu-byte %sregion: %s", u->map_len,

@@ -86,16 +86,12 @@ static int check_features(uint64_t available, char *why, size_t len)
 	return 0;
 }
 
+/* uffd-wp always opens for kernel-mode faults too (no UFFD_USER_MODE_ONLY fallback). */
 static int open_error(int err, char *why, size_t len)
 {
-	if (err == -EPERM || err == -EACCES) {
-		wpc_why(why, len, "userfaultfd not permitted: run as root, or `sysctl "
-			"vm.unprivileged_userfaultfd=1`, or grant access to /dev/userfaultfd");
-		return -EPERM;
-	}
-	wpc_why(why, len, "userfaultfd unavailable: %s (kernel built without "
-		"CONFIG_USERFAULTFD?)", strerror(-err));
-	return -EOPNOTSUPP;
+	int ret = wpc_uffd_open_why(err, O_CLOEXEC, why, len);
+
+	return ret == -EPERM ? -EPERM : -EOPNOTSUPP;
 }
 
 static int uffd_wp_probe(const struct wpc_params *p, char *why, size_t len)

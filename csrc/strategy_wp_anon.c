@@ -243,9 +243,13 @@ static int wp_anon_restore(struct wpc_run *run)
 	if (wa->uffd == -EPERM)
 		wa->uffd = wpc_uffd_open(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY,
 					 UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
-	if (wa->uffd < 0)
+	if (wa->uffd < 0) {
+		char why[WPC_REASON_LEN];
+
+		wpc_uffd_open_why(wa->uffd, O_CLOEXEC | UFFD_USER_MODE_ONLY, why, sizeof(why));
 		return wpc_fail(run, -wa->uffd, "cannot open a userfaultfd with write-protect faults: %s",
-				strerror(-wa->uffd));
+				why);
+	}
 	ret = wpc_uffd_register_wp(wa->uffd, run->region, run->region_len);
 	if (ret)
 		return wpc_fail(run, -ret, "UFFDIO_REGISTER (MODE_WP) of the region failed: %s",

@@ -68,17 +68,36 @@ void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns)
 		;
 }
 
-long wpc_free_huge_pages(void)
+static long huge_count(const char *name)
 {
-	FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "re");
+	char path[96];
+	FILE *f;
 	long n = -1;
 
+	snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-2048kB/%s", name);
+	f = fopen(path, "re");
 	if (!f)
 		return -errno;
 	if (fscanf(f, "%ld", &n) != 1)
 		n = -EIO;
 	fclose(f);
 	return n;
+}
+
+/*
+ * Free pages include those another process has reserved (a MAP_PRIVATE or
+ * shared hugetlb mapping reserves its pages when made, and takes them off
+ * free only when it faults them in): available = free - reserved.
+ */
+int wpc_huge_pool(struct wpc_huge_pool *pool)
+{
+	pool->total = huge_count("nr_hugepages");
+	pool->free = huge_count("free_hugepages");
+	pool->reserved = huge_count("resv_hugepages");
+	if (pool->total < 0 || pool->free < 0 || pool->reserved < 0)
+		return (int)(pool->total < 0 ? pool->total : pool->free < 0 ? pool->free : pool->reserved);
+	pool->available = pool->free > pool->reserved ? pool->free - pool->reserved : 0;
+	return 0;
 }
 
 /* ---- opening ---- */
@@ -105,12 +124,12 @@ static int open_uffd(struct wpc_uffd *u, uint64_t features, int kernel_faults)
 		u->user_mode_only = true;
 	} else {
 		fd = wpc_uffd_open(flags, features, &avail);
-		if ((fd == -EPERM || fd == -EACCES) && kernel_faults == WPC_KFAULTS_AUTO) {
+		if (fd == -EPERM && kernel_faults == WPC_KFAULTS_AUTO) {
 			fd = wpc_uffd_open(flags | UFFD_USER_MODE_ONLY, features, &avail);
 			u->user_mode_only = true;
 		}
 	}
-	if (fd == -EPERM || fd == -EACCES)
+	if (fd == -EPERM && !u->user_mode_only)
 		return wpc_fail(run, -fd, "userfaultfd handling kernel-mode faults needs "
 				"CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to "
 				"/dev/userfaultfd; or use kernel-faults=no (UFFD_USER_MODE_ONLY)");
@@ -122,8 +141,12 @@ static int open_uffd(struct wpc_uffd *u, uint64_t features, int kernel_faults)
 				": this kernel lacks %s", features,
 				name && !(features & (features - 1)) ? name : "one of them");
 	}
-	if (fd < 0)
-		return wpc_fail(run, -fd, "cannot open a userfaultfd: %s", strerror(-fd));
+	if (fd < 0) {
+		char why[WPC_REASON_LEN];
+
+		wpc_uffd_open_why(fd, flags | (u->user_mode_only ? UFFD_USER_MODE_ONLY : 0), why, sizeof(why));
+		return wpc_fail(run, -fd, "%s", why);
+	}
 	u->fd = fd;
 	return 0;
 }

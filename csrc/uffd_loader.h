@@ -166,7 +166,13 @@ int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len);
 /* Lock-free histogram record, safe from a signal handler and from several threads. */
 void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns);
 
-/* Free 2 MiB huge pages now, or -errno. */
-long wpc_free_huge_pages(void);
+/* The 2 MiB huge-page pool now: every count, or -errno from reading sysfs. */
+struct wpc_huge_pool {
+	long total;	/* nr_hugepages */
+	long free;	/* free_hugepages: includes pages others have reserved */
+	long reserved;	/* resv_hugepages: promised to mappings, not yet faulted in */
+	long available;	/* free - reserved: what a new mapping can have */
+};
+int wpc_huge_pool(struct wpc_huge_pool *pool);
 
 #endif /* WPC_UFFD_LOADER_H */

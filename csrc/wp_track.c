@@ -53,18 +53,10 @@ int wpc_wp_probe_uffd(uint64_t need, char *why, size_t len)
 	uint64_t avail = 0;
 	int fd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, &avail);
 
-	if (fd == -EPERM || fd == -EACCES) {
-		wpc_why(why, len, "userfaultfd is not permitted here: run as root or "
-			"`sysctl vm.unprivileged_userfaultfd=1`");
-		return -EPERM;
-	}
-	if (fd == -ENOSYS) {
-		wpc_why(why, len, "kernel built without userfaultfd (CONFIG_USERFAULTFD=n)");
-		return -EOPNOTSUPP;
-	}
 	if (fd < 0) {
-		wpc_why(why, len, "cannot open a userfaultfd: %s", strerror(-fd));
-		return -EOPNOTSUPP;
+		int ret = wpc_uffd_open_why(fd, O_CLOEXEC | UFFD_USER_MODE_ONLY, why, len);
+
+		return ret == -EPERM ? -EPERM : -EOPNOTSUPP;
 	}
 	close(fd);
 

@@ -114,6 +114,12 @@ struct wpc_config {
 	int history_len;
 	int latency;		/* enum wpc_latency, for the touch phase (the steady pass never times accesses) */
 	uint32_t latency_every;	/* WPC_LATENCY_SAMPLE: mean distance between timed accesses, >= 2 */
+	/*
+	 * > 0: the size the image had when wpcompare first opened it; a file of
+	 * another size now (appended to, truncated) is refused, so every run of a
+	 * matrix restores the same bytes. 0: whatever size the file has.
+	 */
+	uint64_t image_bytes;
 };
 
 struct wpc_phase_stats {

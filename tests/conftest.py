@@ -124,3 +124,28 @@ def hold_release(ticket=-1):
 def hold_expired():
     """Whether a held thread went on by itself, never released (a broken test)."""
     return bool(lib.wpc_test_hold_expired())
+
+
+def open_run(image, strategy, op="write"):
+    """A binding.Run of strategy on image (random order, one thread), phases left to the caller."""
+    from wpcompare.options import parse_pattern
+    return binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                       strategy=strategy, params=None, op=op, pattern=parse_pattern("random"),
+                       threads=1, overlap=False, seed=3, pin_threads=True)
+
+
+CLI_COMMAND = f"{__import__('sys').executable} -c 'from wpcompare.cli import main; main()'"
+
+
+def in_private_mount_namespace(script):
+    """`sh -c script` in a private mount namespace (root, unshare); skips the test, with the
+    reason, where one cannot be made. CLI_COMMAND runs wpcompare in it."""
+    import shutil
+    import subprocess
+    if not is_root() or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private mount namespace")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    if "unshare failed" in done.stderr or "mount:" in done.stderr or "umount:" in done.stderr:
+        pytest.skip(f"no private mount namespace here: {done.stderr.strip()}")
+    return done

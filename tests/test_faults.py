@@ -112,9 +112,10 @@ def test_eager_read_survives_truncation_after_restore(make_image):
 # ---- huge pages exhausted mid-run ----
 
 def _free_huge_pages():
+    """Available 2 MiB huge pages: free less what other mappings have reserved."""
     try:
-        with open(f"{HUGE_PAGE_DIR}/free_hugepages") as free:
-            return int(free.read())
+        with open(f"{HUGE_PAGE_DIR}/free_hugepages") as free, open(f"{HUGE_PAGE_DIR}/resv_hugepages") as reserved:
+            return max(0, int(free.read()) - int(reserved.read()))
     except (OSError, ValueError):
         return 0
 

@@ -79,6 +79,8 @@ def test_handler_on_the_other_cpu_in_a_vm(handler_cpu, in_vm, warned):
 @pytest.mark.parametrize("pool,command", [
     ({"2048kB": {"total": 0, "free": 0}}, "sysctl vm.nr_hugepages=256"),
     ({"2048kB": {"total": 16, "free": 6}}, "sysctl vm.nr_hugepages=266"),   # 10 held by others stay held
+    # 296 of 300 free pages reserved by another process: 4 available, 300 + 256 - 4
+    ({"2048kB": {"total": 300, "free": 300, "reserved": 296}}, "sysctl vm.nr_hugepages=552"),
 ])
 def test_huge_page_skip_gives_the_reserve_command_for_this_image(pool, command):
     reason = "no free 2 MiB huge pages: run `sysctl vm.nr_hugepages=N` (N = image size / 2 MiB)"

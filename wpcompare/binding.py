@@ -127,7 +127,7 @@ class Run:
 
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
                  op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.0,
-                 history=None, latency="none", latency_every=0):
+                 history=None, latency="none", latency_every=0, image_bytes=0):
         """history: for a cycle of a chain, the workloads (fill_workload dicts) of the earlier
         cycles, oldest first, whose writes the image holds; None for a run of its own.
         latency: how touch times first accesses (LATENCY_MODES; "sample" every latency_every-th
@@ -140,6 +140,7 @@ class Run:
         cfg.image_path, cfg.strategy, cfg.params = self._keep
         cfg.image_seed = -1 if image_seed is None else image_seed
         cfg.image_kind = IMAGE_KINDS[image_kind or "mixed"]
+        cfg.image_bytes = image_bytes or 0     # the size fixed when the image was opened
         fill_workload(cfg.workload, op=op, pattern=pattern, seed=seed, threads=threads,
                       overlap=overlap, pin_threads=pin_threads, write_fraction=write_fraction)
         cfg.latency = LATENCY_MODES[latency]

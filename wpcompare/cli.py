@@ -3,8 +3,11 @@
 Bad input is refused before anything runs, with one line naming the problem
 and the fix, and a non-zero exit; no output file is touched.
 """
+import errno
 import json
+import math
 import os
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -19,6 +22,10 @@ from wpcompare.progress import progress_for
 from wpcompare.options import LATENCY_HELP, parse_latency, parse_pattern, parse_size
 from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
+from wpcompare import output as output_files
+from wpcompare import leftovers
+from wpcompare import cache as image_cache
+from wpcompare.options import human_bytes
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -88,20 +95,15 @@ class ImageType(_ParsedType):
 
 
 class OutputType(click.ParamType):
-    """A file that can be created where asked: checked before any run starts."""
+    """A file -o may write (see wpcompare.output): checked before any run starts."""
 
     name = "file"
 
     def convert(self, value, param, ctx):
-        path = os.path.abspath(value)
-        if os.path.isdir(path):
-            self.fail(f"{value!r} is a directory: give a file name", param, ctx)
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            self.fail(f"directory {parent!r} does not exist: create it first", param, ctx)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            self.fail(f"directory {parent!r} is not writable", param, ctx)
-        return path
+        try:
+            return output_files.check_output(value)
+        except WpcError as error:
+            self.fail(error.reason, param, ctx)
 
 
 class PresetType(_ParsedType):
@@ -138,6 +140,26 @@ class ImageOutputType(OutputType):
         return super().convert(value, param, ctx)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click's comparisons let nan through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+# What the C core and the runner take: seeds are int64 in the C core (the image's seed is
+# signed, -1 meaning "not generated") and cycle k uses seed + k; a run's timeout goes to
+# select() and a deadline; repetitions are a Python loop, bounded to what can finish.
+MAX_SEED = 2 ** 62
+MAX_TIMEOUT = 7 * 24 * 3600
+MAX_REPEAT = 100_000
+SEED = click.IntRange(0, MAX_SEED)
+TIMEOUT = FiniteFloatRange(min=0, max=MAX_TIMEOUT, min_open=True)
+
+
 class InjectionType(click.ParamType):
     name = "kind[:N][@strategy]"
 
@@ -153,7 +175,48 @@ class InjectionType(click.ParamType):
 EXPORT_EXTENSIONS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; standard output that cannot be written (a full disk, /dev/full)
+    is one error line and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        leftovers.install_termination_handlers()
+        try:
+            result = super().invoke(ctx)
+        except leftovers.Terminated as terminated:
+            # Every finally ran on the way here: workers killed, private directories removed.
+            name = signal.Signals(terminated.number).name
+            click.echo(f"Error: stopped by {name}; workers and temporary files removed", err=True)
+            sys.exit(128 + terminated.number)
+        except OSError as error:
+            if not _raised_writing_stdout(error):
+                raise
+            _stdout_failed(error)
+        try:
+            sys.stdout.flush()
+        except OSError as error:
+            _stdout_failed(error)
+        return result
+
+
+def _raised_writing_stdout(error):
+    """Whether error came from a write to stdout: the innermost frame held the stream."""
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    streams = [sys.stdout, getattr(sys.stdout, "buffer", None), sys.__stdout__]
+    return any(any(value is stream for stream in streams if stream is not None)
+               for value in tb.tb_frame.f_locals.values())
+
+
+def _stdout_failed(error):
+    output_files.silence_stdout()
+    if error.errno == errno.EPIPE:
+        raise error         # click ends quietly, as a closed pipe deserves
+    raise click.ClickException(f"cannot write to standard output: {error.strerror or error}") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wpcompare")
 def main():
     """Compare ways to restore checkpointed memory: mmap, SIGSEGV copy-and-remap, userfaultfd."""
@@ -178,13 +241,13 @@ def main():
 @click.option("--pin/--no-pin", default=True, show_default=True,
               help="Run workload thread i on the i-th CPU this process may use, so a handler's "
                    "placement (same or other CPU) means what it says.")
-@click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--repeat", type=click.IntRange(1, MAX_REPEAT), default=5, show_default=True,
               help="Measured runs per strategy and op, each in a fresh process.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--warmup", type=click.IntRange(0, MAX_REPEAT), default=1, show_default=True,
               help="Unmeasured runs before them.")
 @click.option("--size", type=SizeType(), default=None,
               help="Size of the generated image, with K, M or G. [default: 256M]")
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the generated image and of the random access order.")
 @click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
               help="Generated image content: random, zero and repeated pages (mixed), "
@@ -198,7 +261,7 @@ def main():
               metavar="every|sample:N|off",
               help="Per-page latencies, from instrumented runs of their own (the measured runs time no "
                    "access, so touch is the application's time): " + LATENCY_HELP + ".")
-@click.option("--latency-runs", type=click.IntRange(min=1), default=None,
+@click.option("--latency-runs", type=click.IntRange(1, MAX_REPEAT), default=None,
               help="Instrumented runs per row. [default: as --repeat]")
 @click.option("--bounds/--no-bounds", default=True, show_default=True,
               help="Measure the physical bounds (one copy of the image into anonymous memory) beside "
@@ -207,7 +270,7 @@ def main():
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every run has finished; the table still goes to stdout.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress line on stderr (it is shown only on a terminal, for runs over 2 s).")
@@ -239,6 +302,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     bound_choices = strategies.bound_choices() if bounds else []
     unique = [choice for choice in unique if choice.label not in {b.label for b in bound_choices}]
     ops = ["read", "write"] if op == "both" else [op]
+    _warn_oversubscribed(threads)
     try:
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
         if image is None:
@@ -247,6 +311,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
+    # --cache written's copies go beside the image; cycle's directories to the temp dir.
+    _remove_stale_directories([None, os.path.dirname(image.path)])
 
     facts = _system_facts(timeout)
     matrix = runner.Matrix(choices=unique, ops=ops, pattern=pattern, image=image,
@@ -289,19 +355,68 @@ PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "th
 _FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
-def _show_and_export(document, renderer, fmt, output):
-    """The table on stdout (or fmt without --output); the export in fmt or the format its
-    extension names written atomically to output; warnings on stderr when stdout is data."""
+def _show_and_export(document, renderer, fmt, output, kind="run"):
+    """The table on stdout (or fmt without --output) first, then the export in fmt or the
+    format its extension names, written to output (wpcompare.output); warnings on stderr
+    when stdout is data. A failed write is one error line (exit 1) after everything else
+    was done, and the document is kept somewhere safe, named in that line."""
     if output:
         export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
-        report.write_export(output, renderer.render(document, export_format))
+        if export_format not in renderer.FORMATS:
+            export_format = "table"
         terminal_format = "table"
     else:
         terminal_format = fmt or "table"
-    click.echo(renderer.render(document, terminal_format), nl=False)
-    if terminal_format in ("json", "csv"):
+    problems, lost = [], False
+    if not _echo_stdout(renderer.render(document, terminal_format), problems):
+        lost = not output
+    if terminal_format in ("json", "csv") and hasattr(renderer, "warnings"):
         for warning in renderer.warnings(document):
             click.echo(f"warning: {warning}", err=True)
+    if output:
+        try:
+            note = output_files.write_export(output, renderer.render(document, export_format))
+        except OSError as error:
+            problems.append(f"cannot write {output}: {error.strerror or error}")
+            lost = True
+        else:
+            if note:
+                click.echo(f"note: {note}", err=True)
+    if lost:
+        kept = output_files.keep_safe(results.dumps(document), kind)
+        problems.append(f"the results are kept in {kept}" if kept
+                        else "the results could not be kept anywhere (no writable directory)")
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
+def _echo_stdout(text, problems):
+    """Print text on stdout and flush it; False (and the reason in problems) if that failed."""
+    try:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+    except OSError as error:
+        output_files.silence_stdout()
+        problems.append(f"cannot write to standard output: {error.strerror or error}")
+        return False
+    return True
+
+
+def _remove_stale_directories(parents):
+    """What a killed wpcompare (SIGKILL) left: removed, and said so."""
+    for path in leftovers.remove_stale(parents):
+        click.echo(f"removed {path}, left by a wpcompare process that is gone", err=True)
+
+
+def _warn_oversubscribed(threads):
+    """More workload threads than CPUs this process may use: they take turns, which the
+    latencies then measure."""
+    cpus = len(os.sched_getaffinity(0))
+    if threads > cpus:
+        click.echo(f"warning: --threads {threads} on {cpus} CPU(s): the threads take turns on the "
+                   "CPUs, so first-access latencies include waiting to be scheduled and the fault "
+                   f"handlers compete with the workload; use --threads {cpus} or fewer to compare "
+                   "strategies", err=True)
 
 
 def _first_of_each_label(choices):
@@ -382,7 +497,7 @@ def _metadata(matrix, facts, elapsed, cache_state):
 @main.command(name="compare")
 @click.argument("a", type=ResultFileType(), metavar="A.json")
 @click.argument("b", type=ResultFileType(), metavar="B.json")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--alpha", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
               default=compare.DEFAULT_ALPHA, show_default=True,
               help="Significance level of the Mann-Whitney U test.")
 @click.option("--format", "fmt", type=click.Choice(compare.FORMATS), default=None,
@@ -392,14 +507,7 @@ def _metadata(matrix, facts, elapsed, cache_state):
 def compare_results(a, b, alpha, fmt, output):
     """Compare two result files row by row: B's medians against A's, with a significance test."""
     comparison = compare.compare_documents(a, b, alpha)
-    if output:
-        extension = os.path.splitext(output)[1].lower()
-        export_format = fmt or {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(extension, "table")
-        report.write_export(output, compare.render(comparison, export_format))
-        terminal_format = "table"
-    else:
-        terminal_format = fmt or "table"
-    click.echo(compare.render(comparison, terminal_format), nl=False)
+    _show_and_export(comparison, compare, fmt, output, kind="compare")
 
 
 @main.command(name="plot")
@@ -413,7 +521,12 @@ def plot_results(document, output):
         data, notes = plot.render(document, plot.image_format(output))
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    report.write_export(output, data)
+    try:
+        note = output_files.write_export(output, data)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {output}: {error.strerror or error}") from None
+    if note:
+        notes.append(note)
     for note in notes:
         click.echo(note, err=True)
     click.echo(f"wrote {output}", err=True)
@@ -441,6 +554,34 @@ def list_strategies():
             click.echo(f"{'':<{width}}    {param.describe()}: {param.help}")
 
 
+@main.group(name="cache")
+def cache_command():
+    """The cache of generated images: list them, or remove them."""
+
+
+@cache_command.command(name="list")
+def cache_list():
+    """Every cached image with its size and age, and the total."""
+    try:
+        found = image_cache.entries()
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+    for line in image_cache.describe_entries(found):
+        click.echo(line)
+
+
+@cache_command.command(name="clean")
+def cache_clean():
+    """Remove every cached image (they are generated again when needed)."""
+    try:
+        removed, freed = image_cache.clean()
+    except WpcError as error:
+        raise BadInput(error.reason) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot clean the image cache: {error.strerror}") from None
+    click.echo(f"removed {removed} file(s), {human_bytes(freed)} freed from {image_cache.cache_dir()}")
+
+
 class DirectoryType(click.ParamType):
     """An existing, writable directory: checked before any run starts."""
 
@@ -463,7 +604,7 @@ class DirectoryType(click.ParamType):
               help="Strategy to cycle, with parameters; repeat for several. [default: every strategy]")
 @click.option("--cycles", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Checkpoint cycles per strategy: restore, work, fix up, checkpoint, delete the old image.")
-@click.option("--dirty", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--dirty", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Share F of the pattern's pages each cycle writes (the others it reads), 0 <= F <= 1.")
 @click.option("--pattern", type=PatternType(), default="random", show_default=True,
               help="Pages each cycle touches: seq, random, sparse:F (0<F<=1), stride:N.")
@@ -474,7 +615,7 @@ class DirectoryType(click.ParamType):
               help="Run workload thread i on the i-th CPU this process may use.")
 @click.option("--size", type=SizeType(), default=None,
               help="Size of the generated image, with K, M or G. [default: 256M]")
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the image; cycle k's workload uses seed + k.")
 @click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
               help="Generated image content. [default: mixed]")
@@ -489,7 +630,7 @@ class DirectoryType(click.ParamType):
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every chain has finished; the table still goes to stdout.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
 @click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
 def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
@@ -501,6 +642,8 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     if not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
     unique = _first_of_each_label(choices)
+    _remove_stale_directories([None, directory])
+    _warn_oversubscribed(threads)
     try:
         images.check_memory(size or DEFAULT_IMAGE_SIZE)
         image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
@@ -522,7 +665,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     document = cycle_results.build_document(
         done, cycle_results.metadata(plan, facts, time.monotonic() - started, sys.argv))
 
-    _show_and_export(document, cycle_report, fmt, output)
+    _show_and_export(document, cycle_report, fmt, output, kind="cycle")
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:

@@ -13,9 +13,8 @@ Rows only one file has are listed, as are rows either file could not run.
 import json
 from dataclasses import dataclass
 
-from tabulate import tabulate
 
-from wpcompare import mannwhitney, results
+from wpcompare import mannwhitney, report, results
 from wpcompare.report import format_ns
 from wpcompare.errors import InvalidArgument
 from wpcompare.options import parse_size
@@ -243,7 +242,7 @@ def _text(comparison, tablefmt, bullet):
              f"B: {comparison['b']['path']} ({comparison['b']['timestamp'] or 'no timestamp'})", ""]
     header, lines = table_rows(comparison)
     if lines:
-        parts.append(tabulate(lines, header, tablefmt=tablefmt, disable_numparse=True))
+        parts.append(report.table(lines, header, tablefmt))
     else:
         parts.append("no row was measured in both files")
     listed = [("only in A", comparison["only_in_a"]), ("only in B", comparison["only_in_b"])]

@@ -15,11 +15,10 @@ since concurrent runs on two CPUs would measure each other.
 """
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
-from wpcompare import binding, runner
+from wpcompare import binding, leftovers, runner
 from wpcompare.errors import UnsupportedError, WpcError
 from wpcompare.options import parse_pattern
 from wpcompare.worker import result_fields
@@ -86,7 +85,7 @@ def run_chain(plan, choice):
     if unavailable:
         return dict(chain, status="skipped", reason=unavailable)
 
-    directory = tempfile.mkdtemp(prefix="wpcompare-cycle-", dir=plan.directory)
+    directory = leftovers.private_directory(plan.directory)
     try:
         # Image 1 is the generated one: cycle k restores image k and writes image k+1.
         try:

@@ -8,9 +8,8 @@ document.
 import csv
 import io
 
-from tabulate import tabulate
 
-from wpcompare import cycle_results, results
+from wpcompare import cycle_results, report, results
 from wpcompare.options import human_bytes
 from wpcompare.report import format_count, format_ns
 
@@ -57,7 +56,10 @@ def _format(metric, value):
 
 
 def table_rows(document):
-    """(header, rows, notes): a line per cycle and a total per strategy; numbered reasons."""
+    """(header, rows, notes): a line per cycle and a total per strategy; numbered reasons.
+
+    verified: "yes", "NO" (bytes differ from the model), or "not checked" for a cycle that
+    failed before its checks ran (a full disk, a timeout, a crash)."""
     header = [name for name, _ in COLUMNS]
     rows, notes = [], []
 
@@ -67,26 +69,49 @@ def table_rows(document):
 
     for chain in document["chains"]:
         label = chain["label"]
-        if chain["status"] == "skipped":
-            marker = note(f"{label}: skipped: {chain['reason']}")
-            rows.append([label, "-", f"skipped {marker}"] + [""] * (len(COLUMNS) - 3))
+        if chain["status"] == "skipped" or not chain["cycles"]:
+            # A chain that failed before its first cycle (its probe) is a row too.
+            marker = note(f"{label}: {chain['status']}: {chain['reason']}")
+            rows.append([label, "-", f"{chain['status']} {marker}"] + [""] * (len(COLUMNS) - 3))
             continue
         for row in chain["cycles"]:
             if row["status"] != "ok":
                 phase = f" in {row['failed_phase']}" if row.get("failed_phase") else ""
                 marker = note(f"{label} cycle {row['cycle']}: failed{phase}: {row['reason']}")
                 rows.append([label, str(row["cycle"]), f"failed {marker}"]
-                            + [""] * (len(COLUMNS) - 4) + ["NO"])
+                            + [""] * (len(COLUMNS) - 4) + [VERDICT_TEXT[cycle_verdict(row)]])
                 continue
             metrics = cycle_results.cycle_metrics(row)
             rows.append([label, str(row["cycle"])]
                         + [_format(metric, metrics[metric]) for _, metric in COLUMNS[2:-1]] + ["yes"])
         totals = chain.get("totals")
         if totals:
-            verified = "yes" if chain["status"] == "ok" else "NO"
+            verified = VERDICT_TEXT[chain_verdict(chain)]
             rows.append([label, f"all {totals['cycles']}"]
                         + [_format(metric, totals[metric]) for _, metric in COLUMNS[2:-1]] + [verified])
     return header, rows, notes
+
+
+VERDICT_TEXT = {True: "yes", False: "NO", None: "not checked"}
+
+
+def cycle_verdict(row):
+    """True (checked, right), False (checked: bytes differ) or None (the checks never ran)."""
+    if row["status"] == "ok":
+        return True
+    checks = [check.get("verified") for check in (row.get("image_check") or {}).values() if check]
+    if row.get("mismatched_pages") or (row.get("failed_phase") == "verify" and row.get("verified") is False) \
+            or False in checks:
+        return False
+    return None
+
+
+def chain_verdict(chain):
+    """A chain: True if every cycle was checked right, False if any differed, else None."""
+    verdicts = [cycle_verdict(row) for row in chain["cycles"]]
+    if False in verdicts:
+        return False
+    return True if chain["status"] == "ok" and all(verdicts) else None
 
 
 def dump_notes(document):
@@ -156,7 +181,7 @@ def warnings(document):
 
 def _text_report(document, tablefmt, bullet):
     header, rows, notes = table_rows(document)
-    parts = [context_line(document), "", tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)]
+    parts = [context_line(document), "", report.table(rows, header, tablefmt)]
     if notes:
         parts.append("")
         parts += [f"{bullet}[{number}] {text}" for number, text in enumerate(notes, 1)]
@@ -166,7 +191,7 @@ def _text_report(document, tablefmt, bullet):
         parts += [f"{bullet}{text}" for text in dumps]
     rank_header, rank_rows = ranking_rows(document)
     if rank_rows:
-        parts += ["", tabulate(rank_rows, rank_header, tablefmt=tablefmt, disable_numparse=True)]
+        parts += ["", report.table(rank_rows, rank_header, tablefmt)]
     for text in warnings(document):
         parts += ["", f"{bullet}warning: {text}"]
     parts += ["", bullet + DEFINITIONS]
@@ -203,13 +228,13 @@ def render_csv(document):
             line = identity + [row["status"], row.get("reason"), row["cycle"]]
             line += [metrics[name] for name in cycle_results.METRICS]
             line += [checkpoint.get("kept"), kept.get("fallback"), row.get("old_image_deleted"),
-                     row["status"] == "ok"]
+                     cycle_verdict(row)]
             writer.writerow(["" if value is None else value for value in line])
         totals = chain.get("totals")
         if totals:
             line = identity + [chain["status"], chain["reason"], "total"]
             line += [totals[name] for name in cycle_results.METRICS]
-            line += [None, None, None, chain["status"] == "ok"]
+            line += [None, None, None, chain_verdict(chain)]
             writer.writerow(["" if value is None else value for value in line])
     return out.getvalue()
 

@@ -109,6 +109,11 @@ def ranking(chains):
     return ranked
 
 
+def derive(document):
+    """A read document with its totals and ranking derived again from the cycles."""
+    return build_document(document["chains"], document["metadata"])
+
+
 def build_document(chains, metadata):
     for chain in chains:
         chain["totals"] = chain_totals(chain)

@@ -8,12 +8,12 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from wpcompare import binding
+from wpcompare import cache as image_cache
+from wpcompare import leftovers
 from wpcompare.errors import CacheStateError, ImageError, InvalidArgument
 from wpcompare.options import format_size, human_bytes, parse_size
 
@@ -85,15 +85,13 @@ def open_user_image(path):
         os.close(os.open(path, os.O_RDONLY))
     except OSError as error:
         raise ImageError(f"image {path!r} cannot be read: {error.strerror}") from None
-    return Image(os.path.abspath(path), info.st_size, None, None, "file")
+    # Resolved here: the C core opens images with O_NOFOLLOW.
+    return Image(os.path.realpath(path), info.st_size, None, None, "file")
 
 
 def cache_dir():
-    """$XDG_CACHE_HOME/wpcompare, else ~/.cache/wpcompare (XDG ignores relative values)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "wpcompare"
+    """$XDG_CACHE_HOME/wpcompare, else ~/.cache/wpcompare (see wpcompare.cache)."""
+    return image_cache.cache_dir()
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,15 +137,11 @@ def check_memory(size, image=None):
 
 
 def generated_image(size, seed, kind):
-    """The deterministic image for (size, seed, kind), generated once into the cache."""
-    directory = cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as error:
-        raise ImageError(f"cannot create the image cache {str(directory)!r}: {error.strerror}; "
-                         "set XDG_CACHE_HOME to a writable directory or pass --image") from None
+    """The deterministic image for (size, seed, kind), generated once into the cache and
+    checked before every later use (wpcompare.cache)."""
+    directory = image_cache.trusted_dir()
     path = directory / f"{kind}-{format_size(size)}-seed{seed}-gen{generator_version()}.img"
-    if path.is_file() and path.stat().st_size == size:
+    if image_cache.usable(str(path), size, seed, kind, generator_version()):
         return Image(str(path), size, seed, kind, "cached")
     disk = os.statvfs(directory)
     free = disk.f_bavail * disk.f_frsize
@@ -156,6 +150,7 @@ def generated_image(size, seed, kind):
                          f"{format_size(size)} image needs {human_bytes(size)}: free some space or "
                          "set XDG_CACHE_HOME to a larger filesystem")
     binding.generate_image(path, size, seed, kind)
+    image_cache.record_generated(str(path), size, seed, kind, generator_version())
     return Image(str(path), size, seed, kind, "generated")
 
 
@@ -327,7 +322,7 @@ class PageCache:
     def _private_directory(self):
         parent = os.path.dirname(self.image.path)
         try:
-            return tempfile.mkdtemp(prefix=".wpcompare-written-", dir=parent)
+            return leftovers.private_directory(parent, leftovers.WRITTEN_PREFIX)
         except OSError as error:
             raise CacheStateError(
                 f"--cache written writes a copy of the image beside it, but {parent!r} refused: "

@@ -48,6 +48,7 @@ def human_bytes(size):
 
 
 PATTERN_KINDS = ("seq", "random", "sparse", "stride")
+MAX_STRIDE = 2 ** 40        # beyond any region's page count (4 PiB): a larger stride touches page 0 only
 _PATTERN_HELP = "use seq, random, sparse:F (0 < F <= 1) or stride:N (N >= 1)"
 
 
@@ -84,9 +85,10 @@ def parse_pattern(text):
         return Pattern("sparse", fraction=fraction)
     if kind == "stride" and arg:
         # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-        if not re.fullmatch("[0-9]+", arg) or int(arg) < 1:
+        if not re.fullmatch("[0-9]+", arg) or not 1 <= int(arg) <= MAX_STRIDE:
             raise InvalidArgument(
-                f"invalid pattern {text!r}: the N of stride:N must be a whole number of pages >= 1")
+                f"invalid pattern {text!r}: the N of stride:N must be a whole number of pages >= 1 "
+                f"(and <= {MAX_STRIDE})")
         return Pattern("stride", stride=int(arg))
     raise InvalidArgument(f"invalid pattern {text!r}: {_PATTERN_HELP}")
 

@@ -15,7 +15,7 @@ is imported only here, with the Agg backend, which needs no display.
 import io
 import os
 
-from wpcompare import cycle_plot, cycle_results, report, results
+from wpcompare import cycle_plot, cycle_results, documents, report, results
 from wpcompare.errors import InvalidArgument, WpcError
 
 IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
@@ -201,12 +201,12 @@ def load_plottable(path):
                               + ", ".join(PLOTTERS) + " (the JSON `wpcompare run` and `wpcompare cycle` "
                               "write with --format json or -o FILE.json)")
     if schema in results.READABLE_SCHEMAS:
-        document = results.load_document(path)
+        return results.load_document(path, document)
     missing = [key for key in CYCLE_KEYS if key not in document] if schema in cycle_results.READABLE_SCHEMAS else []
     if missing:
         raise InvalidArgument(f"{path} has no {', '.join(missing)}: not a whole `wpcompare cycle` result; "
                               "write it again with `wpcompare cycle -o FILE.json`")
-    return document
+    return cycle_results.derive(documents.validate(path, document, (schema,)))
 
 
 def render(document, fmt):

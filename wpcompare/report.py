@@ -6,13 +6,11 @@ for tools: csv holds raw numbers (ns, counts), json the whole document.
 """
 import csv
 import io
-import os
 import re
-import tempfile
 
 from tabulate import tabulate
 
-from wpcompare import published, results
+from wpcompare import output, published, results
 from wpcompare.options import human_bytes
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -63,6 +61,19 @@ def legend(document):
     return ("values: median over the runs ± spread (half the min-max range, % of the median); " + touch
             + "; p50/p99/fault: the strategy's service time of one fault, where it measures one; "
             + bound_text + "; faults: minor+major during touch; VMAs: after fixup")
+
+
+def table(rows, header, tablefmt):
+    """tabulate's table; in markdown (github) a `|` inside a cell is escaped, so a label such as
+    `-s uffd-hybrid:path=a|b` stays in its column."""
+    if tablefmt == "github":
+        rows = [[_markdown_cell(cell) for cell in row] for row in rows]
+        header = [_markdown_cell(cell) for cell in header]
+    return tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)
+
+
+def _markdown_cell(cell):
+    return cell.replace("|", "\\|") if isinstance(cell, str) else cell
 
 
 def format_ns(ns):
@@ -229,9 +240,11 @@ def _huge_page_warning(document):
     image_bytes = (meta.get("image") or {}).get("bytes") or 0
     needed = max(1, -(-image_bytes // HUGE_PAGE))
     pool = ((meta.get("system") or {}).get("hugepages") or {}).get("2048kB") or {}
-    in_use = (pool["total"] - pool["free"]) if pool.get("total") is not None and pool.get("free") is not None else 0
+    in_use = (pool["total"] - pool["free"] + (pool.get("reserved") or 0)
+              if pool.get("total") is not None and pool.get("free") is not None else 0)
     # The pool is shared and may change during the runs: the count is what the image needs
-    # plus what others held when the machine was probed.
+    # plus what others held (faulted in, or reserved: free - reserved is what is available)
+    # when the machine was probed.
     return (f"{', '.join(labels)} skipped: the {human_bytes(image_bytes)} image needs {needed} free "
             f"2 MiB huge pages; reserve them as root with `sysctl vm.nr_hugepages={needed + in_use}` "
             "and run again")
@@ -307,7 +320,7 @@ def _text_report(document, tablefmt, bullet):
     cache = cache_line(document)
     if cache:
         parts.append(cache)
-    parts += ["", tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)]
+    parts += ["", table(rows, header, tablefmt)]
     if notes:
         parts.append("")
         parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
@@ -350,7 +363,7 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
         rows.append(row)
     return [f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}",
             "",
-            tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True),
+            table(rows, header, tablefmt),
             "",
             f"{bullet}per page here: the mean of the timed first accesses (each between two clock "
             "reads, as the published figures were taken), median over the instrumented runs; "
@@ -395,19 +408,5 @@ def render(document, fmt):
 
 
 def write_export(path, text):
-    """Write text (or bytes) to path all at once: readers see the old file or the new, never half of it."""
-    path = os.path.abspath(path)
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".wpcompare-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as export:
-            export.write(text)
-            export.flush()
-            os.fsync(export.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Write text (or bytes) to path as wpcompare.output says (kept here for callers)."""
+    return output.write_export(path, text)

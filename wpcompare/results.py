@@ -21,7 +21,7 @@ import math
 import re
 import statistics
 
-from wpcompare.errors import InvalidArgument
+from wpcompare import documents
 
 SCHEMA = "wpcompare.run/2"
 # Read as well: run/1 files, whose every run timed each access in touch.
@@ -253,24 +253,18 @@ def build_document(rows, metadata):
 
 def read_json(path):
     """The JSON value in the file at path, or InvalidArgument saying in one line why not."""
-    try:
-        with open(path) as source:
-            return json.load(source)
-    except OSError as error:
-        raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise InvalidArgument(f"{path} is not JSON: {error}") from None
+    return documents.read_json(path)
 
 
-def load_document(path):
-    """A result document from a file, or InvalidArgument saying why it is not one."""
-    document = read_json(path)
-    schema = document.get("schema") if isinstance(document, dict) else None
-    if schema not in READABLE_SCHEMAS:
-        raise InvalidArgument(f"{path} is not a wpcompare result (schema {schema!r}, expected "
-                              f"{' or '.join(map(repr, READABLE_SCHEMAS))})")
-    if "groups" not in document or schema != SCHEMA:
-        document["groups"] = summarize(document["runs"], (document.get("metadata") or {}).get("reference_bound"))
+def load_document(path, document=None):
+    """A result document from a file (or already read from it), validated against the schema
+    of its version (run/1 or run/2), or InvalidArgument saying in one line why it is not one."""
+    if document is None:
+        document = read_json(path)
+    document = documents.validate(path, document, READABLE_SCHEMAS)
+    # Groups are derived from the runs: derived again, they agree with the runs and with
+    # what this version's renderers expect, whatever the file said.
+    document["groups"] = summarize(document["runs"], (document.get("metadata") or {}).get("reference_bound"))
     return document
 
 

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import worker
+from wpcompare import leftovers, worker
 from wpcompare.errors import CacheStateError
 from wpcompare.image import CacheMode, PageCache
 from wpcompare.options import Latency
@@ -151,6 +151,7 @@ def plan(matrix, image_path=None):
                         "image": image_path or matrix.image.path,
                         "image_seed": matrix.image.seed,
                         "image_kind": matrix.image.kind,
+                        "image_bytes": matrix.image.size,     # fixed when the image was opened
                         "strategy": choice.strategy.name,
                         "params": choice.params_text,
                         "label": choice.label,
@@ -294,8 +295,9 @@ def _child(function, argument, read_end, write_end, parent):
     try:
         _die_with_parent(parent)
         os.close(read_end)
-        # The parent handles Ctrl-C and kills its workers; a worker just dies.
+        # The parent handles Ctrl-C (and SIGTERM, SIGHUP) and kills its workers; a worker just dies.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        leftovers.default_termination_handlers()
         # A crash is reported by the parent from the wait status; an inherited
         # faulthandler (pytest's) would dump the parent's stack, which misleads.
         faulthandler.disable()

@@ -9,6 +9,7 @@ prints the row. A spec is a JSON object:
     image        path of the image file (required)
     image_seed   seed it was generated from, or null for a user's file
     image_kind   "mixed" or "random" with image_seed
+    image_bytes  the size the image had when it was opened (a file of another size is refused)
     strategy     strategy name (required); params "name=value,..."; label for display
     op           "read", "write" or "mixed" (write_fraction of the pages written, the rest read)
     pattern      "seq", "random", "sparse:F", "stride:N"
@@ -32,6 +33,7 @@ from wpcompare.options import parse_latency, parse_pattern
 SPEC_DEFAULTS = {
     "image_seed": None,
     "image_kind": None,
+    "image_bytes": 0,
     "params": "",
     "label": None,
     "op": "read",
@@ -158,7 +160,8 @@ _hog = []     # what "hugepages" took: held until the process exits
 
 def _take_every_huge_page():
     """Map and fault in every free 2 MiB huge page; (pages taken, free afterwards)."""
-    free = _read_int(f"{HUGE_PAGE_DIR}/free_hugepages") or 0
+    free = max(0, (_read_int(f"{HUGE_PAGE_DIR}/free_hugepages") or 0)
+               - (_read_int(f"{HUGE_PAGE_DIR}/resv_hugepages") or 0))
     size = 2 << 20
     for count in range(free, 0, -1):
         try:
@@ -244,7 +247,8 @@ def run_spec(spec, note=_no_note):
             strategy=spec["strategy"], params=params, op=spec["op"],
             pattern=parse_pattern(spec["pattern"]), threads=spec["threads"],
             overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"],
-            write_fraction=spec["write_fraction"], latency=latency, latency_every=latency_every)
+            write_fraction=spec["write_fraction"], latency=latency, latency_every=latency_every,
+            image_bytes=spec["image_bytes"])
     except WpcError as error:
         row.update(status="failed", reason=error.reason, failed_phase="create")
         return row
