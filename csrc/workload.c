@@ -215,25 +215,41 @@ struct access_plan {
 	int thread;
 };
 
+static inline volatile uint64_t *page_word(struct access_plan ap, uint64_t page)
+{
+	return (volatile uint64_t *)(ap.region + page * WPC_PAGE) + wpc_word_slot(page, ap.thread);
+}
+
 static inline void access_page(struct access_plan ap, uint64_t i, uint64_t *sum)
 {
 	uint64_t page = ap.order[i];
-	volatile uint64_t *word = (volatile uint64_t *)(ap.region + page * WPC_PAGE) +
-				  wpc_word_slot(page, ap.thread);
 
 	if (ap.write_all || (ap.write_set && (ap.write_set[page / 8] >> (page % 8) & 1)))
-		*word = wpc_write_value(ap.seed, page, ap.thread);
+		*page_word(ap, page) = wpc_write_value(ap.seed, page, ap.thread);
 	else
-		*sum += *word;
+		*sum += *page_word(ap, page);
 }
 
-/* The application's loop: accesses and nothing else, no clock. */
+/*
+ * The application's loop: accesses and nothing else, no clock. A loop per
+ * op, so that one that only reads (or only writes) does not test which on
+ * every access: measured here, the test alone cost a random read pass over
+ * 512 MiB a tenth of its time.
+ */
 static uint64_t touch_plain(struct access_plan ap, uint64_t first, uint64_t last)
 {
 	uint64_t sum = 0;
 
-	for (uint64_t i = first; i < last; i++)
-		access_page(ap, i, &sum);
+	if (ap.write_all) {
+		for (uint64_t i = first; i < last; i++)
+			*page_word(ap, ap.order[i]) = wpc_write_value(ap.seed, ap.order[i], ap.thread);
+	} else if (!ap.write_set) {
+		for (uint64_t i = first; i < last; i++)
+			sum += *page_word(ap, ap.order[i]);
+	} else {
+		for (uint64_t i = first; i < last; i++)
+			access_page(ap, i, &sum);
+	}
 	return sum;
 }
 

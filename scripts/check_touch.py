@@ -3,26 +3,27 @@
 
 For each page-cache state, on the same image: a plain C loop (scripts/plain_touch.c,
 nothing of wpcompare in it) reads one word of every page of a private mapping in
-wpcompare's own access order, pinned to the CPU wpcompare pins its workload to;
-then `wpcompare run -s mmap --op read` measures the same; then the plain loop
-again. Printed: the medians, their faults, the ratio, and the instrumented pass's
-touch (a clock read around every access) for contrast. Exit status 1 if a state's
-ratio is off by more than --tolerance.
+wpcompare's own access order, pinned to the CPU wpcompare pins its workload to; and
+wpcompare's runner measures `-s mmap --op read` the way `wpcompare run` does, each run in
+a fresh worker. The two alternate run by run inside one page-cache state (which one goes
+first alternates too), so both meet the same machine: in a VM the cost of a random pass
+over 512 MiB drifts by a quarter between minutes. Printed: the medians, their faults, the
+ratio, and an instrumented run's touch (a clock read around every access) for contrast.
+Exit status 1 if a state's ratio is off by more than --tolerance.
 
-    python scripts/check_touch.py --size 512M --image-kind random --runs 5
+    python scripts/check_touch.py --size 512M --image-kind random --runs 11
 
 Run it on a quiet machine: nothing else running, no tests, no builds.
 """
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 
-from wpcompare import binding, image as images
+from wpcompare import binding, image as images, runner
 from wpcompare._core import ffi, lib
 from wpcompare.options import format_size, parse_pattern, parse_size
 from wpcompare.report import format_count, format_ns
@@ -50,34 +51,46 @@ def write_order(path, pages, pattern, seed):
         out.write(ffi.buffer(order, count * 8))
 
 
-def plain_passes(program, cache, order, cpu, runs):
-    """(ns, faults) of each of runs passes, after one unmeasured pass, each in a fresh process."""
-    passes = []
-    for number in range(runs + 1):
-        cache.before_run()
-        line = subprocess.run([program, cache.path, order, str(cpu)], check=True, capture_output=True,
-                              text=True).stdout.split()
-        if number:
-            passes.append((int(line[0]), int(line[1])))
-    return passes
+def plain_pass(program, path, order, cpu):
+    """(ns, faults) of one plain pass, in a fresh process."""
+    line = subprocess.run([program, path, order, str(cpu)], check=True, capture_output=True,
+                          text=True).stdout.split()
+    return int(line[0]), int(line[1])
 
 
-def wpcompare_runs(image, mode, pattern, seed, runs, directory):
-    output = os.path.join(directory, f"{mode}.json")
-    command = [shutil.which("wpcompare") or "wpcompare", "run", "--image", image.path, "--cache", mode,
-               "-s", "mmap", "--op", "read", "--pattern", pattern, "--seed", str(seed),
-               "--repeat", str(runs), "--warmup", "1", "--latency", "every", "--no-bounds", "-q",
-               "-o", output]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    with open(output) as source:
-        document = json.load(source)
-    measured = [row for row in document["runs"] if row["status"] == "ok" and not row["warmup"]]
-    plain = [row for row in measured if row["latency"] == "none"]
-    timed = [row for row in measured if row["latency"] != "none"]
-    return ([(row["phases"]["touch"]["ns"], row["phases"]["touch"]["minflt"] + row["phases"]["touch"]["majflt"])
-             for row in plain],
-            [row["phases"]["touch"]["ns"] for row in timed],
-            document["metadata"]["cache"], plain[0]["app_cpu"] if plain else 0)
+def worker_run(image, path, pattern, seed, latency):
+    """(touch ns, faults, app CPU) of one `-s mmap --op read` run, in a fresh worker as `run` makes them."""
+    row = runner.run_isolated({"image": path, "image_seed": image.seed, "image_kind": image.kind,
+                               "strategy": "mmap", "op": "read", "pattern": pattern, "seed": seed,
+                               "latency": latency}, timeout=120)
+    if row["status"] != "ok" or not row["verified"]:
+        raise SystemExit(f"the mmap run failed: {row['status']}: {row['reason']}")
+    touch = row["phases"]["touch"]
+    return touch["ns"], touch["minflt"] + touch["majflt"], row["app_cpu"] or 0
+
+
+def measure(image, mode, program, order, pattern, seed, runs):
+    """Plain passes, measured runs and instrumented runs of one state, alternating, after one
+    unmeasured run of each."""
+    plain, ours, timed = [], [], []
+    with images.PageCache(image, images.parse_cache_mode(mode)) as cache:
+        for number in range(runs + 1):
+            pair = []
+            for side in (("plain", "ours") if number % 2 == 0 else ("ours", "plain")):
+                cache.before_run()
+                if side == "plain":
+                    # wpcompare pins workload thread 0 to the first CPU this process may use.
+                    pair.append(plain_pass(program, cache.path, order, min(os.sched_getaffinity(0))))
+                else:
+                    pair.append(worker_run(image, cache.path, pattern, seed, "none")[:2])
+            cache.before_run()
+            timed_ns = worker_run(image, cache.path, pattern, seed, "every")[0]
+            if number:
+                plain.append(pair[0] if number % 2 == 0 else pair[1])
+                ours.append(pair[1] if number % 2 == 0 else pair[0])
+                timed.append(timed_ns)
+        state = cache.describe()
+    return plain, ours, timed, state
 
 
 def main():
@@ -86,7 +99,7 @@ def main():
     parser.add_argument("--image-kind", default="random", choices=images.IMAGE_KINDS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pattern", default="random")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--states", default="read,written,cold",
                         help="page-cache states, comma-separated (as --cache takes them)")
     parser.add_argument("--tolerance", type=float, default=0.10)
@@ -101,15 +114,8 @@ def main():
         order = os.path.join(directory, "order")
         write_order(order, image.pages, args.pattern, args.seed)
         for mode in args.states.split(","):
-            cache_mode = images.parse_cache_mode(mode)
-            ours, timed, state, cpu = wpcompare_runs(image, mode, args.pattern, args.seed, args.runs, directory)
-            with images.PageCache(image, cache_mode) as cache:
-                plain = plain_passes(program, cache, order, cpu, args.runs)
-                ours_again, timed_again, _, _ = wpcompare_runs(image, mode, args.pattern, args.seed, args.runs,
-                                                               directory)
-                plain += plain_passes(program, cache, order, cpu, args.runs)
-            ours += ours_again
-            timed += timed_again
+            plain, ours, timed, state = measure(image, mode, program, order, args.pattern, args.seed,
+                                                args.runs)
             plain_ns = statistics.median(ns for ns, _ in plain)
             ours_ns = statistics.median(ns for ns, _ in ours)
             ratio = ours_ns / plain_ns
@@ -118,11 +124,11 @@ def main():
             lines.append((mode, format_ns(plain_ns), format_count(statistics.median(f for _, f in plain)),
                           format_ns(ours_ns), format_count(statistics.median(f for _, f in ours)),
                           f"{ratio:.2f}", format_ns(statistics.median(timed))))
-            print(f"{mode}: {state.get('state')}; probe before the runs: "
-                  f"{json.dumps(state.get('before'))}", file=sys.stderr)
+            print(f"{mode}: {state['state']}; probe before the runs: {json.dumps(state['before'])}; "
+                  f"state set again {state['resets']} time(s)", file=sys.stderr)
     widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
     print(f"{format_size(size)} {args.image_kind} image, pattern {args.pattern}, "
-          f"{2 * args.runs} passes of each (medians)")
+          f"{args.runs} runs of each after one unmeasured, alternating (medians)")
     for row in [header] + lines:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
     if off:
