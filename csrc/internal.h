@@ -181,10 +181,16 @@ struct wpc_plan {
 	uint8_t *write_set;		/* WPC_OP_MIXED: bit p set if page p is written */
 };
 
+/* Whether an access to `page` writes, given a plan's write_all and write_set. */
+static inline bool wpc_writes_page(bool write_all, const uint8_t *write_set, uint64_t page)
+{
+	return write_all || (write_set && (write_set[page / 8] >> (page % 8) & 1));
+}
+
 /* Whether the workload's access to `page` is a write. */
 static inline bool wpc_plan_writes(const struct wpc_plan *plan, uint64_t page)
 {
-	return plan->write_all || (plan->write_set && (plan->write_set[page / 8] >> (page % 8) & 1));
+	return wpc_writes_page(plan->write_all, plan->write_set, page);
 }
 
 struct wpc_run {

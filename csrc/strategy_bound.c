@@ -101,12 +101,16 @@ static int bound_probe(const struct wpc_params *p, char *why, size_t len)
 	}
 }
 
-static int map_destination(struct wpc_run *run)
+/* The anonymous region the image is copied into, of the page kind asked for. */
+static int make_destination(struct wpc_run *run)
 {
-	struct bound *b = run->priv;
 	bool huge = run->params.bound_page == BOUND_PAGE_2M;
+	struct bound *b = calloc(1, sizeof(*b));
 	void *p;
 
+	if (!b)
+		return wpc_fail(run, ENOMEM, "out of memory");
+	run->priv = b;
 	b->map_len = huge ? wpc_align_up(run->region_len, WPC_HUGE_PAGE) : run->region_len;
 	p = mmap(NULL, b->map_len, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0), -1, 0);
@@ -122,21 +126,11 @@ static int map_destination(struct wpc_run *run)
 	return 0;
 }
 
-static int bound_alloc(struct wpc_run *run)
-{
-	run->priv = calloc(1, sizeof(struct bound));
-	if (!run->priv)
-		return wpc_fail(run, ENOMEM, "out of memory");
-	return 0;
-}
-
 /* bound-copy's destination, faulted in before restore's clock starts. */
 static int bound_copy_prepare(struct wpc_run *run)
 {
-	int ret = bound_alloc(run);
+	int ret = make_destination(run);
 
-	if (!ret)
-		ret = map_destination(run);
 	if (ret)
 		return ret;
 	if (madvise(run->region, ((struct bound *)run->priv)->map_len, MADV_POPULATE_WRITE) < 0)
@@ -207,17 +201,10 @@ static int copy_image(struct wpc_run *run)
 	return 0;
 }
 
-static int bound_copy_restore(struct wpc_run *run)
-{
-	return copy_image(run);
-}
-
 static int bound_fresh_restore(struct wpc_run *run)
 {
-	int ret = bound_alloc(run);
+	int ret = make_destination(run);
 
-	if (!ret)
-		ret = map_destination(run);
 	return ret ? ret : copy_image(run);
 }
 
@@ -240,7 +227,7 @@ const struct wpc_strategy wpc_strategy_bound_copy = {
 	.params = bound_params,
 	.probe = bound_probe,
 	.prepare = bound_copy_prepare,
-	.restore = bound_copy_restore,
+	.restore = copy_image,
 	.teardown = bound_teardown,
 };
 

@@ -224,7 +224,7 @@ static inline void access_page(struct access_plan ap, uint64_t i, uint64_t *sum)
 {
 	uint64_t page = ap.order[i];
 
-	if (ap.write_all || (ap.write_set && (ap.write_set[page / 8] >> (page % 8) & 1)))
+	if (wpc_writes_page(ap.write_all, ap.write_set, page))
 		*page_word(ap, page) = wpc_write_value(ap.seed, page, ap.thread);
 	else
 		*sum += *page_word(ap, page);

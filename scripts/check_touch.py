@@ -25,7 +25,6 @@ import sys
 import tempfile
 
 from wpcompare import binding, image as images, runner
-from wpcompare._core import ffi, lib
 from wpcompare.options import format_size, parse_pattern, parse_size
 from wpcompare.report import format_count, format_ns
 
@@ -41,15 +40,8 @@ def build_plain_loop(directory):
 
 def write_order(path, pages, pattern, seed):
     """wpcompare's access order for one thread, from the C core's own planner."""
-    workload = ffi.new("struct wpc_workload *")
-    binding.fill_workload(workload, op="read", pattern=parse_pattern(pattern), seed=seed)
-    order = ffi.new("uint64_t[]", pages)
-    begin = ffi.new("uint64_t[]", binding.MAX_THREADS + 1)
-    count = lib.wpc_plan_pages(workload, pages, order, begin, ffi.NULL)
-    if count < 0:
-        raise SystemExit(f"cannot plan pattern {pattern}: {os.strerror(-count)}")
     with open(path, "wb") as out:
-        out.write(ffi.buffer(order, count * 8))
+        out.write(binding.access_order(pages, op="read", pattern=parse_pattern(pattern), seed=seed))
 
 
 def plain_pass(program, path, order, cpu):

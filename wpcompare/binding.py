@@ -114,6 +114,18 @@ def fill_workload(workload, *, op, pattern, seed, threads=1, overlap=False, pin_
     workload.write_fraction = write_fraction
 
 
+def access_order(npages, **workload):
+    """The pages a run's workload touches, in order, as native uint64 bytes (wpc_plan_pages);
+    workload: fill_workload's keywords."""
+    plan = ffi.new("struct wpc_workload *")
+    fill_workload(plan, **workload)
+    order = ffi.new("uint64_t[]", npages)
+    begin = ffi.new("uint64_t[]", MAX_THREADS + 1)
+    count = check(lib.wpc_plan_pages(plan, npages, order, begin, ffi.NULL),
+                  f"invalid workload for {npages} pages")
+    return bytes(ffi.buffer(order, count * 8))
+
+
 def workload_array(workloads):
     """A C array of struct wpc_workload from dicts of fill_workload's keywords (at least one slot)."""
     array = ffi.new("struct wpc_workload[]", max(1, len(workloads)))

@@ -300,7 +300,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
     unique = _first_of_each_label(choices)
     bound_choices = strategies.bound_choices() if bounds else []
-    unique = [choice for choice in unique if choice.label not in {b.label for b in bound_choices}]
+    bound_labels = {choice.label for choice in bound_choices}
+    unique = [choice for choice in unique if choice.label not in bound_labels]
     ops = ["read", "write"] if op == "both" else [op]
     _warn_oversubscribed(threads)
     try:

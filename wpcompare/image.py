@@ -171,6 +171,9 @@ def filesystem_type(path):
     return best_type
 
 
+READ_BLOCK = 1 << 20
+
+
 def _evict(path):
     """Drop the file from the page cache; the pages that stayed (mincore) and the total."""
     fd = os.open(path, os.O_RDONLY)
@@ -218,9 +221,6 @@ def _write_copy(source_path, target_path, write_size):
         os.fsync(target.fileno())
     # The source is not what the runs read: give its cache back.
     _evict(source_path)
-
-
-READ_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)

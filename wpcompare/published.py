@@ -57,8 +57,7 @@ def beside_reference(document, reference):
         ok = group and group["status"] == "ok"
         ours[line["strategy"]] = (group, per_page_ns(rows) if ok else None,
                                   app_per_page_ns(rows) if ok else None)
-    baseline = ours.get("mmap", (None, None, None))[1]
-    app_baseline = ours.get("mmap", (None, None, None))[2]
+    _, baseline, app_baseline = ours.get("mmap", (None, None, None))
     compared = []
     for line in reference["rows"]:
         group, value, app_value = ours[line["strategy"]]

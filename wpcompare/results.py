@@ -175,10 +175,12 @@ def summarize(rows, reference_bound=None):
 
 
 def _add_bound_ratios(summaries, reference_bound):
-    bounds = {(group["op"], group["pattern"], group["threads"], group["overlap"]): group
-              for group in summaries if group["label"] == reference_bound and group["status"] == "ok"}
+    def workload(group):
+        return tuple(group[key] for key in GROUP_KEYS[1:])
+    bounds = {workload(group): group for group in summaries
+              if group["label"] == reference_bound and group["status"] == "ok"}
     for group in summaries:
-        bound = bounds.get((group["op"], group["pattern"], group["threads"], group["overlap"]))
+        bound = bounds.get(workload(group))
         ratios = {}
         for metric in BOUND_RATIOS:
             mine = group["metrics"].get(metric) if group["status"] == "ok" else None

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import leftovers, worker
+from wpcompare import leftovers, strategies, worker
 from wpcompare.errors import CacheStateError
 from wpcompare.image import CacheMode, PageCache
 from wpcompare.options import Latency
@@ -130,7 +130,7 @@ def _passes(matrix, choice):
     no clock in the touch loop, then the instrumented runs (none for a bound, whose touch is
     of memory already loaded)."""
     passes = [(True, matrix.warmup, "none"), (False, matrix.repeat, "none")]
-    if matrix.latency.mode != "off" and choice.strategy.family != "bound":
+    if matrix.latency.mode != "off" and choice.strategy.family != strategies.BOUND_FAMILY:
         runs = matrix.repeat if matrix.latency_runs is None else matrix.latency_runs
         passes.append((False, runs, str(matrix.latency)))
     return passes
