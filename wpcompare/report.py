@@ -54,13 +54,24 @@ def legend(document):
     else:
         touch = "touch, p50/p99/max per page: every first access timed (a run/1 file)"
     bound = meta.get("reference_bound")
-    bound_text = (f"x bound: the median over {bound}'s (one copy of the image from the page cache into "
-                  "anonymous memory faulted in before restore, same op), for time to detached and for "
+    bound_text = (f"x bound: the median over the fastest {bound} row's (one copy of the image from the "
+                  "page cache into memory faulted in before restore, in 4 KiB, THP or 2 MiB pages; here "
+                  f"{_reference_rows(document)}), same op, for time to detached and for "
                   "touched+detached (the later of every page touched and detached, from restore's start)"
                   if bound else "x bound: no bound measured (--no-bounds)")
     return ("values: median over the runs ± spread (half the min-max range, % of the median); " + touch
             + "; p50/p99/fault: the strategy's service time of one fault, where it measures one; "
             + bound_text + "; faults: minor+major during touch; VMAs: after fixup")
+
+
+def _reference_rows(document):
+    """Which bound rows the ratios divided by, each once, in table order."""
+    labels = []
+    for group in document.get("groups") or []:
+        for label in (group.get("x_bound_over") or {}).values():
+            if label and label not in labels:
+                labels.append(label)
+    return " and ".join(labels) if labels else "none measured"
 
 
 def table(rows, header, tablefmt):

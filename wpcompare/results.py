@@ -163,8 +163,8 @@ def group_key(row):
 def summarize(rows, reference_bound=None):
     """One summary per group, in the order the groups first appear.
 
-    reference_bound: the label of the bound row that `x bound` divides by (None: the
-    ratios are not computed)."""
+    reference_bound: the strategy whose rows `x bound` divides by, the fastest of them
+    (any page kind) for each metric and workload (None: the ratios are not computed)."""
     groups = {}
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
@@ -175,19 +175,27 @@ def summarize(rows, reference_bound=None):
 
 
 def _add_bound_ratios(summaries, reference_bound):
+    """x_bound: {metric: ratio}; x_bound_over: {metric: the bound row's label it divides by}."""
     def workload(group):
         return tuple(group[key] for key in GROUP_KEYS[1:])
-    bounds = {workload(group): group for group in summaries
-              if group["label"] == reference_bound and group["status"] == "ok"}
+    fastest = {}
     for group in summaries:
-        bound = bounds.get(workload(group))
-        ratios = {}
+        if group["strategy"] != reference_bound or group["status"] != "ok":
+            continue
+        for metric in BOUND_RATIOS:
+            summary = group["metrics"].get(metric)
+            best = fastest.get((workload(group), metric))
+            if summary and summary["median"] and (best is None or summary["median"] < best[1]):
+                fastest[(workload(group), metric)] = (group["label"], summary["median"])
+    for group in summaries:
+        ratios, over = {}, {}
         for metric in BOUND_RATIOS:
             mine = group["metrics"].get(metric) if group["status"] == "ok" else None
-            theirs = bound["metrics"].get(metric) if bound else None
-            ratios[metric] = (mine["median"] / theirs["median"]
-                              if mine and theirs and theirs["median"] else None)
+            bound = fastest.get((workload(group), metric))
+            ratios[metric] = mine["median"] / bound[1] if mine and bound else None
+            over[metric] = bound[0] if bound else None
         group["x_bound"] = ratios
+        group["x_bound_over"] = over
 
 
 def _summarize_group(members):
