@@ -97,6 +97,15 @@ def test_seed_sets_the_published_setup_and_prints_the_published_ratios(tmp_path)
     assert published == {f"{uffd} read": "20x", f"{huge} read": "3x"}
 
 
+def test_a_preset_lists_the_bounds_first_as_every_run_does():
+    small_with_bounds = [option for option in SMALL if option != "--no-bounds"]
+    result = invoke("run", "--preset", "seed", *small_with_bounds, "--format", "json")
+    assert result.exit_code == 0, result.output
+    labels = [group["label"] for group in json.loads(result.stdout)["groups"]]
+    assert labels[:len(strategies.BOUNDS)] == list(strategies.BOUNDS)
+    assert labels[len(strategies.BOUNDS)] == "mmap", "then the preset's rows, in its order"
+
+
 def test_explicit_options_override_the_preset(tmp_path):
     target = tmp_path / "out.json"
     result = invoke("run", "--preset", "seed", "--size", "2M", "--op", "write", "--pattern", "random",
@@ -106,7 +115,8 @@ def test_explicit_options_override_the_preset(tmp_path):
     meta = document["metadata"]
     assert meta["image"]["bytes"] == 2 << 20 and meta["image"]["kind"] == "mixed"
     assert meta["options"]["ops"] == ["write"] and meta["options"]["pattern"] == "random"
-    assert [group["label"] for group in document["groups"] if group["strategy"] not in strategies.BOUNDS] == ["read"]
+    assert [group["label"] for group in document["groups"]] == list(strategies.BOUNDS) + ["read"], \
+        "the bounds first, as in every run"
 
 
 def test_preset_with_a_user_image_keeps_the_image(tmp_path):

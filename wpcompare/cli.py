@@ -451,9 +451,11 @@ def _preset_settings(ctx, preset, user_image):
 
 
 def _in_preset_order(preset, rows, missing, matrix):
-    """The rows in the order the preset names its strategies, missing ones as skipped rows."""
+    """The bounds first, as in every run, then the rows in the order the preset names its
+    strategies, missing ones as skipped rows."""
     missing_by_text = {item.text: item for item in missing}
-    ordered, placed = [], set()
+    placed = {choice.label for choice in matrix.bounds}
+    ordered = [row for row in rows if row["label"] in placed]
     for text in preset.strategies:
         if text in missing_by_text:
             ordered += presets.missing_rows(missing_by_text[text], matrix.ops, matrix.pattern, matrix.threads,
