@@ -20,7 +20,6 @@ from typing import Optional
 
 from wpcompare import binding, leftovers, runner
 from wpcompare.errors import UnsupportedError, WpcError
-from wpcompare.options import parse_pattern
 from wpcompare.worker import result_fields
 
 # When image k is deleted. after-checkpoint: once image k+1 is written and
@@ -54,14 +53,16 @@ class ChainPlan:
 
 
 def cycle_workload(plan, cycle):
-    """Cycle `cycle`'s workload, JSON-able: its own seed, so each cycle reads and writes other pages."""
-    return {"op": "mixed", "pattern": str(plan.pattern), "seed": plan.seed + cycle,
+    """Cycle `cycle`'s workload (binding.fill_workload's keywords, the pattern an options.Pattern):
+    its own seed, so each cycle reads and writes other pages."""
+    return {"op": "mixed", "pattern": plan.pattern, "seed": plan.seed + cycle,
             "threads": plan.threads, "overlap": plan.overlap, "pin_threads": plan.pin_threads,
             "write_fraction": plan.dirty}
 
 
-def _c_workload(workload):
-    return dict(workload, pattern=parse_pattern(workload["pattern"]))
+def shown_workload(workload):
+    """A workload as a cycle's row shows it: the pattern as people type it."""
+    return dict(workload, pattern=str(workload["pattern"]))
 
 
 def run_chains(plan):
@@ -206,7 +207,7 @@ def run_cycle(spec):
     workload = spec["workload"]
     row = {"label": spec["label"], "strategy": spec["strategy"], "params": spec["params"],
            "cycle": cycle, "status": "ok", "reason": None, "failed_phase": None,
-           "workload": workload, "old_image_deleted": None}
+           "workload": shown_workload(workload), "old_image_deleted": None}
     full_path = spec["next_image"] + ".full"
     incremental_path = spec["next_image"] + ".incremental"
 
@@ -218,8 +219,8 @@ def run_cycle(spec):
         destroy_image(image)
         row["old_image_deleted"] = when
 
-    history = [_c_workload(earlier) for earlier in spec["history"]]
-    current = _c_workload(workload)
+    history = list(spec["history"])
+    current = workload
     pages = -(-base["bytes"] // binding.PAGE_SIZE)
     row["written_pages"] = binding.written_pages(current, pages)[0]
     try:

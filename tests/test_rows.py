@@ -1,0 +1,60 @@
+"""The Row/RunSpec model: every row built one way, from the spec a worker is given as data."""
+import json
+
+import pytest
+
+from wpcompare import presets, rows, worker
+from wpcompare.options import Latency, Pattern, parse_pattern
+
+
+def _spec(**fields):
+    settings = dict(strategy="sigsegv", image="/x.img", params=(("chunk", "4K"), ("fixup", "background")),
+                    label="sigsegv:chunk=4K,fixup=background", op="write", pattern=Pattern("sparse", 0.25),
+                    threads=2, repetition=3, latency=Latency("sample", 16), image_seed=7, image_kind="random")
+    settings.update(fields)
+    return rows.RunSpec(**settings)
+
+
+def test_a_spec_goes_through_json_unchanged():
+    spec = _spec()
+    text = json.dumps(spec.to_json())
+    assert rows.RunSpec.from_json(json.loads(text)) == spec
+    assert json.loads(text)["pattern"] == {"kind": "sparse", "fraction": 0.25, "stride": 1}, \
+        "the pattern is data, not text to parse"
+
+
+def test_a_spec_file_may_give_pattern_and_latency_as_typed():
+    spec = rows.RunSpec.from_json({"image": "/x.img", "strategy": "mmap", "pattern": "stride:4",
+                                   "latency": "every", "params": "chunk=4K"})
+    assert (spec.pattern, spec.latency, spec.params, spec.label) == \
+        (parse_pattern("stride:4"), Latency("every"), (("chunk", "4K"),), "mmap")
+
+
+@pytest.mark.parametrize("value,words", [({"strategy": "mmap"}, "lacks image"),
+                                         ({"image": "x", "strategy": "mmap", "colour": 1}, "unknown keys: colour"),
+                                         ({"image": "x", "strategy": "mmap", "latency": "off"}, "not off")])
+def test_a_bad_spec_is_refused_naming_why(value, words):
+    with pytest.raises(ValueError, match=words):
+        worker.check_spec(value)
+
+
+def test_every_kind_of_row_has_the_same_identity():
+    spec = _spec()
+    identity = spec.identity()
+    assert list(identity) == list(rows.IDENTITY)
+    assert identity["params"] == "chunk=4K,fixup=background" and identity["pattern"] == "sparse:0.25"
+    assert identity["latency"] == "sample:16"
+    made = [rows.Row(spec, measurements={"phases": None, "verified": True}),
+            rows.Row.skipped(spec, "no userfaultfd"),
+            rows.Row.failed(spec, "timed out after 1 s", "touch")]
+    for row in made:
+        value = row.to_json()
+        assert {key: value[key] for key in rows.IDENTITY} == identity
+        assert rows.Row.from_json(json.loads(json.dumps(value))).to_json() == value
+
+
+def test_the_runner_and_the_presets_build_rows_from_the_model():
+    missing = presets.Missing("nosuch:x=1", "not in this build")
+    (row,) = presets.missing_rows(missing, ["read"], parse_pattern("random"), 1, False, 1)
+    assert row == rows.Row.skipped(rows.RunSpec(strategy="nosuch", params=(("x", "1"),), label="nosuch:x=1"),
+                                   "not in this build").to_json()
