@@ -1,9 +1,9 @@
-"""The Row/RunSpec model: every row built one way, from the spec a worker is given as data."""
+"""The Row/RunSpec model and the metric registry: every row built one way, a metric declared once."""
 import json
 
 import pytest
 
-from wpcompare import presets, rows, worker
+from wpcompare import binding, compare, metrics, presets, report, results, rows, worker
 from wpcompare.options import Latency, Pattern, parse_pattern
 
 
@@ -58,3 +58,27 @@ def test_the_runner_and_the_presets_build_rows_from_the_model():
     (row,) = presets.missing_rows(missing, ["read"], parse_pattern("random"), 1, False, 1)
     assert row == rows.Row.skipped(rows.RunSpec(strategy="nosuch", params=(("x", "1"),), label="nosuch:x=1"),
                                    "not in this build").to_json()
+
+
+def test_a_metric_flows_from_its_registry_entry(monkeypatch):
+    """One Metric line: the table column, csv's four columns, the spread check, compare."""
+    extra = metrics.Metric("answer_ns", "ns", lambda row: 42, column="answer", spread_checked=True,
+                           compared=True)
+    monkeypatch.setattr(metrics, "RUN_METRICS", metrics.RUN_METRICS + (extra,))
+    monkeypatch.setitem(metrics.BY_NAME, "answer_ns", extra)
+    row = rows.Row(_spec(latency=rows.NO_LATENCY, label="mmap", strategy="mmap", params=()),
+                   measurements={"phases": None, "verified": True, "detached": True}).to_json()
+    document = results.build_document([row, dict(row, repetition=4)], {"options": {}, "image": {"bytes": 1}})
+    assert document["groups"][0]["metrics"]["answer_ns"]["median"] == 42
+    assert "answer" in report.render_table(document).splitlines()[2]
+    assert "answer_ns_median" in report.render_csv(document).splitlines()[0]
+    side = compare.Side("a.json", document)
+    assert "answer_ns" in compare.compare_documents(side, side)["rows"][0]["metrics"]
+
+
+def test_the_worker_copies_every_registry_c_field():
+    result = binding.ffi.new("struct wpc_result *")
+    result.peak_rss_kb, result.time_to_detached_ns = 1234, -1
+    fields = worker.result_fields(result)
+    assert {name for name, _ in metrics.c_fields()} <= set(fields)
+    assert (fields["peak_rss_kb"], fields["time_to_detached_ns"]) == (1234, None)

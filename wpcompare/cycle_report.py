@@ -9,28 +9,22 @@ import csv
 import io
 
 
-from wpcompare import cycle_results, report, results
+from wpcompare import cycle_results, export, metrics, report, results
+from wpcompare.export import format_ns
 from wpcompare.options import human_bytes
-from wpcompare.report import format_count, format_ns
 
 FORMATS = ("table", "json", "csv", "markdown")
 
-COLUMNS = (
-    ("strategy", None),
-    ("cycle", None),
-    ("restore", "restore_ns"),
-    ("work", "work_ns"),
-    ("slowdown", "slowdown"),
-    ("fixup", "fixup_ns"),
-    ("full dump", "full_dump_ns"),
-    ("incr. dump", "incremental_dump_ns"),
-    ("written", "bytes_written"),
-    ("pause", "pause_ns"),
-    ("cycle time", "cycle_ns"),
-    ("VMAs", "vmas"),
-    ("peak RSS", "peak_rss_kb"),
-    ("verified", None),
-)
+# The table's metric columns, in its order (titles and units: metrics.CYCLE_METRICS).
+TABLE_METRICS = ("restore_ns", "work_ns", "slowdown", "fixup_ns", "full_dump_ns", "incremental_dump_ns",
+                 "bytes_written", "pause_ns", "cycle_ns", "vmas", "peak_rss_kb")
+
+
+def columns():
+    shown = [metrics.CYCLE_BY_NAME[name] for name in TABLE_METRICS]
+    return [("strategy", None), ("cycle", None)] + [(metric.column, metric.name) for metric in shown] \
+        + [("verified", None)]
+
 
 DEFINITIONS = (
     "work: the workload's first access to each page of the pattern (the share --dirty written, "
@@ -41,18 +35,8 @@ DEFINITIONS = (
     "fixup + the kept dump; totals: sums, VMAs and peak RSS the maximum")
 
 
-def _format(metric, value):
-    if value is None:
-        return "-"
-    if metric == "slowdown":
-        return f"{value:.3g}x"
-    if metric.startswith("bytes_"):
-        return human_bytes(value)
-    if metric == "peak_rss_kb":
-        return human_bytes(value * 1024)
-    if metric == "vmas":
-        return format_count(value)
-    return format_ns(value)
+def _format(name, value):
+    return export.format_value(metrics.CYCLE_BY_NAME[name].unit, value)
 
 
 def table_rows(document):
@@ -60,7 +44,8 @@ def table_rows(document):
 
     verified: "yes", "NO" (bytes differ from the model), or "not checked" for a cycle that
     failed before its checks ran (a full disk, a timeout, a crash)."""
-    header = [name for name, _ in COLUMNS]
+    shown = columns()
+    header = [name for name, _ in shown]
     rows, notes = [], []
 
     def note(text):
@@ -72,23 +57,23 @@ def table_rows(document):
         if chain["status"] == "skipped" or not chain["cycles"]:
             # A chain that failed before its first cycle (its probe) is a row too.
             marker = note(f"{label}: {chain['status']}: {chain['reason']}")
-            rows.append([label, "-", f"{chain['status']} {marker}"] + [""] * (len(COLUMNS) - 3))
+            rows.append([label, "-", f"{chain['status']} {marker}"] + [""] * (len(shown) - 3))
             continue
         for row in chain["cycles"]:
             if row["status"] != "ok":
                 phase = f" in {row['failed_phase']}" if row.get("failed_phase") else ""
                 marker = note(f"{label} cycle {row['cycle']}: failed{phase}: {row['reason']}")
                 rows.append([label, str(row["cycle"]), f"failed {marker}"]
-                            + [""] * (len(COLUMNS) - 4) + [VERDICT_TEXT[cycle_verdict(row)]])
+                            + [""] * (len(shown) - 4) + [VERDICT_TEXT[cycle_verdict(row)]])
                 continue
-            metrics = cycle_results.cycle_metrics(row)
+            values = cycle_results.cycle_metrics(row)
             rows.append([label, str(row["cycle"])]
-                        + [_format(metric, metrics[metric]) for _, metric in COLUMNS[2:-1]] + ["yes"])
+                        + [_format(metric, values[metric]) for _, metric in shown[2:-1]] + ["yes"])
         totals = chain.get("totals")
         if totals:
             verified = VERDICT_TEXT[chain_verdict(chain)]
             rows.append([label, f"all {totals['cycles']}"]
-                        + [_format(metric, totals[metric]) for _, metric in COLUMNS[2:-1]] + [verified])
+                        + [_format(metric, totals[metric]) for _, metric in shown[2:-1]] + [verified])
     return header, rows, notes
 
 
@@ -212,7 +197,8 @@ CSV_EXTRA = ("checkpoint_kind", "copy_fallback", "old_image_deleted", "verified"
 
 def render_csv(document):
     """A line per cycle and a total per strategy (cycle "total"); ns, bytes, KiB as measured."""
-    header = list(CSV_IDENTITY) + list(cycle_results.METRICS) + list(CSV_EXTRA)
+    names = [metric.name for metric in metrics.CYCLE_METRICS]
+    header = list(CSV_IDENTITY) + names + list(CSV_EXTRA)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -222,18 +208,18 @@ def render_csv(document):
             writer.writerow(identity + ["skipped", chain["reason"]] + [""] * (len(header) - 5))
             continue
         for row in chain["cycles"]:
-            metrics = cycle_results.cycle_metrics(row)
+            values = cycle_results.cycle_metrics(row)
             checkpoint = row.get("checkpoint") or {}
             kept = checkpoint.get(checkpoint.get("kept") or "", None) or {}
             line = identity + [row["status"], row.get("reason"), row["cycle"]]
-            line += [metrics[name] for name in cycle_results.METRICS]
+            line += [values[name] for name in names]
             line += [checkpoint.get("kept"), kept.get("fallback"), row.get("old_image_deleted"),
                      cycle_verdict(row)]
             writer.writerow(["" if value is None else value for value in line])
         totals = chain.get("totals")
         if totals:
             line = identity + [chain["status"], chain["reason"], "total"]
-            line += [totals[name] for name in cycle_results.METRICS]
+            line += [totals[name] for name in names]
             line += [None, None, None, chain_verdict(chain)]
             writer.writerow(["" if value is None else value for value in line])
     return out.getvalue()

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 
-from wpcompare import binding
+from wpcompare import binding, metrics
 from wpcompare.errors import WpcError
 from wpcompare.rows import Row, RunSpec
 
@@ -65,7 +65,8 @@ def _negative_as_none(value):
 
 
 def result_fields(result):
-    """The measurements of a struct wpc_result, as far as the run got."""
+    """The measurements of a struct wpc_result, as far as the run got: a row's fields besides
+    its identity, and every metric the registry copies from a C field (metrics.c_fields)."""
     phases = {}
     for index, name in enumerate(binding.PHASES):
         stats = result.phase[index]
@@ -79,9 +80,8 @@ def result_fields(result):
     if result.dirty_known:
         dirty = {"reported": result.dirty_reported, "missing": result.dirty_missing,
                  "extra": result.dirty_extra}
-    return {
+    fields = {
         "phases": phases,
-        "time_to_detached_ns": _negative_as_none(result.time_to_detached_ns),
         "time_to_touched_ns": _negative_as_none(result.time_to_touched_ns),
         "image_bytes": result.image_bytes,
         "region_bytes": result.region_bytes,
@@ -96,7 +96,6 @@ def result_fields(result):
         "image_mapped": bool(result.image_mapped),
         "foreign_vmas": _negative_as_none(result.foreign_vmas),
         "dirty": dirty,
-        "peak_rss_kb": result.peak_rss_kb,
         "app_cpu": _negative_as_none(result.app_cpu),
         "handler_cpu": _negative_as_none(result.handler_cpu),
         "histograms": {"touch": binding.export_histogram(result.touch),
@@ -104,6 +103,9 @@ def result_fields(result):
         "counters": {binding.result_text(result.counters[i].name): result.counters[i].value
                      for i in range(result.ncounters)},
     }
+    for key, name in metrics.c_fields():
+        fields[key] = _negative_as_none(getattr(result, name))
+    return fields
 
 
 _hog = []     # what "hugepages" took: held until the process exits
