@@ -1,9 +1,9 @@
-"""The Row/RunSpec model and the metric registry: every row built one way, a metric declared once."""
+"""The Row/RunSpec model and the registries: every row built one way, a metric or format declared once."""
 import json
 
 import pytest
 
-from wpcompare import binding, compare, metrics, presets, report, results, rows, worker
+from wpcompare import binding, compare, cycle_report, export, metrics, presets, report, results, rows, worker
 from wpcompare.options import Latency, Pattern, parse_pattern
 
 
@@ -74,6 +74,14 @@ def test_a_metric_flows_from_its_registry_entry(monkeypatch):
     assert "answer_ns_median" in report.render_csv(document).splitlines()[0]
     side = compare.Side("a.json", document)
     assert "answer_ns" in compare.compare_documents(side, side)["rows"][0]["metrics"]
+
+
+def test_every_command_offers_the_registry_formats():
+    assert report.FORMATS == cycle_report.FORMATS == ("table", "json", "csv", "markdown")
+    assert compare.FORMATS == ("table", "json", "markdown"), "compare has no records for csv"
+    assert export.format_of(report.KIND, "out.MD") == "markdown"
+    assert export.format_of(compare.KIND, "out.csv") == "table"
+    assert export.format_of(cycle_report.KIND, "out.txt") == "table"
 
 
 def test_the_worker_copies_every_registry_c_field():

@@ -14,15 +14,14 @@ Rows only one file has are listed, as are rows either file could not run.
 import json
 from dataclasses import dataclass
 
-from wpcompare import mannwhitney, metrics, report, results, strategies
+from wpcompare import export, mannwhitney, metrics, results, strategies
 from wpcompare.errors import InvalidArgument
-from wpcompare.export import format_ns
+from wpcompare.export import Bullet, Listed, Table, format_ns
 from wpcompare.options import parse_size
 from wpcompare.rows import params_pairs
 
 SCHEMA = "wpcompare.compare/1"
 DEFAULT_ALPHA = 0.05
-FORMATS = ("table", "markdown", "json")
 
 
 @dataclass(frozen=True)
@@ -229,35 +228,35 @@ def table_rows(comparison):
     return header, lines
 
 
-def _text(comparison, tablefmt, bullet):
+def layout(comparison):
+    """The text report's blocks (export.text)."""
     test = comparison["test"]
-    parts = [f"A: {comparison['a']['path']} ({comparison['a']['timestamp'] or 'no timestamp'})",
-             f"B: {comparison['b']['path']} ({comparison['b']['timestamp'] or 'no timestamp'})", ""]
     header, lines = table_rows(comparison)
-    if lines:
-        parts.append(report.table(lines, header, tablefmt))
-    else:
-        parts.append("no row was measured in both files")
-    listed = [("only in A", comparison["only_in_a"]), ("only in B", comparison["only_in_b"])]
-    for title, rows in listed:
+    blocks = [[f"A: {comparison['a']['path']} ({comparison['a']['timestamp'] or 'no timestamp'})",
+               f"B: {comparison['b']['path']} ({comparison['b']['timestamp'] or 'no timestamp'})"],
+              [Table(header, lines) if lines else "no row was measured in both files"]]
+    for title, rows in (("only in A", comparison["only_in_a"]), ("only in B", comparison["only_in_b"])):
         if rows:
-            parts += ["", f"{title}:"] + [f"{bullet or '  '}{row}" for row in rows]
+            blocks.append([f"{title}:"] + [Listed(row) for row in rows])
     if comparison["not_compared"]:
-        parts += ["", "not compared (not measured in both):"]
-        parts += [f"{bullet or '  '}{item['row']}: {item['why']}" for item in comparison["not_compared"]]
-    if comparison["warnings"]:
-        parts.append("")
-        parts += [f"{bullet}warning: {text}" for text in comparison["warnings"]]
-    parts += ["", f"{bullet}B/A: ratio of the medians over the measured runs (below 1: B is faster); "
-              f"p: two-sided {test['name']} test on the per-run values (exact up to "
-              f"{test['exact_up_to']} runs in all, else normal approximation); "
-              f"a difference is significant when p < {test['alpha']:g}"]
-    return "\n".join(parts) + "\n"
+        blocks.append(["not compared (not measured in both):"]
+                      + [Listed(f"{item['row']}: {item['why']}") for item in comparison["not_compared"]])
+    blocks.append([Bullet(f"warning: {text}") for text in comparison["warnings"]])
+    blocks.append([Bullet(
+        "B/A: ratio of the medians over the measured runs (below 1: B is faster); "
+        f"p: two-sided {test['name']} test on the per-run values (exact up to "
+        f"{test['exact_up_to']} runs in all, else normal approximation); "
+        f"a difference is significant when p < {test['alpha']:g}")])
+    return blocks
+
+
+def dumps(comparison):
+    return json.dumps(comparison, indent=2) + "\n"
+
+
+KIND = export.Kind("compare", layout, dumps)
+FORMATS = export.names(KIND)
 
 
 def render(comparison, fmt):
-    if fmt == "json":
-        return json.dumps(comparison, indent=2) + "\n"
-    if fmt == "markdown":
-        return _text(comparison, "github", "- ")
-    return _text(comparison, "simple", "")
+    return export.render(KIND, comparison, fmt)

@@ -1,19 +1,13 @@
-"""Rendering a wpcompare.cycle/2 document: the terminal table, markdown, csv and json.
+"""What a wpcompare.cycle/2 document shows: its kind in the format registry (export.KIND).
 
 One line per cycle and one total per strategy, the reasons for what was
 skipped, failed or could not be dumped incrementally, then the ranking. As
 in `run`'s report, csv holds raw numbers (ns, bytes) and json the whole
 document.
 """
-import csv
-import io
-
-
-from wpcompare import cycle_results, export, metrics, report, results
-from wpcompare.export import format_ns
+from wpcompare import cycle_results, export, metrics, results
+from wpcompare.export import Bullet, Table, format_ns
 from wpcompare.options import human_bytes
-
-FORMATS = ("table", "json", "csv", "markdown")
 
 # The table's metric columns, in its order (titles and units: metrics.CYCLE_METRICS).
 TABLE_METRICS = ("restore_ns", "work_ns", "slowdown", "fixup_ns", "full_dump_ns", "incremental_dump_ns",
@@ -164,68 +158,52 @@ def warnings(document):
     return found
 
 
-def _text_report(document, tablefmt, bullet):
+def layout(document):
+    """The text report's blocks (export.text)."""
     header, rows, notes = table_rows(document)
-    parts = [context_line(document), "", report.table(rows, header, tablefmt)]
-    if notes:
-        parts.append("")
-        parts += [f"{bullet}[{number}] {text}" for number, text in enumerate(notes, 1)]
-    dumps = dump_notes(document)
-    if dumps:
-        parts.append("")
-        parts += [f"{bullet}{text}" for text in dumps]
     rank_header, rank_rows = ranking_rows(document)
+    blocks = [[context_line(document)], [Table(header, rows)],
+              [Bullet(f"[{number}] {text}") for number, text in enumerate(notes, 1)],
+              [Bullet(text) for text in dump_notes(document)]]
     if rank_rows:
-        parts += ["", report.table(rank_rows, rank_header, tablefmt)]
-    for text in warnings(document):
-        parts += ["", f"{bullet}warning: {text}"]
-    parts += ["", bullet + DEFINITIONS]
-    return "\n".join(parts) + "\n"
-
-
-def render_table(document):
-    return _text_report(document, "simple", "")
-
-
-def render_markdown(document):
-    return _text_report(document, "github", "- ")
+        blocks.append([Table(rank_header, rank_rows)])
+    blocks += [[Bullet(f"warning: {text}")] for text in warnings(document)]
+    blocks.append([Bullet(DEFINITIONS)])
+    return blocks
 
 
 CSV_IDENTITY = ("label", "strategy", "params", "status", "reason", "cycle")
 CSV_EXTRA = ("checkpoint_kind", "copy_fallback", "old_image_deleted", "verified")
 
 
-def render_csv(document):
+def records(document):
     """A line per cycle and a total per strategy (cycle "total"); ns, bytes, KiB as measured."""
     names = [metric.name for metric in metrics.CYCLE_METRICS]
     header = list(CSV_IDENTITY) + names + list(CSV_EXTRA)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    lines = []
     for chain in document["chains"]:
         identity = [chain["label"], chain["strategy"], chain["params"]]
         if chain["status"] == "skipped":
-            writer.writerow(identity + ["skipped", chain["reason"]] + [""] * (len(header) - 5))
+            lines.append(identity + ["skipped", chain["reason"]] + [None] * (len(header) - 5))
             continue
         for row in chain["cycles"]:
             values = cycle_results.cycle_metrics(row)
             checkpoint = row.get("checkpoint") or {}
             kept = checkpoint.get(checkpoint.get("kept") or "", None) or {}
-            line = identity + [row["status"], row.get("reason"), row["cycle"]]
-            line += [values[name] for name in names]
-            line += [checkpoint.get("kept"), kept.get("fallback"), row.get("old_image_deleted"),
-                     cycle_verdict(row)]
-            writer.writerow(["" if value is None else value for value in line])
+            lines.append(identity + [row["status"], row.get("reason"), row["cycle"]]
+                         + [values[name] for name in names]
+                         + [checkpoint.get("kept"), kept.get("fallback"), row.get("old_image_deleted"),
+                            cycle_verdict(row)])
         totals = chain.get("totals")
         if totals:
-            line = identity + [chain["status"], chain["reason"], "total"]
-            line += [totals[name] for name in names]
-            line += [None, None, None, chain_verdict(chain)]
-            writer.writerow(["" if value is None else value for value in line])
-    return out.getvalue()
+            lines.append(identity + [chain["status"], chain["reason"], "total"]
+                         + [totals[name] for name in names] + [None, None, None, chain_verdict(chain)])
+    return header, lines
+
+
+KIND = export.Kind("cycle", layout, results.dumps, records, warnings)
+FORMATS = export.names(KIND)
 
 
 def render(document, fmt):
-    renderers = {"table": render_table, "markdown": render_markdown,
-                 "csv": render_csv, "json": results.dumps}
-    return renderers[fmt](document)
+    return export.render(KIND, document, fmt)

@@ -1,19 +1,16 @@
-"""Rendering a result document: the terminal table, and exports (markdown, csv, json).
+"""What a `run` result document shows: its kind in the format registry (export.KIND).
 
-The terminal view is for people: medians in human units with their spread,
-skipped and failed rows with their reasons, warnings underneath. Exports are
-for tools: csv holds raw numbers (ns, counts), json the whole document.
+The text view (table, markdown) is for people: medians in human units with their spread,
+skipped and failed rows with their reasons, warnings underneath; its columns are the
+metrics of the registry (wpcompare.metrics) that have one. The records (csv) are for
+tools: raw numbers (ns, counts) of every metric; json is the whole document.
 """
-import csv
-import io
 import re
 
 from wpcompare import export, metrics, output, published, results
-from wpcompare.export import format_count, format_ns
+from wpcompare.export import Bullet, Table, format_count, format_ns
 from wpcompare.options import human_bytes
 from wpcompare.rows import params_pairs, params_text
-
-FORMATS = ("table", "json", "csv", "markdown")
 
 
 def columns():
@@ -286,36 +283,27 @@ def _cpus(numbers):
     return "CPU " + ", ".join(map(str, numbers)) if numbers else "no pinned CPU"
 
 
-def _text_report(document, tablefmt, bullet):
+def layout(document):
+    """The text report's blocks (export.text): what was measured, the table, the reasons of
+    skipped and failed rows, handler placement, published figures, warnings, the legend."""
     header, rows, notes = table_rows(document)
-    parts = [context_line(document)]
-    cache = cache_line(document)
-    if cache:
-        parts.append(cache)
-    parts += ["", table(rows, header, tablefmt)]
-    if notes:
-        parts.append("")
-        parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
-    placements = placement_notes(document)
-    if placements:
-        parts.append("")
-        parts += [f"{bullet}handler placement: {note}" for note in placements]
+    blocks = [[context_line(document)] + list(filter(None, [cache_line(document)])),
+              [Table(header, rows)],
+              [Bullet(f"[{number}] {note}") for number, note in enumerate(notes, 1)],
+              [Bullet(f"handler placement: {note}") for note in placement_notes(document)]]
     reference = (document["metadata"].get("preset") or {}).get("reference")
     if reference:
-        parts += [""] + reference_lines(document, reference, tablefmt, bullet)
-    found = warnings(document)
-    if found:
-        parts.append("")
-        parts += [f"{bullet}warning: {text}" for text in found]
-    parts += ["", bullet + legend(document)]
-    return "\n".join(parts) + "\n"
+        blocks += reference_blocks(document, reference)
+    blocks.append([Bullet(f"warning: {text}") for text in warnings(document)])
+    blocks.append([Bullet(legend(document))])
+    return blocks
 
 
 def _times(value):
     return "-" if value is None else f"{value:.2g}x" if value < 10 else f"{value:.0f}x"
 
 
-def reference_lines(document, reference, tablefmt="simple", bullet=""):
+def reference_blocks(document, reference):
     """The published figures with this run's beside them."""
     compared = published.beside_reference(document, reference)
     show_published_per_page = any(line["published_per_page_ns"] is not None for line in compared)
@@ -333,52 +321,52 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
         if show_published_per_page:
             row.append(format_ns(line["published_per_page_ns"]))
         rows.append(row)
-    return [f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}",
-            "",
-            table(rows, header, tablefmt),
-            "",
-            f"{bullet}per page here: the mean of the timed first accesses (each between two clock "
-            "reads, as the published figures were taken), median over the instrumented runs; "
-            "x mmap: over mmap's; app per page: the measured runs' touch time (no clock in the loop) "
-            "over the pages touched, what the application itself takes"]
+    return [[f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}"],
+            [Table(header, rows)],
+            [Bullet("per page here: the mean of the timed first accesses (each between two clock "
+                    "reads, as the published figures were taken), median over the instrumented runs; "
+                    "x mmap: over mmap's; app per page: the measured runs' touch time (no clock in the loop) "
+                    "over the pages touched, what the application itself takes")]]
 
 
-def render_table(document):
-    return _text_report(document, "simple", "")
+CSV_IDENTITY = ("strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
+                "runs", "failed_runs", "verified", "detached_runs")
+CSV_STATISTICS = ("median", "min", "max", "spread_pct")
 
 
-def render_markdown(document):
-    return _text_report(document, "github", "- ")
-
-
-def render_csv(document):
-    """One line per group; times in ns, raw medians and spreads."""
-    metric_names = [metric.name for metric in metrics.RUN_METRICS]
-    header = ["strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
-              "runs", "failed_runs", "verified", "detached_runs"]
-    for name in metric_names:
-        header += [f"{name}_median", f"{name}_min", f"{name}_max", f"{name}_spread_pct"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+def records(document):
+    """One line per group: its identity, then each metric's median, min, max and spread
+    (raw: ns, counts)."""
+    header = list(CSV_IDENTITY)
+    for metric in metrics.RUN_METRICS:
+        header += [f"{metric.name}_{statistic}" for statistic in CSV_STATISTICS]
+    lines = []
     for group in document["groups"]:
-        line = [group.get(key) for key in header[:13]]
-        for name in metric_names:
-            summary = group["metrics"][name]
+        line = [group.get(key) for key in CSV_IDENTITY]
+        for metric in metrics.RUN_METRICS:
+            summary = group["metrics"][metric.name]
             if summary is None:
-                line += [None] * 4
+                line += [None] * len(CSV_STATISTICS)
             else:
                 line += [summary["median"], summary["min"], summary["max"], round(summary["spread_pct"], 2)]
-        writer.writerow(["" if value is None else value for value in line])
-    return out.getvalue()
+        lines.append(line)
+    return header, lines
+
+
+KIND = export.Kind("run", layout, results.dumps, records, warnings)
+FORMATS = export.names(KIND)
 
 
 def render(document, fmt):
-    renderers = {"table": render_table, "markdown": render_markdown,
-                 "csv": render_csv, "json": results.dumps}
-    return renderers[fmt](document)
+    return export.render(KIND, document, fmt)
 
 
-def write_export(path, text):
-    """Write text (or bytes) to path as wpcompare.output says (kept here for callers)."""
-    return output.write_export(path, text)
+def render_table(document):
+    return render(document, "table")
+
+
+def render_csv(document):
+    return render(document, "csv")
+
+
+write_export = output.write_export     # kept for callers
