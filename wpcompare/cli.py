@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
 
 import click
 
@@ -24,6 +23,7 @@ from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
 from wpcompare import output as output_files
 from wpcompare import leftovers
+from wpcompare import metadata as document_metadata
 from wpcompare import cache as image_cache
 from wpcompare.options import human_bytes
 
@@ -331,7 +331,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = _metadata(matrix, facts, time.monotonic() - started, cache_state)
+    metadata = document_metadata.run(matrix, facts, time.monotonic() - started, cache_state, sys.argv)
     if preset is not None:
         rows = _in_preset_order(preset, rows, missing, matrix)
         metadata["preset"] = {
@@ -464,32 +464,6 @@ def _in_preset_order(preset, rows, missing, matrix):
     # Anything not matched above (it should not happen) still appears, at the end.
     ordered += [row for row in rows if row["label"] not in placed]
     return ordered
-
-
-def _metadata(matrix, facts, elapsed, cache_state):
-    """Everything a reader of the results needs besides the rows."""
-    return {
-        "wpcompare_version": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": sys.argv,
-        "elapsed_s": round(elapsed, 3),
-        "system": facts,
-        "timer_overhead_ns": facts.get("timer_overhead_ns"),
-        "image": matrix.image.describe(),
-        "cache": cache_state,
-        "latency": {"mode": str(matrix.latency), "every": matrix.latency.every or None,
-                    "runs": (matrix.repeat if matrix.latency_runs is None else matrix.latency_runs)
-                    if matrix.latency.mode != "off" else 0,
-                    "where": "runs of their own, after the measured runs of each row"},
-        "bounds": [choice.label for choice in matrix.bounds],
-        "reference_bound": strategies.REFERENCE_BOUND if matrix.bounds else None,
-        "options": {
-            "strategies": [choice.label for choice in matrix.choices], "ops": matrix.ops,
-            "pattern": str(matrix.pattern), "threads": matrix.threads, "overlap": matrix.overlap,
-            "pin_threads": matrix.pin_threads, "repeat": matrix.repeat, "warmup": matrix.warmup, "seed": matrix.seed,
-            "timeout": matrix.timeout,
-        },
-    }
 
 
 @main.command(name="compare")
@@ -661,7 +635,7 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     document = cycle_results.build_document(
-        done, cycle_results.metadata(plan, facts, time.monotonic() - started, sys.argv))
+        done, document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv))
 
     _show_and_export(document, cycle_report.KIND, fmt, output)
 

@@ -16,12 +16,7 @@ Derived numbers, per cycle:
                 both passes read no clock inside their loop (cycle/1 files timed
                 every access, which inflated both)
 """
-import os
-import tempfile
-from datetime import datetime, timezone
-
-from wpcompare import __version__, metrics
-from wpcompare.image import filesystem_type
+from wpcompare import metrics
 from wpcompare.results import summarize_values
 
 SCHEMA = "wpcompare.cycle/2"
@@ -74,32 +69,3 @@ def build_document(chains, metadata):
     for chain in chains:
         chain["totals"] = chain_totals(chain)
     return {"schema": SCHEMA, "metadata": metadata, "chains": chains, "ranking": ranking(chains)}
-
-
-def metadata(plan, facts, elapsed, command_line):
-    """Everything a reader of the results needs besides the chains."""
-    directory = plan.directory or tempfile.gettempdir()
-    return {
-        "wpcompare_version": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": command_line,
-        "elapsed_s": round(elapsed, 3),
-        "system": facts,
-        "timer_overhead_ns": facts.get("timer_overhead_ns"),
-        # 1, 5 and 15 minutes at the end: whether other work shared the CPUs with the chains.
-        "load_average": list(os.getloadavg()),
-        "image": plan.image.describe(),
-        # Each image is restored right after the previous cycle wrote it (the first: copied
-        # with copy_file_range); the work pass times no access, as run's measured runs.
-        "cache": {"mode": "written", "kind": "written",
-                  "state": "each image restored right after the previous cycle wrote it"},
-        "latency": {"mode": "off", "runs": 0},
-        "images_directory": {"path": directory, "filesystem": filesystem_type(directory)},
-        "options": {
-            "strategies": [choice.label for choice in plan.choices], "cycles": plan.cycles,
-            "dirty": plan.dirty, "pattern": str(plan.pattern), "threads": plan.threads,
-            "overlap": plan.overlap, "pin_threads": plan.pin_threads, "seed": plan.seed,
-            "delete_old": plan.delete_old, "timeout": plan.timeout,
-        },
-    }
-
