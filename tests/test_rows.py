@@ -90,3 +90,14 @@ def test_the_worker_copies_every_registry_c_field():
     fields = worker.result_fields(result)
     assert {name for name, _ in metrics.c_fields()} <= set(fields)
     assert (fields["peak_rss_kb"], fields["time_to_detached_ns"]) == (1234, None)
+
+
+def test_a_cycle_whose_worker_died_is_a_row_like_the_others():
+    chain = rows.Chain("uffd:chunk=4K", "uffd", "chunk=4K")
+    dead = chain.row(2)
+    dead.fail("timed out after 1 s")
+    chain.cycles.append(dead.to_json())
+    value = chain.end("failed", "cycle 2: timed out after 1 s").to_json()
+    assert value["cycles"] == [{"label": "uffd:chunk=4K", "strategy": "uffd", "params": "chunk=4K", "cycle": 2,
+                                "status": "failed", "reason": "timed out after 1 s", "failed_phase": None}]
+    assert (value["status"], value["reason"]) == ("failed", "cycle 2: timed out after 1 s")

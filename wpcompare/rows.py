@@ -14,8 +14,11 @@ or named by a preset but absent from this build.
 
     RunSpec.to_json() / RunSpec.from_json(value)   a spec as JSON (`python -m wpcompare.worker`)
     Row.to_json() / Row.from_json(value)           a row of a wpcompare.run document
+
+`cycle` documents are built the same way: a Chain per strategy choice, a CycleRow per cycle,
+whether it ran, failed in a step, or its worker died or timed out.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from wpcompare.errors import InvalidArgument
@@ -211,3 +214,55 @@ class Row:
         rest = {key: item for key, item in value.items() if key not in known}
         return cls(spec, value["status"], value.get("reason"), value.get("failed_phase"),
                    measurements=rest or None, injection=value.get("injection"))
+
+
+# ---- `cycle`: a chain of checkpoint cycles per strategy ----
+
+@dataclass
+class CycleRow:
+    """One cycle of a chain, a row of a `cycle` document: run, failed in a step, or its worker dead."""
+
+    label: str
+    strategy: str
+    params: str                          # "name=value,..." as the C core takes them
+    cycle: int
+    status: str = "ok"
+    reason: Optional[str] = None
+    failed_phase: Optional[str] = None
+    measurements: dict = field(default_factory=dict)   # the cycle's steps, as far as it got
+
+    def fail(self, reason, phase=None):
+        self.status, self.reason, self.failed_phase = "failed", reason, phase
+
+    def to_json(self):
+        value = {"label": self.label, "strategy": self.strategy, "params": self.params, "cycle": self.cycle,
+                 "status": self.status, "reason": self.reason, "failed_phase": self.failed_phase}
+        value.update(self.measurements)
+        return value
+
+
+@dataclass
+class Chain:
+    """Every cycle of one strategy choice, a chain of a `cycle` document."""
+
+    label: str
+    strategy: str
+    params: str
+    status: str = "ok"
+    reason: Optional[str] = None
+    cycles: list = field(default_factory=list)      # CycleRow.to_json() of each cycle, in order
+
+    @classmethod
+    def for_choice(cls, choice):
+        return cls(choice.label, choice.strategy.name, choice.params_text)
+
+    def row(self, cycle):
+        return CycleRow(self.label, self.strategy, self.params, cycle)
+
+    def end(self, status, reason):
+        self.status, self.reason = status, reason
+        return self
+
+    def to_json(self):
+        return {"label": self.label, "strategy": self.strategy, "params": self.params, "status": self.status,
+                "reason": self.reason, "cycles": list(self.cycles)}
