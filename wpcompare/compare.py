@@ -51,12 +51,9 @@ def _chosen(name, params):
     """The (name, value) parameters of a row that are not the strategy's defaults."""
     pairs = params_pairs(params)
     try:
-        strategy = strategies.find(name)
+        return strategies.find(name).changed(pairs)
     except InvalidArgument:
         return pairs          # a strategy this build lacks: every parameter as given
-    return [(key, value) for key, value in pairs
-            if strategy.param(key) is None
-            or strategy.param(key).canonical(value) != strategy.param(key).canonical(strategy.param(key).default)]
 
 
 def describe_key(group):
