@@ -192,7 +192,7 @@ def _kernel_access_through_the_device(image):
     /dev/userfaultfd: it must still be user mode only (a syscall into a page not loaded yet
     fails with EFAULT instead of being served)."""
     import seccomp_exec
-    from test_uffd_missing import CoreRun, PAGE, ffi
+    from test_uffd_on_demand import CoreRun, PAGE, ffi
 
     seccomp_exec.install(errno.EPERM)
     run = CoreRun(image, "uffd", "kernel-faults=no")
@@ -212,5 +212,5 @@ def _kernel_access_through_the_device(image):
 def test_user_mode_only_survives_the_device_fallback(image):
     if _device() is None or not os.access("/dev/userfaultfd", os.R_OK | os.W_OK):
         pytest.skip("needs an accessible /dev/userfaultfd (root)")
-    from test_uffd_missing import in_child
+    from test_uffd_on_demand import in_child
     assert in_child(_kernel_access_through_the_device, image.path) == errno.EFAULT
