@@ -13,15 +13,15 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from wpcompare import binding, strategies
 from wpcompare.errors import WpcError
-from wpcompare.options import parse_pattern
 from wpcompare.worker import HUGE_PAGE_DIR
+
+from harness import CLI, in_child, open_run
 
 NAMES = [strategy.name for strategy in strategies.all_strategies()]
 
@@ -70,10 +70,7 @@ def _settled_state(image_path, expected_threads):
 def _run_phases(image, strategy, params, stop):
     """Run the strategy up to `stop` (or through a failure) and destroy it: (done, failed, region)."""
     done, failed, region = [], None, None
-    run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                      strategy=strategy, params=params or None, op="mixed",
-                      pattern=parse_pattern("random"), threads=4, overlap=False, seed=5)
-    with run:
+    with open_run(image, strategy, params or None, op="mixed", threads=4, seed=5) as run:
         for phase in binding.PHASES[:binding.PHASES.index(stop) + 1]:
             try:
                 getattr(run, phase)()
@@ -148,7 +145,7 @@ def _mapped_within(start, length):
     return overlapping
 
 
-def _check_nothing_left(in_child, image, strategy, stop, params=None, inject=None):
+def _check_nothing_left(image, strategy, stop, params=None, inject=None):
     try:
         binding.probe_strategy(strategy, params or None)
     except WpcError as error:
@@ -176,23 +173,23 @@ def _check_nothing_left(in_child, image, strategy, stop, params=None, inject=Non
 
 @pytest.mark.parametrize("stop", ["restore", "touch", "verify"])
 @pytest.mark.parametrize("strategy", NAMES)
-def test_a_run_leaves_nothing_in_its_process(make_image, in_child, strategy, stop):
+def test_a_run_leaves_nothing_in_its_process(make_image, strategy, stop):
     """Destroyed after restore, after touch (a background fixup may be running) or at the end."""
     image = make_image(4 << 20)
-    outcome = _check_nothing_left(in_child, image, strategy, stop)
+    outcome = _check_nothing_left(image, strategy, stop)
     assert outcome["failed"] is None and outcome["done"][-1] == stop
 
 
 @pytest.mark.parametrize("strategy", [s.name for s in strategies.all_strategies()
                                       if s.param("fixup") and "background" in s.param("fixup").choices])
-def test_teardown_during_background_fixup_leaves_nothing(make_image, in_child, strategy):
+def test_teardown_during_background_fixup_leaves_nothing(make_image, strategy):
     image = make_image(8 << 20)
-    _check_nothing_left(in_child, image, strategy, "restore", params="fixup=background")
+    _check_nothing_left(image, strategy, "restore", params="fixup=background")
 
 
 @pytest.mark.parametrize("strategy", NAMES)
-def test_a_failed_run_leaves_nothing_in_its_process(image, in_child, strategy):
-    _check_nothing_left(in_child, image, strategy, "verify",
+def test_a_failed_run_leaves_nothing_in_its_process(image, strategy):
+    _check_nothing_left(image, strategy, "verify",
                         inject={"WPCOMPARE_INJECT_MREMAP_ENOMEM": "2"})
 
 
@@ -207,7 +204,7 @@ def _generate_with_file_size_limit(path):
     return None
 
 
-def test_a_failed_generation_leaves_no_file(tmp_path, in_child):
+def test_a_failed_generation_leaves_no_file(tmp_path):
     reason = in_child(_generate_with_file_size_limit, str(tmp_path / "big.img"))
     assert reason and "File too large" in reason
     assert os.listdir(tmp_path) == []
@@ -271,8 +268,7 @@ def _hugetlb_holders():
 def _start_run(tmp_path, *args, command="run"):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    command = [sys.executable, "-c", "from wpcompare.cli import main; main()", command, *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen([*CLI, command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
 
 

@@ -6,18 +6,14 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
-from click.testing import CliRunner
 
 from wpcompare import cycle, cycle_plot, cycle_results, plot, results
-from wpcompare.cli import main
 from wpcompare.options import human_bytes
 from wpcompare.report import format_ns
 
+from harness import invoke
+
 SMALL = ["--size", "1M", "--repeat", "2", "--warmup", "0", "--no-bounds"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_cdf_points_count_each_bucket_at_its_upper_bound():

@@ -6,25 +6,10 @@ import sys
 
 import pytest
 
-from conftest import spec_for
+from harness import children, spec_for
 from wpcompare import binding, runner, strategies
 from wpcompare.errors import UnsupportedError
 from wpcompare.options import Latency, parse_pattern
-
-
-def _children():
-    """Pids of this process's children still present (zombies included)."""
-    mine = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid():
-                mine.append(int(entry))
-    return mine
 
 
 def test_a_crashing_worker_is_a_failed_row_naming_the_signal(image):
@@ -43,7 +28,7 @@ def test_a_hanging_worker_is_killed_and_reported(image):
     row = runner.run_isolated(spec_for(image, "mmap", inject="hang"), timeout=0.5)
     assert row["status"] == "failed"
     assert row["reason"] == "timed out after 0.5 s"
-    assert _children() == [], "the hung worker was reaped"
+    assert children() == [], "the hung worker was reaped"
 
 
 def test_worker_exit_status_and_exceptions_are_reported():
@@ -52,7 +37,7 @@ def test_worker_exit_status_and_exceptions_are_reported():
     with pytest.raises(runner.WorkerFailure, match="worker raised ZeroDivisionError"):
         runner.call_in_fresh_process(lambda n: 1 // n, 0)
     assert runner.call_in_fresh_process(lambda n: {"double": 2 * n}, 21) == {"double": 42}
-    assert _children() == []
+    assert children() == []
 
 
 def test_large_results_pass_through_the_pipe():

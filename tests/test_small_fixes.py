@@ -4,7 +4,7 @@ import resource
 from wpcompare import binding
 from wpcompare.errors import WpcError
 
-from conftest import SMALL, open_run
+from harness import SMALL, in_child, open_run
 
 
 def _vm_size():
@@ -26,7 +26,7 @@ def _fixup_under_an_address_space_limit(image):
     return None
 
 
-def test_an_address_space_limit_is_named_not_max_map_count(image, in_child):
+def test_an_address_space_limit_is_named_not_max_map_count(image):
     reason = in_child(_fixup_under_an_address_space_limit, image)
     assert reason and "RLIMIT_AS" in reason and "ulimit -v" in reason, reason
     assert "sysctl vm.max_map_count" not in reason, reason
