@@ -9,10 +9,12 @@ import json
 import os
 
 import pytest
+from click.testing import CliRunner
 
 from harness import SMALL, error_line, in_child, invoke, open_run, strategy_names
 from wpcompare import binding, cycle, cycle_report, cycle_results, strategies
 from wpcompare._core import ffi
+from wpcompare.cli import main
 from wpcompare.errors import InvalidArgument
 from wpcompare.image import cache_dir, filesystem_type
 from wpcompare.options import parse_pattern
@@ -457,3 +459,29 @@ def test_report_formats_render_a_document_without_chains():
     document = cycle_results.build_document([], {"image": {"bytes": 4096}, "options": {}})
     for fmt in cycle_report.FORMATS:
         assert cycle_report.render(document, fmt)
+
+
+def test_a_cycle_that_never_reached_its_checks_is_not_checked_not_NO(tmp_path):
+    out = tmp_path / "c.json"
+    result = invoke("cycle", "--size", "1M", "--cycles", "2", "-s", "read", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    chain = document["chains"][0]
+    for reason, phase in (("timed out after 1 s", None), ("checkpoint: No space left on device", "checkpoint")):
+        chain["cycles"][1] = {"cycle": 2, "status": "failed", "reason": reason, "failed_phase": phase}
+        chain.update(status="failed", reason=f"cycle 2: {reason}")
+        derived = cycle_results.derive(document)
+        table = cycle_report.render(derived, "table")
+        failed_line = next(line for line in table.splitlines() if line.startswith("read") and "failed" in line)
+        assert failed_line.rstrip().endswith("not checked"), failed_line
+        total_line = next(line for line in table.splitlines() if line.startswith("read") and "all 1" in line)
+        assert total_line.rstrip().endswith("not checked"), total_line
+        assert "NO" not in table.split("\n\n")[1]
+        csv_lines = cycle_report.render(derived, "csv").splitlines()
+        assert csv_lines[2].endswith(",") and csv_lines[3].endswith(","), csv_lines
+
+
+def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason():
+    result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "1", "-s", "read", "--timeout", "0.001"])
+    assert result.exit_code == 1
+    assert "read: failed: probe: timed out" in result.stdout

@@ -14,10 +14,12 @@ ENOMEM without lowering vm.max_map_count for everybody; a fault handler
 thread exiting).
 """
 import os
+import resource
 
 import pytest
 
-from harness import SMALL, WATCHDOG, free_huge_pages, in_child, run_strategy, skip_unless_available
+from harness import (SMALL, WATCHDOG, free_huge_pages, in_child, open_run, run_strategy,
+                     skip_unless_available)
 from wpcompare import binding, runner, strategies
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
@@ -207,3 +209,30 @@ def test_a_worker_killed_from_outside_is_named_and_the_rest_runs(image):
     assert {row["reason"] for row in killed} == {
         "worker killed by SIGKILL: killed from outside: the OOM killer? (see dmesg)"}
     assert [row["status"] for row in rows if row["strategy"] == "read"] == ["ok"] * 4
+
+
+# ---- an address-space limit ----
+
+def _vm_size():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * binding.PAGE_SIZE
+
+
+def _fixup_under_an_address_space_limit(image):
+    with open_run(image, "mmap") as run:
+        run.restore()
+        run.touch()
+        # Room for less than the anonymous copy of the region the fixup makes.
+        limit = _vm_size() + SMALL // 2
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            run.fixup()
+        except WpcError as error:
+            return error.reason
+    return None
+
+
+def test_an_address_space_limit_is_named_not_max_map_count(image):
+    reason = in_child(_fixup_under_an_address_space_limit, image)
+    assert reason and "RLIMIT_AS" in reason and "ulimit -v" in reason, reason
+    assert "sysctl vm.max_map_count" not in reason, reason

@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
-from harness import children, spec_for
+from harness import SMALL, children, spec_for
 from wpcompare import binding, runner, strategies
+from wpcompare.cli import main
 from wpcompare.errors import UnsupportedError
 from wpcompare.options import Latency, parse_pattern
 
@@ -127,3 +129,25 @@ def test_stand_alone_worker_rejects_a_bad_spec():
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 2
     assert "lacks image" in completed.stderr
+
+
+def test_an_image_that_grows_during_a_matrix_is_refused_not_used_at_another_size(tmp_path, monkeypatch):
+    image = tmp_path / "user.img"
+    image.write_bytes(b"\x01" * SMALL)
+    real = runner.run_isolated
+    calls = []
+
+    def append_after_the_first(spec, timeout):
+        if calls:
+            with open(image, "ab") as grow:
+                grow.write(b"\x02" * binding.PAGE_SIZE)
+        calls.append(spec)
+        return real(spec, timeout)
+
+    monkeypatch.setattr(runner, "run_isolated", append_after_the_first)
+    result = CliRunner().invoke(main, ["run", "--image", str(image), "-s", "read", "--op", "read", "--repeat", "2",
+                                       "--warmup", "0", "--quiet", "--format", "json"], catch_exceptions=False)
+    rows = json.loads(result.stdout)["runs"]
+    assert rows[0]["status"] == "ok" and rows[0]["image_bytes"] == SMALL
+    assert rows[1]["status"] == "failed" and rows[1]["failed_phase"] == "create"
+    assert f"is {SMALL + binding.PAGE_SIZE} bytes now, not the {SMALL} it had" in rows[1]["reason"]
