@@ -272,6 +272,20 @@ def _start_run(tmp_path, *args, command="run"):
                             start_new_session=True)
 
 
+def _interrupt(process, ready, what, interrupt):
+    """Once ready() (within 60 s), interrupt(); the stderr the process exits with. Its
+    process group is killed if it is still there after that."""
+    try:
+        _wait_for(ready, 60, what)
+        interrupt()
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return stderr
+
+
 def _wait_for(predicate, seconds, what):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -304,21 +318,16 @@ def test_interrupted_run_leaves_nothing(tmp_path, how):
     output = tmp_path / "results.json"
     process = _start_run(tmp_path, "--size", "8M", "--repeat", "100", "--warmup", "0",
                          "-o", str(output))
-    try:
-        # Mid-run: a worker of a strategy run (it has the image open; the system probe does not).
-        _wait_for(lambda: [pid for pid in _children_of(process.pid)
-                           if _fd_into(pid, tmp_path / "cache")], 60, "a worker to start")
-        if how == "ctrl-c":
-            os.killpg(process.pid, signal.SIGINT)      # the terminal signals the whole group
-        elif how == "sigint-to-runner":
-            os.kill(process.pid, signal.SIGINT)
-        else:
-            os.kill(process.pid, signal.SIGKILL)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    if how == "ctrl-c":
+        interrupt = lambda: os.killpg(process.pid, signal.SIGINT)   # the terminal signals the group
+    elif how == "sigint-to-runner":
+        interrupt = lambda: os.kill(process.pid, signal.SIGINT)
+    else:
+        interrupt = lambda: os.kill(process.pid, signal.SIGKILL)
+    # Mid-run: a worker of a strategy run (it has the image open; the system probe does not).
+    stderr = _interrupt(process, lambda: [pid for pid in _children_of(process.pid)
+                                          if _fd_into(pid, tmp_path / "cache")],
+                        "a worker to start", interrupt)
     assert process.returncode != 0
     if how != "sigkill-to-runner":
         assert b"Traceback" not in stderr, stderr.decode()
@@ -332,15 +341,10 @@ def test_interrupted_cycle_leaves_no_image(tmp_path):
     output = tmp_path / "results.json"
     process = _start_run(tmp_path, "--size", "8M", "-s", "read", "--cycles", "1000",
                          "--dir", str(images), "-o", str(output), command="cycle")
-    try:
-        _wait_for(lambda: [pid for pid in _children_of(process.pid) if _fd_into(pid, images)],
-                  60, "a cycle worker to open an image")
-        os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stderr = _interrupt(process,
+                        lambda: [pid for pid in _children_of(process.pid) if _fd_into(pid, images)],
+                        "a cycle worker to open an image",
+                        lambda: os.killpg(process.pid, signal.SIGINT))
     assert process.returncode != 0 and b"Traceback" not in stderr, stderr.decode()
     _assert_nothing_left(tmp_path, process, output, None)
     assert os.listdir(images) == [], "the cycle's private image directory was removed"
