@@ -122,6 +122,27 @@ def _read_while_remapping(spec):
         return dict(seen, verified=bool(run.result.verified), counters=counters(run.result))
 
 
+def kernel_write_into_region(image, strategy):
+    """read(2) of 64 bytes into a chunk not written yet (fixup=on-write-only): the errno it
+    failed with, or what it read, whether that landed, and the write faults after fixup."""
+    with open_run(image, strategy, "fixup=on-write-only") as run:
+        run.restore()
+        addr, _ = run.region()
+        target = (ctypes.c_char * 64).from_address(addr + binding.PAGE_SIZE)
+        read_end, write_end = os.pipe()
+        os.write(write_end, b"x" * 64)
+        try:
+            got = os.readv(read_end, [target])
+        except OSError as error:
+            return {"errno": error.errno}
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        landed = ctypes.string_at(addr + binding.PAGE_SIZE, 64) == b"x" * 64
+        run.fixup()
+        return {"got": got, "landed": landed, "faults": counters(run.result)["write_faults"]}
+
+
 def _vma_limit(spec):
     """4 KiB chunks written at random with the process a few VMAs below vm.max_map_count."""
     image, strategy, params = spec

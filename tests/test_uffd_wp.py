@@ -1,13 +1,10 @@
 """Strategy uffd-wp: the copy-and-remap suite of sigsegv, handler placement, the memfd
 copy of the image, kernel-mode writes, and the skip paths for missing features."""
-import ctypes
-import os
-
 import pytest
 
-from chunk_suite import ChunkFixupSuite
-from harness import (assert_handler_placed, assert_ok, counters, in_child, maps_lines, open_run, run_strategy,
-                     skip_unless_available, skip_unless_two_cpus)
+from chunk_suite import ChunkFixupSuite, kernel_write_into_region
+from harness import (assert_handler_placed, assert_ok, counters, in_child, maps_lines, open_run,
+                     run_strategy, skip_unless_available, skip_unless_two_cpus)
 from wpcompare import binding
 from wpcompare.errors import WpcError
 
@@ -60,29 +57,15 @@ def test_memfd_copy_is_the_image_until_fixup(image):
     assert 0 < out["copy_ns"] <= out["restore_ns"]
 
 
-def _kernel_write_into_region(image):
-    """read(2) into a write-protected chunk: the kernel's own write waits for the handler."""
-    with open_run(image, "uffd-wp", "fixup=on-write-only") as run:
-        run.restore()
-        addr, _ = run.region()
-        target = (ctypes.c_char * 64).from_address(addr + binding.PAGE_SIZE)
-        read_end, write_end = os.pipe()
-        os.write(write_end, b"x" * 64)
-        got = os.readv(read_end, [target])
-        landed = ctypes.string_at(addr + binding.PAGE_SIZE, 64)
-        result = run.result
-        run.fixup()
-        return {"got": got, "landed": landed == b"x" * 64,
-                "faults": counters(result)["write_faults"]}
-
-
 @pytest.mark.usefixtures("uffd_wp_available")
 def test_kernel_write_into_protected_chunk_is_served(image):
     """Where sigsegv fails with EFAULT (test_sigsegv.py), uffd-wp handles the kernel's fault,
     as the descriptor is opened without UFFD_USER_MODE_ONLY where permitted."""
     if binding.uffd_probe()["syscall_errno"] and binding.uffd_probe()["devnode_errno"]:
         pytest.skip("only a user-mode-only userfaultfd is permitted here")
-    assert in_child(_kernel_write_into_region, image) == {"got": 64, "landed": True, "faults": 1}
+    # The kernel's own write waits for the handler, then lands.
+    assert in_child(kernel_write_into_region, image, "uffd-wp") == \
+        {"got": 64, "landed": True, "faults": 1}
 
 
 @pytest.mark.parametrize("feature", sorted(FEATURE_BITS))
