@@ -11,6 +11,11 @@ seccomp filter on userfaultfd(2):
 
 For each, every uffd strategy `info` calls available must run and verify, and every one it
 calls unavailable must be a skipped row; none fails.
+
+Then the core's own runs without privilege: dropped to user nobody, kernel-faults=yes is
+refused and auto falls back to UFFD_USER_MODE_ONLY (a syscall into a page not loaded yet
+fails with EFAULT instead of being served), as it does behind the /dev/userfaultfd
+fallback; with the privilege, kernel-faults=yes serves the kernel's own accesses.
 """
 import ctypes
 import errno
