@@ -71,9 +71,7 @@ def test_image_truncated_while_mapped(make_image, strategy, op):
 def _fixup_of_a_truncated_image(spec):
     """Restore, cut the image in half, then load every page in fixup, touching none."""
     image, strategy = spec
-    with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                     strategy=strategy, params=None, op="read", pattern=parse_pattern("seq"),
-                     threads=1, overlap=False, seed=1) as run:
+    with open_run(image, strategy, op="read", pattern="seq", seed=1) as run:
         run.restore()
         os.truncate(image.path, image.size // 2)
         try:

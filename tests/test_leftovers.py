@@ -21,7 +21,7 @@ from wpcompare import binding, strategies
 from wpcompare.errors import WpcError
 from wpcompare.worker import HUGE_PAGE_DIR
 
-from harness import CLI, in_child, open_run
+from harness import CLI, in_child, open_run, skip_unless_available
 
 NAMES = [strategy.name for strategy in strategies.all_strategies()]
 
@@ -146,10 +146,7 @@ def _mapped_within(start, length):
 
 
 def _check_nothing_left(image, strategy, stop, params=None, inject=None):
-    try:
-        binding.probe_strategy(strategy, params or None)
-    except WpcError as error:
-        pytest.skip(f"{strategy} cannot run here: {error.reason}")
+    skip_unless_available(strategy, params or None)
     outcome = in_child(_run_to, (image, strategy, params, stop, inject))
     if "skipped" in outcome:
         pytest.skip(outcome["skipped"])
