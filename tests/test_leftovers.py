@@ -184,10 +184,15 @@ def test_teardown_during_background_fixup_leaves_nothing(make_image, strategy):
     _check_nothing_left(image, strategy, "restore", params="fixup=background")
 
 
+@pytest.mark.parametrize("failing", ["1", "2"], ids=["first-mremap", "second-mremap"])
 @pytest.mark.parametrize("strategy", NAMES)
-def test_a_failed_run_leaves_nothing_in_its_process(image, strategy):
-    _check_nothing_left(image, strategy, "verify",
-                        inject={"WPCOMPARE_INJECT_MREMAP_ENOMEM": "2"})
+def test_a_failed_run_leaves_nothing_in_its_process(image, strategy, failing):
+    """The run's first mremap fails, or its second (a chunked fixup half done); a strategy
+    that makes no such call did not fail, and says so instead of passing as a failed run."""
+    outcome = _check_nothing_left(image, strategy, "verify",
+                                  inject={"WPCOMPARE_INJECT_MREMAP_ENOMEM": failing})
+    if outcome["failed"] is None:
+        pytest.skip(f"{strategy} makes no mremap number {failing}: its run did not fail")
 
 
 def _generate_with_file_size_limit(path):
