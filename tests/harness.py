@@ -23,6 +23,7 @@ inherit them), or in a child's own function.
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -94,7 +95,7 @@ def exit_status_in_child(function, argument=None, timeout=WATCHDOG):
         if done:
             return status
         if time.monotonic() > deadline:
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             pytest.fail(f"child running {function.__name__} timed out after {timeout} s")
         time.sleep(0.005)
