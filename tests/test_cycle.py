@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -481,7 +482,9 @@ def test_a_cycle_that_never_reached_its_checks_is_not_checked_not_NO(tmp_path):
         assert csv_lines[2].endswith(",") and csv_lines[3].endswith(","), csv_lines
 
 
-def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason():
+def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason(monkeypatch):
+    # A probe that cannot finish within the timeout, however fast the machine is.
+    monkeypatch.setattr(cycle, "_probe", lambda argument: time.sleep(60))
     result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "1", "-s", "read", "--timeout", "0.001"])
     assert result.exit_code == 1
     assert "read: failed: probe: timed out" in result.stdout
