@@ -214,9 +214,10 @@ def probe(strategy, params=None, image_bytes=0):
     return rc, text(why)
 
 
-def skip_unless_available(strategy, params=None):
-    """Skip the test, with the probe's reason, where the strategy cannot run."""
-    rc, why = probe(strategy, params)
+def skip_unless_available(strategy, params=None, image=None):
+    """Skip the test, with the probe's reason, where the strategy cannot run (on image: with
+    huge pages enough for its size)."""
+    rc, why = probe(strategy, params, image.size if image else 0)
     if rc:
         pytest.skip(f"{strategy} cannot run here: {why}")
 

@@ -13,8 +13,8 @@ ODD_SIZE = (5 << 20) + 3 * 4096 + 100
 @pytest.mark.parametrize("page", ["4K", "thp", "2M"])
 def test_a_bound_restores_every_byte_and_is_detached_at_once(make_image, bound, threads, page):
     params = f"page={page},threads={threads}"
-    skip_unless_available(bound, params)
     image = make_image(ODD_SIZE, kind="random")
+    skip_unless_available(bound, params, image)
     row = run_strategy(image, bound, params=params, op="write")
     assert_ok(row)
     assert row["detached"] and row["time_to_detached_ns"] <= row["phases"]["restore"]["ns"] * 2

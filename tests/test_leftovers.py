@@ -146,7 +146,7 @@ def _mapped_within(start, length):
 
 
 def _check_nothing_left(image, strategy, stop, params=None, inject=None):
-    skip_unless_available(strategy, params or None)
+    skip_unless_available(strategy, params or None, image)
     outcome = in_child(_run_to, (image, strategy, params, stop, inject))
     if "skipped" in outcome:
         pytest.skip(outcome["skipped"])

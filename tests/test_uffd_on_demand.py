@@ -147,7 +147,7 @@ def test_masking_an_unused_feature_changes_nothing(image, monkeypatch):
 @pytest.mark.parametrize("threads", (1, 4))
 @pytest.mark.parametrize("op", ("read", "write"))
 def test_strategy_restores_the_right_bytes(image, strategy, pattern, threads, op):
-    skip_unless_available(strategy)
+    skip_unless_available(strategy, image=image)
     row = run_strategy(image, strategy, op=op, pattern=pattern, threads=threads)
     assert_restored(row, strategy)
     pages = -(-IMAGE_SIZE // PAGE)
@@ -231,7 +231,7 @@ def test_minor_maps_shmem_pages_and_copies_on_first_write(image, op):
 @pytest.mark.parametrize("strategy", ("uffd", "uffd-sigbus", "uffd-hybrid", "uffd-move",
                                       "uffd-minor", "uffd-huge"))
 def test_many_threads_fault_the_same_pages(image, strategy):
-    skip_unless_available(strategy)
+    skip_unless_available(strategy, image=image)
     row = run_strategy(image, strategy, op="write", pattern="random", threads=8, overlap=True)
     assert_restored(row, strategy)
     assert row["touched_pages"] == 8 * row["pages"]
