@@ -15,8 +15,9 @@ every run happens in a forked child, as the runner isolates runs in real use):
       function's JSON-able value, computed in a forked child; a hang, a signal or an
       exception there fails the test naming function. exit_status_in_child for a child
       that is meant to die.
-Skips: probe(strategy, params) -> (rc, why), the C probe's verdict; skip_unless_available
-skips with that reason, skip_unless_two_cpus with its own.
+Skips: probe(strategy, params, image_bytes) -> (rc, why), the C probe's verdict;
+skip_unless_available(strategy, params, image) skips with that reason (for the test's image
+where it has one: huge pages enough for its size), skip_unless_two_cpus with its own.
 The core's test-only knobs (WPCOMPARE_UFFD_FEATURE_MASK, WPCOMPARE_INJECT_*, ...) are read
 with getenv when a run is created or probed: set them with monkeypatch.setenv (children
 inherit them), or in a child's own function.
