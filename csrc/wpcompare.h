@@ -339,7 +339,7 @@ int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
 
 /*
  * ---- test-only: kernel write tracking outside a run ----
- * For tests/test_wp.py, not for measurements: arms exactly the tracking
+ * For tests/test_wp_tracking.py, not for measurements: arms exactly the tracking
  * mmap-wp-async uses (userfaultfd with UFFD_FEATURE_WP_ASYNC and
  * WP_UNPOPULATED, registered UFFDIO_REGISTER_MODE_WP, the whole range
  * write-protected) on a bare mapping, so tests can check what the kernel

@@ -8,18 +8,15 @@ remap memory, none of which may reach the pytest process.
 import ctypes
 import mmap
 import os
-import signal
-import sys
 import threading
 import time
 
 import pytest
 
-from conftest import (HOLD_VARIABLE, WATCHDOG, assert_ok, hold_arrivals, hold_expired,
-                      hold_release, hold_wait)
+from harness import (HOLD_VARIABLE, assert_ok, counters, hold_arrivals, hold_expired, hold_release,
+                     hold_wait, in_child, maps_lines, open_run, run_strategy)
 from wpcompare import binding
 from wpcompare.errors import WpcError
-from wpcompare.options import parse_pattern
 
 CHUNKS = {"4K": 4096, "64K": 65536, "2M": 2 << 20}
 FIXUPS = ("background", "at-checkpoint", "on-write-only")
@@ -43,13 +40,6 @@ def chunk_count(size, chunk):
     return -(-region // chunk)
 
 
-def open_run(image, strategy, params, op="write", pattern="random", threads=1, overlap=False,
-             seed=5):
-    return binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                       strategy=strategy, params=params, op=op, pattern=parse_pattern(pattern),
-                       threads=threads, overlap=overlap, seed=seed, pin_threads=True)
-
-
 def expected_region(image):
     """The bytes a correct restore shows before any write: the generator's pages."""
     return b"".join(binding.image_page(image.seed, image.kind, page)
@@ -59,11 +49,6 @@ def expected_region(image):
 def region_buffer(run):
     addr, length = run.region()
     return addr, (ctypes.c_char * length).from_address(addr)
-
-
-def maps_lines(needle):
-    with open("/proc/self/maps") as maps:
-        return [line for line in maps if needle in line]
 
 
 def fill_vmas_to(limit_gap):
@@ -80,35 +65,6 @@ def fill_vmas_to(limit_gap):
         libc.mprotect(addr + (2 * i + 1) * mmap.PAGESIZE, mmap.PAGESIZE, 0)   # PROT_NONE
     return addr, length
 
-
-def wait_status(function, argument=None, timeout=WATCHDOG):
-    """Run function(argument) in a forked child with stderr silenced; its raw wait status.
-
-    The child exits 0 when function returns, 3 when it raises; a signal
-    that kills it shows in the status (os.WTERMSIG).
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 3
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            function(argument)
-            code = 0
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"child did not finish within {timeout} s")
-        time.sleep(0.005)
 
 
 # ---- bodies run in forked children (module level: they must be importable names) ----
@@ -163,9 +119,28 @@ def _read_while_remapping(spec):
             stop.set()
             thread.join()
         run.verify()
-        counters = {binding.result_text(run.result.counters[i].name): run.result.counters[i].value
-                    for i in range(run.result.ncounters)}
-        return dict(seen, verified=bool(run.result.verified), counters=counters)
+        return dict(seen, verified=bool(run.result.verified), counters=counters(run.result))
+
+
+def kernel_write_into_region(image, strategy):
+    """read(2) of 64 bytes into a chunk not written yet (fixup=on-write-only): the errno it
+    failed with, or what it read, whether that landed, and the write faults after fixup."""
+    with open_run(image, strategy, "fixup=on-write-only") as run:
+        run.restore()
+        addr, _ = run.region()
+        target = (ctypes.c_char * 64).from_address(addr + binding.PAGE_SIZE)
+        read_end, write_end = os.pipe()
+        os.write(write_end, b"x" * 64)
+        try:
+            got = os.readv(read_end, [target])
+        except OSError as error:
+            return {"errno": error.errno}
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        landed = ctypes.string_at(addr + binding.PAGE_SIZE, 64) == b"x" * 64
+        run.fixup()
+        return {"got": got, "landed": landed, "faults": counters(run.result)["write_faults"]}
 
 
 def _vma_limit(spec):
@@ -319,7 +294,7 @@ def assert_race_kept_every_write(out, claims=None):
 class ChunkFixupSuite:
     strategy = None          # set by the subclass
 
-    def run(self, run_strategy, image, params, **fields):
+    def run(self, image, params, **fields):
         row = run_strategy(image, self.strategy, params=params, **fields)
         assert_ok(row)
         return row
@@ -328,9 +303,9 @@ class ChunkFixupSuite:
     @pytest.mark.parametrize("fixup", FIXUPS)
     @pytest.mark.parametrize("op", ("read", "write"))
     @pytest.mark.parametrize("copy", COPIES)
-    def test_bytes_right_after_fixup(self, make_image, run_strategy, chunk, fixup, op, copy):
+    def test_bytes_right_after_fixup(self, make_image, chunk, fixup, op, copy):
         image = make_image(ODD_SIZE, kind="random")     # no zero page: a page never copied shows
-        row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup},copy={copy}", op=op,
+        row = self.run(image, f"chunk={chunk},fixup={fixup},copy={copy}", op=op,
                        threads=2)
         counters = row["counters"]
         assert row["detached"] and not row["image_mapped"]
@@ -351,14 +326,14 @@ class ChunkFixupSuite:
 
     @pytest.mark.parametrize("chunk", ("4K", "64K"))
     @pytest.mark.parametrize("copy", COPIES)
-    def test_concurrent_writers_lose_no_write(self, make_image, run_strategy, chunk, copy):
+    def test_concurrent_writers_lose_no_write(self, make_image, chunk, copy):
         """4 threads write random pages while the background thread fixes up the rest; the
         verifier checks every page against image + each thread's known values."""
         image = make_image(16 << 20, kind="random")
         # Whether the writers and the background thread overlap depends on scheduling;
         # on a loaded machine one may finish first, so a few attempts are allowed.
         for _ in range(5):
-            row = self.run(run_strategy, image, f"chunk={chunk},fixup=background,copy={copy}",
+            row = self.run(image, f"chunk={chunk},fixup=background,copy={copy}",
                            op="write", pattern="random", threads=4)
             counters = row["counters"]
             if counters["chunks_by_fault"] > 0 and counters["chunks_by_background"] > 0:
@@ -370,10 +345,10 @@ class ChunkFixupSuite:
         assert row["histograms"]["handler"]["count"] == counters["write_faults"]
 
     @pytest.mark.parametrize("fixup", ("background", "on-write-only"))
-    def test_many_writers_on_the_same_chunk(self, make_image, run_strategy, fixup):
+    def test_many_writers_on_the_same_chunk(self, make_image, fixup):
         """overlap: all 8 threads write every page, so they fault on the same 2 MiB chunks at once."""
         image = make_image((4 << 20) + 4096, kind="random")
-        row = self.run(run_strategy, image, f"chunk=2M,fixup={fixup}", op="write",
+        row = self.run(image, f"chunk=2M,fixup={fixup}", op="write",
                        pattern="seq", threads=8, overlap=True)
         counters = row["counters"]
         assert row["touched_pages"] == 8 * image.pages
@@ -381,16 +356,16 @@ class ChunkFixupSuite:
                 + counters["chunks_at_fixup"]) == counters["chunks"] == 3
         assert counters["write_faults"] >= counters["chunks_by_fault"]
 
-    def test_reads_during_background_remap_see_the_image(self, make_image, run_strategy):
+    def test_reads_during_background_remap_see_the_image(self, make_image):
         image = make_image(16 << 20)
-        row = self.run(run_strategy, image, "chunk=4K,fixup=background", op="read", threads=2)
+        row = self.run(image, "chunk=4K,fixup=background", op="read", threads=2)
         reference = run_strategy(image, "read", op="read", threads=2)
         assert_ok(reference)
         assert row["checksum"] == reference["checksum"] != 0
         assert row["counters"]["chunks_by_background"] > 0
         assert row["counters"]["write_faults"] == 0
 
-    def test_chunk_remapped_while_another_thread_reads_it(self, make_image, in_child):
+    def test_chunk_remapped_while_another_thread_reads_it(self, make_image):
         image = make_image(16 << 20)
         # on-write-only: every chunk is remapped by a writer while the reader runs.
         out = in_child(_read_while_remapping, (image, self.strategy, "chunk=64K,fixup=on-write-only"))
@@ -401,7 +376,7 @@ class ChunkFixupSuite:
 
     @pytest.mark.parametrize("fixup", FIXUPS)
     @pytest.mark.parametrize("copy", COPIES)
-    def test_image_unlinked_and_truncated_after_detach(self, make_image, in_child, fixup, copy):
+    def test_image_unlinked_and_truncated_after_detach(self, make_image, fixup, copy):
         image = make_image(ODD_SIZE, kind="random", name="doomed.img")
         out = in_child(_detach_then_destroy_image, (image, self.strategy, f"fixup={fixup},copy={copy}"))
         if fixup != "background":     # the background thread may be done before we look
@@ -413,9 +388,9 @@ class ChunkFixupSuite:
         ("4K", "sparse:0.3", "at-checkpoint"),
         ("64K", "stride:16", "on-write-only"),
     ])
-    def test_dirty_set_is_exact(self, make_image, run_strategy, chunk, pattern, fixup):
+    def test_dirty_set_is_exact(self, make_image, chunk, pattern, fixup):
         image = make_image(4 << 20, kind="random")
-        row = self.run(run_strategy, image, f"chunk={chunk},fixup={fixup}", op="write",
+        row = self.run(image, f"chunk={chunk},fixup={fixup}", op="write",
                        pattern=pattern, threads=4)
         dirty = row["dirty"]
         assert dirty["missing"] == 0
@@ -429,9 +404,9 @@ class ChunkFixupSuite:
             assert dirty["reported"] == image.pages
             assert dirty["extra"] == image.pages - row["touched_pages"]
 
-    def test_dirty_set_with_background_fixup_misses_nothing(self, make_image, run_strategy):
+    def test_dirty_set_with_background_fixup_misses_nothing(self, make_image):
         image = make_image(8 << 20)
-        row = self.run(run_strategy, image, "chunk=4K,fixup=background", op="write",
+        row = self.run(image, "chunk=4K,fixup=background", op="write",
                        pattern="sparse:0.2", threads=4)
         dirty = row["dirty"]
         assert dirty["missing"] == 0
@@ -440,7 +415,7 @@ class ChunkFixupSuite:
         assert dirty["reported"] >= row["touched_pages"]
 
     @pytest.mark.parametrize("copy", COPIES)
-    def test_held_race_fault_claim_against_background_claim(self, make_image, in_child, copy):
+    def test_held_race_fault_claim_against_background_claim(self, make_image, copy):
         """The background thread and a faulting writer both see the chunk FRESH, then both
         claim it: one must lose (and the writer wait), never both copy and remap it."""
         image = make_image(1 << 20, kind="random")
@@ -451,7 +426,7 @@ class ChunkFixupSuite:
         assert_race_kept_every_write(out, ["copy", "lost"])
 
     @pytest.mark.parametrize("copy", COPIES)
-    def test_held_race_write_during_copy(self, make_image, in_child, copy):
+    def test_held_race_write_during_copy(self, make_image, copy):
         """A writer meets a chunk the background thread has copied and not yet remapped:
         it waits, and its write lands in the new pages."""
         image = make_image(1 << 20, kind="random")
@@ -462,7 +437,7 @@ class ChunkFixupSuite:
         assert out["steps"][2] == "writer waits", out
         assert_race_kept_every_write(out)
 
-    def test_moved_chunks_cost_vmas_in_the_region_only(self, make_image, in_child):
+    def test_moved_chunks_cost_vmas_in_the_region_only(self, make_image):
         """MREMAP_DONTUNMAP keeps the shadow one VMA: the VMAs a run gains are the region's
         pieces (written chunks between image chunks) and a few more, where without it every
         moved chunk also punches a hole in the shadow, and vm.max_map_count comes twice as soon."""
@@ -477,7 +452,7 @@ class ChunkFixupSuite:
         assert holes["gained"] - holes["region"] >= kept["region"] // 2, \
             f"without MREMAP_DONTUNMAP: {holes}, with it: {kept}"
 
-    def test_vma_limit_fails_the_run_with_a_reason(self, make_image, in_child):
+    def test_vma_limit_fails_the_run_with_a_reason(self, make_image):
         image = make_image(2 << 20)
         out = in_child(_vma_limit, (image, self.strategy, "chunk=4K,fixup=on-write-only"))
         assert out["reason"] and "vm.max_map_count" in out["reason"], out

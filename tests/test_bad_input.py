@@ -12,20 +12,12 @@ from click.testing import CliRunner
 
 from wpcompare import strategies
 from wpcompare.cli import main
-from wpcompare.image import cache_dir, memory_available
+from wpcompare.image import memory_available
+
+from harness import refused
 
 STRATEGIES = strategies.all_strategies()
 WITH_PARAMS = [strategy for strategy in STRATEGIES if strategy.params]
-
-
-def refused(*args, command="run"):
-    """The one error line of a refused command; checks the exit status and that nothing was made."""
-    result = CliRunner().invoke(main, [command, *args], catch_exceptions=False)
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
-    assert not cache_dir().exists(), "nothing generated before the input was checked"
-    return errors[0]
 
 
 @pytest.mark.parametrize("command", ["run", "cycle"])

@@ -10,13 +10,9 @@ from click.testing import CliRunner
 from wpcompare import cache
 from wpcompare.cli import main
 
-from conftest import CLI_COMMAND, in_private_mount_namespace, is_root
+from harness import CLI_COMMAND, in_private_mount_namespace, invoke, is_root
 
 QUICK = ["run", "--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def cached_images():

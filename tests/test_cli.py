@@ -5,27 +5,15 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
 from wpcompare import strategies
-from wpcompare.cli import main
 from wpcompare.image import cache_dir
+
+from harness import error_line, invoke
 
 SMALL = ["--size", "1M", "--repeat", "1", "--warmup", "0", "--no-bounds", "--latency", "off"]
 # What `run` measures by default besides the strategies: the bounds, and instrumented runs.
 SMALL_DEFAULTS = ["--size", "1M", "--repeat", "1", "--warmup", "0"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def error_line(result):
-    """The one line click printed after "Error:" (usage hints above it are click's)."""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip().endswith(errors[0]), "nothing follows the error line"
-    return errors[0]
 
 
 def test_run_prints_a_table_of_every_strategy_and_the_bounds():

@@ -4,12 +4,11 @@ import os
 
 import pytest
 
-from conftest import assert_ok
+from harness import assert_ok, in_child, open_run, run_strategy
 from wpcompare import binding, worker
 from wpcompare._core import ffi, lib
 from wpcompare.errors import InvalidArgument, VerificationError
 from wpcompare.image import Image
-from wpcompare.options import parse_pattern
 
 BASELINES = ("mmap", "mmap-populate", "read")
 PATTERNS = ("seq", "random", "sparse:0.1", "stride:7")
@@ -28,7 +27,7 @@ def test_bindings_expose_the_strategy_table():
 @pytest.mark.parametrize("op", ("read", "write"))
 @pytest.mark.parametrize("threads", (1, 4))
 @pytest.mark.parametrize("latency", ("none", "every"))
-def test_baseline_restores_the_right_bytes(image, run_strategy, strategy, pattern, op, threads, latency):
+def test_baseline_restores_the_right_bytes(image, strategy, pattern, op, threads, latency):
     row = run_strategy(image, strategy, op=op, pattern=pattern, threads=threads, latency=latency)
     assert_ok(row)
     assert row["detached"], "every baseline ends detached after its fixup"
@@ -39,33 +38,27 @@ def test_baseline_restores_the_right_bytes(image, run_strategy, strategy, patter
 
 @pytest.mark.parametrize("pattern,expected", [("seq", 512), ("random", 512),
                                               ("sparse:0.1", 51), ("stride:7", 74)])
-def test_pattern_touches_the_expected_number_of_pages(image, run_strategy, pattern, expected):
+def test_pattern_touches_the_expected_number_of_pages(image, pattern, expected):
     row = run_strategy(image, "read", pattern=pattern, threads=3)
     assert_ok(row)
     assert row["touched_pages"] == expected
 
 
-def test_read_checksum_agrees_across_strategies(image, run_strategy):
+def test_read_checksum_agrees_across_strategies(image):
     sums = {name: run_strategy(image, name, op="read")["checksum"] for name in BASELINES}
     assert len(set(sums.values())) == 1, sums
     assert sums["mmap"] != 0
 
 
-def test_overlapping_writers_all_land(image, run_strategy):
+def test_overlapping_writers_all_land(image):
     row = run_strategy(image, "mmap", op="write", pattern="random", threads=8, overlap=True)
     assert_ok(row)
     assert row["touched_pages"] == 8 * image.pages
 
 
-def _open_run(image, strategy, op="write"):
-    return binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                       strategy=strategy, params=None, op=op, pattern=parse_pattern("random"),
-                       threads=1, overlap=False, seed=3, pin_threads=True)
-
-
 def _corrupt_and_verify(spec):
     image, page = spec
-    with _open_run(image, "read") as run:
+    with open_run(image, "read") as run:
         run.restore()
         run.touch()
         run.fixup()
@@ -80,7 +73,7 @@ def _corrupt_and_verify(spec):
     return {"raised": None}
 
 
-def test_verifier_catches_one_flipped_bit(image, in_child):
+def test_verifier_catches_one_flipped_bit(image):
     outcome = in_child(_corrupt_and_verify, (image, 300))
     assert outcome["raised"] and "first at page 300" in outcome["raised"]
     assert outcome["mismatched"] == 1 and outcome["first"] == 300 and not outcome["verified"]
@@ -90,7 +83,7 @@ def _flips_missed(spec):
     """Flip one byte at a time at each (page, offset), verify, flip it back: the flips missed."""
     image, flips = spec
     missed = []
-    with _open_run(image, "read") as run:
+    with open_run(image, "read") as run:
         run.restore()
         run.touch()
         run.fixup()
@@ -110,7 +103,7 @@ def _flips_missed(spec):
     return missed
 
 
-def test_verifier_catches_a_flip_at_every_word_of_a_page(make_image, in_child):
+def test_verifier_catches_a_flip_at_every_word_of_a_page(make_image):
     """Every 8-byte word of a page, each at a different byte within it, and the first and
     last byte: a verifier that skips any part of a page misses one of them."""
     image = make_image(64 << 10, kind="random")
@@ -121,7 +114,7 @@ def test_verifier_catches_a_flip_at_every_word_of_a_page(make_image, in_child):
 
 
 @pytest.mark.parametrize("generated", (True, False), ids=("generated", "user-file"))
-def test_verifier_catches_the_last_byte_of_an_odd_sized_image(tmp_path, make_image, in_child,
+def test_verifier_catches_the_last_byte_of_an_odd_sized_image(tmp_path, make_image,
                                                               generated):
     size = 3 * binding.PAGE_SIZE + 101
     if generated:
@@ -136,7 +129,7 @@ def test_verifier_catches_the_last_byte_of_an_odd_sized_image(tmp_path, make_ima
 
 
 def _verify_with_lingering_mapping(image):
-    with _open_run(image, "mmap") as run:
+    with open_run(image, "mmap") as run:
         run.restore()
         run.touch()
         run.fixup()
@@ -148,7 +141,7 @@ def _verify_with_lingering_mapping(image):
     return lingering, clean
 
 
-def test_lingering_image_mapping_is_not_detached(image, in_child):
+def test_lingering_image_mapping_is_not_detached(image):
     lingering, clean = in_child(_verify_with_lingering_mapping, image)
     assert lingering["verified"] and lingering["image_mapped"] and not lingering["detached"]
     assert lingering["time_to_detached_ns"] is None
@@ -156,20 +149,20 @@ def test_lingering_image_mapping_is_not_detached(image, in_child):
 
 
 def _verify_without_fixup(image):
-    with _open_run(image, "mmap") as run:
+    with open_run(image, "mmap") as run:
         run.restore()
         run.touch()
         run.verify()
         return worker.result_fields(run.result)
 
 
-def test_mmap_without_fixup_still_references_the_image(image, in_child):
+def test_mmap_without_fixup_still_references_the_image(image):
     fields = in_child(_verify_without_fixup, image)
     assert fields["verified"]
     assert fields["foreign_vmas"] >= 1 and fields["image_mapped"] and not fields["detached"]
 
 
-def test_user_image_with_partial_last_page(tmp_path, run_strategy):
+def test_user_image_with_partial_last_page(tmp_path):
     path = tmp_path / "odd.img"
     data = os.urandom(3 * binding.PAGE_SIZE + 100)
     path.write_bytes(data)
@@ -182,7 +175,7 @@ def test_user_image_with_partial_last_page(tmp_path, run_strategy):
             assert row["pages"] == 4
 
 
-def test_user_image_is_verified_against_the_file(tmp_path, run_strategy, in_child):
+def test_user_image_is_verified_against_the_file(tmp_path):
     """Without a generator seed the verifier reads the file: a wrong seed claim is caught."""
     path = tmp_path / "user.img"
     path.write_bytes(os.urandom(16 * binding.PAGE_SIZE))

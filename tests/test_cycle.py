@@ -7,11 +7,12 @@ import csv
 import io
 import json
 import os
+import time
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import SMALL, strategy_names
+from harness import SMALL, error_line, in_child, invoke, open_run, strategy_names
 from wpcompare import binding, cycle, cycle_report, cycle_results, strategies
 from wpcompare._core import ffi
 from wpcompare.cli import main
@@ -126,13 +127,11 @@ def test_image_with_a_tail_cycles(make_image, tmp_path):
         _assert_chain_ok(_run_chain(tailed, name, tmp_path, dirty=1.0))
 
 
-def test_a_cycle_that_restores_an_image_without_the_last_cycles_writes_names_that_cycle(image, in_child):
+def test_a_cycle_that_restores_an_image_without_the_last_cycles_writes_names_that_cycle(image):
     """Cycle 2 restored from the base image instead of image 1: cycle 1's writes are lost."""
-    def restore_wrong_image(_):
-        with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                         strategy="read", params=None, op="mixed", pattern=parse_pattern("random"),
-                         threads=1, overlap=False, seed=2, write_fraction=0.0,
-                         history=[_workload(seed=1)]) as run:
+    def restore_wrong_image():
+        with open_run(image, "read", op="mixed", seed=2, write_fraction=0.0,
+                      history=[_workload(seed=1)]) as run:
             run.restore()
             run.touch()
             run.fixup()
@@ -238,11 +237,9 @@ def test_incremental_dump_refuses_a_previous_image_of_another_size(image, make_i
     assert not [name for name in os.listdir(tmp_path) if ".tmp." in name]
 
 
-def test_incremental_dump_of_a_strategy_without_a_dirty_set_is_unsupported(image, in_child, tmp_path):
-    def try_incremental(_):
-        with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                         strategy="mmap", params=None, op="mixed", pattern=parse_pattern("random"),
-                         threads=1, overlap=False, seed=2, write_fraction=0.5) as run:
+def test_incremental_dump_of_a_strategy_without_a_dirty_set_is_unsupported(image, tmp_path):
+    def try_incremental():
+        with open_run(image, "mmap", op="mixed", seed=2, write_fraction=0.5) as run:
             run.restore()
             run.touch()
             run.fixup()
@@ -278,7 +275,7 @@ def _cycle_memory_dump(argument):
     return True
 
 
-def test_incremental_dump_that_misses_a_dirty_page_is_caught_naming_page_and_cycle(image, tmp_path, in_child):
+def test_incremental_dump_that_misses_a_dirty_page_is_caught_naming_page_and_cycle(image, tmp_path):
     first, second = _workload(11), _workload(12)
     # Image 1: the base plus cycle 1's writes, through a real cycle, every page from memory.
     image_1 = tmp_path / "image-1.img"
@@ -308,7 +305,7 @@ def _json(workload):
     return dict(workload, pattern=str(workload["pattern"]))
 
 
-def test_image_check_names_a_byte_no_cycle_wrote(image, tmp_path, in_child):
+def test_image_check_names_a_byte_no_cycle_wrote(image, tmp_path):
     written = _workload(5, fraction=1.0)
     corrupt = tmp_path / "corrupt.img"
     in_child(_cycle_memory_dump, [image.path, image.size, image.seed, image.kind, [], _json(written),
@@ -364,17 +361,6 @@ def test_totals_and_ranking():
 # ---- the command line ----
 
 CLI_SMALL = ["--size", "1M", "--cycles", "2", "--dirty", "0.5"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def error_line(result):
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip().endswith(errors[0])
-    return errors[0]
 
 
 def test_cli_table_has_every_cycle_totals_and_the_ranking(tmp_path):
@@ -474,3 +460,31 @@ def test_report_formats_render_a_document_without_chains():
     document = cycle_results.build_document([], {"image": {"bytes": 4096}, "options": {}})
     for fmt in cycle_report.FORMATS:
         assert cycle_report.render(document, fmt)
+
+
+def test_a_cycle_that_never_reached_its_checks_is_not_checked_not_NO(tmp_path):
+    out = tmp_path / "c.json"
+    result = invoke("cycle", "--size", "1M", "--cycles", "2", "-s", "read", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    chain = document["chains"][0]
+    for reason, phase in (("timed out after 1 s", None), ("checkpoint: No space left on device", "checkpoint")):
+        chain["cycles"][1] = {"cycle": 2, "status": "failed", "reason": reason, "failed_phase": phase}
+        chain.update(status="failed", reason=f"cycle 2: {reason}")
+        derived = cycle_results.derive(document)
+        table = cycle_report.render(derived, "table")
+        failed_line = next(line for line in table.splitlines() if line.startswith("read") and "failed" in line)
+        assert failed_line.rstrip().endswith("not checked"), failed_line
+        total_line = next(line for line in table.splitlines() if line.startswith("read") and "all 1" in line)
+        assert total_line.rstrip().endswith("not checked"), total_line
+        assert "NO" not in table.split("\n\n")[1]
+        csv_lines = cycle_report.render(derived, "csv").splitlines()
+        assert csv_lines[2].endswith(",") and csv_lines[3].endswith(","), csv_lines
+
+
+def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason(monkeypatch):
+    # A probe that cannot finish within the timeout, however fast the machine is.
+    monkeypatch.setattr(cycle, "_probe", lambda argument: time.sleep(60))
+    result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "1", "-s", "read", "--timeout", "0.001"])
+    assert result.exit_code == 1
+    assert "read: failed: probe: timed out" in result.stdout

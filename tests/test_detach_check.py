@@ -7,7 +7,7 @@ import resource
 from wpcompare import worker
 from wpcompare.errors import WpcError
 
-from conftest import CLI_COMMAND, in_private_mount_namespace, open_run
+from harness import CLI_COMMAND, in_child, in_private_mount_namespace, open_run
 
 
 def _verify_without_descriptors(image):
@@ -35,7 +35,7 @@ def _verify_without_descriptors(image):
         return raised, worker.result_fields(run.result)
 
 
-def test_no_descriptor_for_proc_self_maps_fails_the_run(image, in_child):
+def test_no_descriptor_for_proc_self_maps_fails_the_run(image):
     raised, fields = in_child(_verify_without_descriptors, image)
     assert raised and "cannot check whether the region is detached" in raised, raised
     assert "ulimit -n" in raised

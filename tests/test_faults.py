@@ -14,17 +14,16 @@ ENOMEM without lowering vm.max_map_count for everybody; a fault handler
 thread exiting).
 """
 import os
+import resource
 
 import pytest
 
-from conftest import WATCHDOG, skip_unless_available, spec_for
+from harness import (SMALL, WATCHDOG, free_huge_pages, in_child, open_run, run_strategy,
+                     skip_unless_available)
 from wpcompare import binding, runner, strategies
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
-from wpcompare.worker import HUGE_PAGE_DIR
 
-SMALL = 2 << 20
-TIMEOUT = WATCHDOG
 NAMES = [strategy.name for strategy in strategies.all_strategies()]
 # A handler thread serves faults for the strategies that let you place it.
 WITH_HANDLER = [s.name for s in strategies.all_strategies() if s.param("handler-cpu")]
@@ -32,7 +31,7 @@ WITHOUT_HANDLER = [name for name in NAMES if name not in WITH_HANDLER]
 
 
 def _run(image, strategy, **fields):
-    row = runner.run_isolated(spec_for(image, strategy, **fields), TIMEOUT)
+    row = run_strategy(image, strategy, **fields)
     if row["status"] == "skipped":
         pytest.skip(f"{strategy} cannot run here: {row['reason']}")
     return row
@@ -72,9 +71,7 @@ def test_image_truncated_while_mapped(make_image, strategy, op):
 def _fixup_of_a_truncated_image(spec):
     """Restore, cut the image in half, then load every page in fixup, touching none."""
     image, strategy = spec
-    with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                     strategy=strategy, params=None, op="read", pattern=parse_pattern("seq"),
-                     threads=1, overlap=False, seed=1) as run:
+    with open_run(image, strategy, op="read", pattern="seq", seed=1) as run:
         run.restore()
         os.truncate(image.path, image.size // 2)
         try:
@@ -85,7 +82,7 @@ def _fixup_of_a_truncated_image(spec):
 
 
 @pytest.mark.parametrize("strategy", ["uffd", "uffd-sigbus"])
-def test_a_copy_that_fails_is_an_error_not_a_placed_page(make_image, in_child, strategy):
+def test_a_copy_that_fails_is_an_error_not_a_placed_page(make_image, strategy):
     """UFFDIO_COPY from the truncated half fails (EFAULT): fixup must fail naming it, not
     count the page as placed (as for EEXIST) and leave it empty for the next access."""
     skip_unless_available(strategy)
@@ -111,20 +108,11 @@ def test_eager_read_survives_truncation_after_restore(make_image):
 
 # ---- huge pages exhausted mid-run ----
 
-def _free_huge_pages():
-    """Available 2 MiB huge pages: free less what other mappings have reserved."""
-    try:
-        with open(f"{HUGE_PAGE_DIR}/free_hugepages") as free, open(f"{HUGE_PAGE_DIR}/resv_hugepages") as reserved:
-            return max(0, int(free.read()) - int(reserved.read()))
-    except (OSError, ValueError):
-        return 0
-
-
 @pytest.mark.parametrize("op", ["read", "write"])
 @pytest.mark.parametrize("strategy", NAMES)
 def test_huge_pages_exhausted_mid_run(make_image, strategy, op):
     # Takes every free huge page of the machine for the few ms of one run.
-    if not _free_huge_pages():
+    if not free_huge_pages():
         pytest.skip("no free 2 MiB huge pages to exhaust (.ci/run reserves some)")
     image = make_image(SMALL)
     row = _run(image, strategy, op=op, inject="hugepages")
@@ -158,7 +146,7 @@ def test_mmap_fixup_names_the_failed_mremap(image):
 
 def test_mremap_injection_is_refused_when_malformed(image, monkeypatch):
     monkeypatch.setenv("WPCOMPARE_INJECT_MREMAP_ENOMEM", "soon")
-    row = runner.run_isolated(spec_for(image, "mmap"), TIMEOUT)
+    row = run_strategy(image, "mmap")
     assert row["status"] == "failed" and row["failed_phase"] == "create"
     assert "WPCOMPARE_INJECT_MREMAP_ENOMEM=soon: give a whole number >= 1" in row["reason"]
 
@@ -211,7 +199,7 @@ def test_handler_injection_leaves_strategies_without_a_handler_alone(image, stra
 def test_a_worker_killed_from_outside_is_named_and_the_rest_runs(image):
     choices = [strategies.parse_choice(name) for name in ("mmap", "read")]
     matrix = runner.Matrix(choices=choices, ops=["read", "write"], pattern=parse_pattern("random"),
-                           image=image, repeat=2, warmup=0, timeout=TIMEOUT,
+                           image=image, repeat=2, warmup=0, timeout=WATCHDOG,
                            inject=runner.Injection("kill", "mmap"))
     rows = runner.run_matrix(matrix)
     killed = [row for row in rows if row["strategy"] == "mmap"]
@@ -219,3 +207,30 @@ def test_a_worker_killed_from_outside_is_named_and_the_rest_runs(image):
     assert {row["reason"] for row in killed} == {
         "worker killed by SIGKILL: killed from outside: the OOM killer? (see dmesg)"}
     assert [row["status"] for row in rows if row["strategy"] == "read"] == ["ok"] * 4
+
+
+# ---- an address-space limit ----
+
+def _vm_size():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * binding.PAGE_SIZE
+
+
+def _fixup_under_an_address_space_limit(image):
+    with open_run(image, "mmap") as run:
+        run.restore()
+        run.touch()
+        # Room for less than the anonymous copy of the region the fixup makes.
+        limit = _vm_size() + SMALL // 2
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            run.fixup()
+        except WpcError as error:
+            return error.reason
+    return None
+
+
+def test_an_address_space_limit_is_named_not_max_map_count(image):
+    reason = in_child(_fixup_under_an_address_space_limit, image)
+    assert reason and "RLIMIT_AS" in reason and "ulimit -v" in reason, reason
+    assert "sysctl vm.max_map_count" not in reason, reason

@@ -10,8 +10,7 @@ import pytest
 from wpcompare import binding, strategies
 from wpcompare.errors import WpcError
 
-from conftest import is_root
-from test_stress import problems, stress
+from harness import is_root, problems, stress
 
 POOL = "/sys/kernel/mm/hugepages/hugepages-2048kB"
 SIZE = 4 << 20          # an image of 2 huge pages

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from wpcompare.cli import main
 
-from test_bad_input import refused as refused_by
+from harness import refused as refused_by
 
 QUICK = ["--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet"]
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 from wpcompare import output, results, runner
 from wpcompare.cli import main
 
-from conftest import CLI_COMMAND, in_private_mount_namespace, is_root
+from harness import CLI, CLI_COMMAND, in_private_mount_namespace, is_root
 
 QUICK = ["run", "--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet"]
 
@@ -113,9 +112,6 @@ def test_a_directory_removed_mid_run_prints_the_table_and_keeps_the_document(tmp
     assert len(errors) == 1 and errors[0].startswith(f"Error: cannot write {gone / 'r.json'}:"), errors
     kept = errors[0].rsplit("the results are kept in ", 1)[1]
     assert json.load(open(kept))["schema"] == results.SCHEMA
-
-
-CLI = [sys.executable, "-c", "from wpcompare.cli import main; main()"]
 
 
 def test_standard_output_on_a_full_device_is_one_line_and_the_document_kept(tmp_path):

@@ -6,7 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from conftest import is_root
+from harness import is_root
 from wpcompare import binding, runner, strategies
 from wpcompare.cli import main
 from wpcompare.errors import CacheStateError, ImageError, InvalidArgument

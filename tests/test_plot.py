@@ -6,18 +6,14 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
-from click.testing import CliRunner
 
 from wpcompare import cycle, cycle_plot, cycle_results, plot, results
-from wpcompare.cli import main
 from wpcompare.options import human_bytes
 from wpcompare.report import format_ns
 
+from harness import invoke
+
 SMALL = ["--size", "1M", "--repeat", "2", "--warmup", "0", "--no-bounds"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_cdf_points_count_each_bucket_at_its_upper_bound():
@@ -57,33 +53,45 @@ def result_file(tmp_path):
     return path
 
 
-def _png_size(data):
+def _needs_matplotlib():
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
+
+
+def _plot(source, target):
+    """`wpcompare plot SOURCE -o TARGET`, which must succeed: its result."""
+    _needs_matplotlib()
+    result = invoke("plot", str(source), "-o", str(target))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _assert_whole_png(path):
+    """A PNG of a readable size, written to its end."""
+    data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "PNG signature"
     length, kind = struct.unpack(">I4s", data[8:16])
     assert kind == b"IHDR" and length == 13
-    return struct.unpack(">II", data[16:24])
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 800 and height > 500
+    assert data.endswith(b"IEND\xaeB`\x82"), "the file is complete"
+
+
+def _svg_root(path):
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return root
 
 
 def test_plot_writes_a_png(result_file, tmp_path):
-    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
-    target = tmp_path / "figure.png"
-    result = invoke("plot", str(result_file), "-o", str(target))
-    assert result.exit_code == 0, result.output
-    data = target.read_bytes()
-    width, height = _png_size(data)
-    assert width > 800 and height > 500
-    assert data.endswith(b"IEND\xaeB`\x82"), "the file is complete"
+    result = _plot(result_file, tmp_path / "figure.png")
+    _assert_whole_png(tmp_path / "figure.png")
     assert "not plotted: uffd-huge read: skipped: no free 2 MiB huge pages" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "figure.png", "results.json"]
 
 
 def test_plot_writes_an_svg_with_every_row(result_file, tmp_path):
-    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
-    target = tmp_path / "figure.svg"
-    result = invoke("plot", str(result_file), "-o", str(target))
-    assert result.exit_code == 0, result.output
-    root = ElementTree.parse(target).getroot()
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    _plot(result_file, tmp_path / "figure.svg")
+    root = _svg_root(tmp_path / "figure.svg")
     text = " ".join(node.text or "" for node in root.iter("{http://www.w3.org/2000/svg}text"))
     for label in ("first read of a page: latency CDF", "first write of a page: latency CDF",
                   "median time per phase", "mmap read", "mmap write", "read read", "read write",
@@ -93,7 +101,7 @@ def test_plot_writes_an_svg_with_every_row(result_file, tmp_path):
 
 
 def test_plot_without_write_rows_says_so(tmp_path):
-    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
+    _needs_matplotlib()
     path = tmp_path / "reads.json"
     assert invoke("run", *SMALL, "-s", "mmap", "--op", "read", "-o", str(path)).exit_code == 0
     document = plot.load_plottable(str(path))
@@ -182,26 +190,16 @@ def test_cycle_rows_follow_the_chains(cycle_file):
 
 
 def test_plot_cycle_writes_a_png(cycle_file, tmp_path):
-    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
-    target = tmp_path / "cycles.png"
-    result = invoke("plot", str(cycle_file), "-o", str(target))
-    assert result.exit_code == 0, result.output
-    data = target.read_bytes()
-    width, height = _png_size(data)
-    assert width > 800 and height > 500
-    assert data.endswith(b"IEND\xaeB`\x82"), "the file is complete"
+    result = _plot(cycle_file, tmp_path / "cycles.png")
+    _assert_whole_png(tmp_path / "cycles.png")
     assert "mmap: skipped: needs a kernel feature (test)" in result.stderr
     assert "sigsegv cycle 2: failed in image-check:" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cycles.json", "cycles.png"]
 
 
 def test_plot_cycle_writes_an_svg_with_every_cycle(cycle_file, tmp_path):
-    pytest.importorskip("matplotlib", reason="plotting needs matplotlib: pip install '.[plot]'")
-    target = tmp_path / "cycles.svg"
-    result = invoke("plot", str(cycle_file), "-o", str(target))
-    assert result.exit_code == 0, result.output
-    root = ElementTree.parse(target).getroot()
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    _plot(cycle_file, tmp_path / "cycles.svg")
+    root = _svg_root(tmp_path / "cycles.svg")
     text = " ".join("".join(node.itertext()) for node in root.iter("{http://www.w3.org/2000/svg}text"))
     for label in ("time per cycle, and the application's pause", "bytes per checkpoint (the kept dump)",
                   "restore", "work", "fixup", "checkpoint (kept dump)", "pause (application stopped)",

@@ -3,16 +3,12 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 
 from wpcompare import presets, published, results, strategies
-from wpcompare.cli import main
+
+from harness import invoke
 
 SMALL = ["--size", "1M", "--repeat", "1", "--warmup", "0", "--no-bounds"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def _table_names():

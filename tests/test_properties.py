@@ -121,16 +121,25 @@ def choice_texts(draw):
     return strategy.name + (":" + ",".join(items) if items else "")
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
-@given(choice_texts())
-def test_strategy_choices_parse_or_are_refused_in_one_line(text):
+def _parsed_or_refused(text):
+    """The choice text parses into, which the C core validates too; None where it is
+    refused, in one line."""
     try:
         choice = strategies.parse_choice(text)
     except InvalidArgument as error:
         one_line(error)
-        return
-    # What was accepted is what the C core validates, and its label reads back the same.
+        return None
     binding.validate_params(choice.strategy.name, choice.params_text)
+    return choice
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(choice_texts())
+def test_strategy_choices_parse_or_are_refused_in_one_line(text):
+    # What was accepted is what the C core validates, and its label reads back the same.
+    choice = _parsed_or_refused(text)
+    if choice is None:
+        return
     again = strategies.parse_choice(choice.label)
     assert again.label == choice.label
     canonical = {name: choice.strategy.param(name).canonical(value) for name, value in choice.params}
@@ -144,12 +153,7 @@ def test_strategy_choices_parse_or_are_refused_in_one_line(text):
 @example("mmap\x00")
 @example(":chunk=4K")
 def test_any_strategy_text_parses_or_is_refused_in_one_line(text):
-    try:
-        choice = strategies.parse_choice(text)
-    except InvalidArgument as error:
-        one_line(error)
-        return
-    binding.validate_params(choice.strategy.name, choice.params_text)
+    _parsed_or_refused(text)
 
 
 @pytest.mark.parametrize("strategy,spec", [(s, p) for s in strategies.all_strategies() for p in s.params])

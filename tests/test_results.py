@@ -2,12 +2,15 @@
 import csv
 import io
 import json
+import re
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wpcompare import binding, report, results
+from wpcompare.cli import main
 from wpcompare.errors import InvalidArgument
 
 # 100 first accesses: 50 at 100 ns, 30 in [256, 257], 19 in [1024, 1031], 1 at 4100 ns.
@@ -163,3 +166,15 @@ def test_loading_something_else_is_refused(tmp_path):
 ])
 def test_human_time_units(ns, text):
     assert report.format_ns(ns) == text
+
+
+def test_a_pipe_in_a_label_keeps_the_markdown_table_in_shape(tmp_path):
+    order = tmp_path / "a|b"
+    result = CliRunner().invoke(main, ["run", "--size", "1M", "-s", f"uffd-hybrid:order=sequential,path={order}",
+                                       "--repeat", "1", "--warmup", "0", "--quiet", "--format", "markdown"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    cells = {len(re.findall(r"(?<!\\)\|", line)) for line in lines}
+    assert len(lines) >= 3 and len(cells) == 1, lines
+    assert "a\\|b" in result.stdout

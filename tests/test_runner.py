@@ -5,26 +5,13 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
-from conftest import spec_for
+from harness import SMALL, children, spec_for
 from wpcompare import binding, runner, strategies
+from wpcompare.cli import main
 from wpcompare.errors import UnsupportedError
 from wpcompare.options import Latency, parse_pattern
-
-
-def _children():
-    """Pids of this process's children still present (zombies included)."""
-    mine = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid():
-                mine.append(int(entry))
-    return mine
 
 
 def test_a_crashing_worker_is_a_failed_row_naming_the_signal(image):
@@ -43,7 +30,7 @@ def test_a_hanging_worker_is_killed_and_reported(image):
     row = runner.run_isolated(spec_for(image, "mmap", inject="hang"), timeout=0.5)
     assert row["status"] == "failed"
     assert row["reason"] == "timed out after 0.5 s"
-    assert _children() == [], "the hung worker was reaped"
+    assert children() == [], "the hung worker was reaped"
 
 
 def test_worker_exit_status_and_exceptions_are_reported():
@@ -52,7 +39,7 @@ def test_worker_exit_status_and_exceptions_are_reported():
     with pytest.raises(runner.WorkerFailure, match="worker raised ZeroDivisionError"):
         runner.call_in_fresh_process(lambda n: 1 // n, 0)
     assert runner.call_in_fresh_process(lambda n: {"double": 2 * n}, 21) == {"double": 42}
-    assert _children() == []
+    assert children() == []
 
 
 def test_large_results_pass_through_the_pipe():
@@ -142,3 +129,25 @@ def test_stand_alone_worker_rejects_a_bad_spec():
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 2
     assert "lacks image" in completed.stderr
+
+
+def test_an_image_that_grows_during_a_matrix_is_refused_not_used_at_another_size(tmp_path, monkeypatch):
+    image = tmp_path / "user.img"
+    image.write_bytes(b"\x01" * SMALL)
+    real = runner.run_isolated
+    calls = []
+
+    def append_after_the_first(spec, timeout):
+        if calls:
+            with open(image, "ab") as grow:
+                grow.write(b"\x02" * binding.PAGE_SIZE)
+        calls.append(spec)
+        return real(spec, timeout)
+
+    monkeypatch.setattr(runner, "run_isolated", append_after_the_first)
+    result = CliRunner().invoke(main, ["run", "--image", str(image), "-s", "read", "--op", "read", "--repeat", "2",
+                                       "--warmup", "0", "--quiet", "--format", "json"], catch_exceptions=False)
+    rows = json.loads(result.stdout)["runs"]
+    assert rows[0]["status"] == "ok" and rows[0]["image_bytes"] == SMALL
+    assert rows[1]["status"] == "failed" and rows[1]["failed_phase"] == "create"
+    assert f"is {SMALL + binding.PAGE_SIZE} bytes now, not the {SMALL} it had" in rows[1]["reason"]

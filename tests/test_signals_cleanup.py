@@ -4,14 +4,14 @@ that is gone, and says so; a live process's directory is left alone."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from wpcompare import leftovers
 
-CLI = [sys.executable, "-c", "from wpcompare.cli import main; main()"]
+from harness import CLI
+
 
 
 def _start_cycle(tmp_path):

@@ -1,7 +1,7 @@
 """Strategy sigsegv: the shared copy-and-remap suite, and the SIGSEGV handler's hygiene.
 
-Whatever installs a handler or crashes runs in a forked child (chunk_suite.wait_status
-or the in_child fixture); the pytest process never sees the handler.
+Whatever installs a handler or crashes runs in a forked child (harness.in_child, or
+harness.exit_status_in_child where it is meant to die); the pytest process never sees the handler.
 """
 import ctypes
 import errno
@@ -13,8 +13,9 @@ import signal
 
 import pytest
 
-from chunk_suite import (COPIES, ChunkFixupSuite, _held_race, assert_race_kept_every_write, libc,
-                         open_run, wait_status)
+from chunk_suite import (COPIES, ChunkFixupSuite, _held_race, assert_race_kept_every_write,
+                         kernel_write_into_region, libc)
+from harness import exit_status_in_child, in_child, open_run
 from wpcompare import binding
 from wpcompare.errors import WpcError
 
@@ -23,7 +24,7 @@ class TestSigsegv(ChunkFixupSuite):
     strategy = "sigsegv"
 
     @pytest.mark.parametrize("copy", COPIES)
-    def test_held_race_two_faults_on_one_chunk(self, make_image, in_child, copy):
+    def test_held_race_two_faults_on_one_chunk(self, make_image, copy):
         """Two writers' SIGSEGV handlers both see the chunk FRESH, then both claim it: one
         must lose and wait, never both copy and remap it (the second remap would move the
         emptied shadow over the first one's pages and the write made into them).
@@ -91,7 +92,7 @@ def _fault_outside_region(spec):
 def test_sigsegv_outside_the_region_kills_the_child(image, previous, kind):
     if kind == "exec-in-region" and platform.machine() != "x86_64":
         pytest.skip("telling a fetch from a write needs the x86-64 page-fault error code")
-    status = wait_status(_fault_outside_region, (image, previous, kind))
+    status = exit_status_in_child(_fault_outside_region, (image, previous, kind))
     assert os.WIFSIGNALED(status), f"child exited with status {os.WEXITSTATUS(status)}"
     assert os.WTERMSIG(status) == signal.SIGSEGV
 
@@ -122,7 +123,7 @@ def _handler_states(image):
             "after_default": after_default}
 
 
-def test_previous_handler_is_back_after_teardown(image, in_child):
+def test_previous_handler_is_back_after_teardown(image):
     out = in_child(_handler_states, image)
     assert out["before"][0] != 0, "Python's handler was not installed"
     assert out["during"] != out["before"], "sigsegv installed no handler"
@@ -143,27 +144,13 @@ def _two_regions(image):
     return {"errno": None}
 
 
-def test_second_region_in_one_process_is_refused(image, in_child):
+def test_second_region_in_one_process_is_refused(image):
     out = in_child(_two_regions, image)
     assert out["errno"] == errno.EBUSY
     assert "one sigsegv" in out["reason"]
 
 
-def _kernel_write_into_region(image):
-    """read(2) into a read-only chunk: the kernel does not raise SIGSEGV for its own access."""
-    with open_run(image, "sigsegv", "fixup=on-write-only") as run:
-        run.restore()
-        addr, _ = run.region()
-        target = (ctypes.c_char * 64).from_address(addr + binding.PAGE_SIZE)
-        read_end, write_end = os.pipe()
-        os.write(write_end, b"x" * 64)
-        try:
-            os.readv(read_end, [target])
-            return {"errno": 0}
-        except OSError as error:
-            return {"errno": error.errno}
-
-
-def test_kernel_write_into_protected_chunk_fails_with_efault(image, in_child):
+def test_kernel_write_into_protected_chunk_fails_with_efault(image):
     """The approach's known limit, documented in strategy_sigsegv.c; uffd-wp has no such limit."""
-    assert in_child(_kernel_write_into_region, image) == {"errno": errno.EFAULT}
+    # The kernel does not raise SIGSEGV for its own access: read(2) fails.
+    assert in_child(kernel_write_into_region, image, "sigsegv") == {"errno": errno.EFAULT}

@@ -3,29 +3,24 @@ import os
 
 import pytest
 
-from conftest import assert_ok, skip_unless_available
+from harness import assert_ok, counters, in_child, open_run, run_strategy, skip_unless_available
 from wpcompare import binding, results
-from wpcompare.options import parse_pattern
 
 COUNT_CLOCK = "WPCOMPARE_COUNT_CLOCK_READS"
 
 
 def _touch(image, strategy, latency, every=0, threads=1, params=None, pattern="random"):
     """In a fresh process with the test-only clock counter on: (touch clock reads, result fields)."""
-    def run(_):
+    def run():
         os.environ[COUNT_CLOCK] = "1"
-        with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                         strategy=strategy, params=params, op="read", pattern=parse_pattern(pattern),
-                         threads=threads, overlap=False, seed=1, latency=latency,
-                         latency_every=every) as run:
+        with open_run(image, strategy, params, op="read", pattern=pattern, threads=threads, seed=1,
+                      latency=latency, latency_every=every) as run:
             run.restore()
             run.touch()
             run.fixup()
             run.verify()
             result = run.result
-            counters = {binding.result_text(result.counters[i].name): result.counters[i].value
-                        for i in range(result.ncounters)}
-            return {"clock_reads": counters.get("touch_clock_reads"), "verified": bool(result.verified),
+            return {"clock_reads": counters(result).get("touch_clock_reads"), "verified": bool(result.verified),
                     "touched": result.touched_pages, "timed": result.touch.count,
                     "touch_ns": result.phase[1].ns, "to_touched_ns": result.time_to_touched_ns,
                     "hist": binding.export_histogram(result.touch)}
@@ -33,7 +28,7 @@ def _touch(image, strategy, latency, every=0, threads=1, params=None, pattern="r
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_the_measured_touch_loop_reads_no_clock(image, in_child, threads):
+def test_the_measured_touch_loop_reads_no_clock(image, threads):
     out = in_child(_touch(image, "mmap", "none", threads=threads))
     assert out["verified"] and out["touched"] == image.pages
     # One read before and one after each thread's loop, none inside it.
@@ -42,20 +37,20 @@ def test_the_measured_touch_loop_reads_no_clock(image, in_child, threads):
     assert 0 < out["touch_ns"] <= out["to_touched_ns"]
 
 
-def test_the_instrumented_loop_reads_two_clocks_per_access(image, in_child):
+def test_the_instrumented_loop_reads_two_clocks_per_access(image):
     out = in_child(_touch(image, "mmap", "every"))
     assert out["timed"] == out["touched"] == image.pages
     assert out["clock_reads"] == 2 + 2 * image.pages
 
 
-def test_the_sampled_loop_reads_clocks_only_around_its_samples(make_image, in_child):
+def test_the_sampled_loop_reads_clocks_only_around_its_samples(make_image):
     image = make_image(8 << 20)
     out = in_child(_touch(image, "mmap", "sample", every=16, threads=2))
     assert out["clock_reads"] == 2 * 2 + 2 * out["timed"]
     assert abs(out["timed"] - image.pages / 16) < 0.15 * image.pages / 16
 
 
-def test_without_the_hook_no_counter_is_reported(image, run_strategy):
+def test_without_the_hook_no_counter_is_reported(image):
     row = run_strategy(image, "mmap", latency="none")
     assert_ok(row)
     assert "touch_clock_reads" not in row["counters"]
@@ -74,7 +69,7 @@ def _slow_share(hist):
     return slow / hist["count"]
 
 
-def test_sampled_percentiles_match_timing_every_access_on_a_slow_path(make_image, in_child):
+def test_sampled_percentiles_match_timing_every_access_on_a_slow_path(make_image):
     skip_unless_available("uffd", "kernel-faults=no")
     image = make_image(16 << 20, kind="random")
     params = f"chunk=64K,fault-delay={SLOW_US}"

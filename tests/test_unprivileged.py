@@ -11,7 +11,13 @@ seccomp filter on userfaultfd(2):
 
 For each, every uffd strategy `info` calls available must run and verify, and every one it
 calls unavailable must be a skipped row; none fails.
+
+Then the core's own runs without privilege: dropped to user nobody, kernel-faults=yes is
+refused and auto falls back to UFFD_USER_MODE_ONLY (a syscall into a page not loaded yet
+fails with EFAULT instead of being served), as it does behind the /dev/userfaultfd
+fallback; with the privilege, kernel-faults=yes serves the kernel's own accesses.
 """
+import ctypes
 import errno
 import json
 import os
@@ -23,10 +29,11 @@ import tempfile
 
 import pytest
 
-from conftest import is_root
+from harness import (CLI, PAGE, assert_ok, in_child, is_root, open_run, probe, row_of, run_phases,
+                     skip_unless_available, try_phase)
+from wpcompare._core import ffi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CLI = [sys.executable, "-c", "from wpcompare.cli import main; main()"]
 UFFD_STRATEGIES = ["uffd", "uffd-wp", "uffd-wp-anon", "mmap-wp-async", "uffd-sigbus", "uffd-minor",
                    "uffd-move", "uffd-hybrid", "uffd-huge"]
 EXTRA_CHOICES = ["uffd:kernel-faults=yes", "uffd:kernel-faults=no"]
@@ -192,11 +199,10 @@ def _kernel_access_through_the_device(image):
     /dev/userfaultfd: it must still be user mode only (a syscall into a page not loaded yet
     fails with EFAULT instead of being served)."""
     import seccomp_exec
-    from test_uffd_missing import CoreRun, PAGE, ffi
 
     seccomp_exec.install(errno.EPERM)
-    run = CoreRun(image, "uffd", "kernel-faults=no")
-    assert run.phase("restore")[0] == 0, run.res.reason
+    run = open_run(image, "uffd", "kernel-faults=no", op="read")
+    run.restore()
     addr, _ = run.region()
     zero = os.open("/dev/zero", os.O_RDONLY)
     try:
@@ -205,12 +211,96 @@ def _kernel_access_through_the_device(image):
     except OSError as error:
         outcome = error.errno
     os.close(zero)
-    run.destroy()
+    run.close()
     return outcome
 
 
 def test_user_mode_only_survives_the_device_fallback(image):
     if _device() is None or not os.access("/dev/userfaultfd", os.R_OK | os.W_OK):
         pytest.skip("needs an accessible /dev/userfaultfd (root)")
-    from test_uffd_missing import in_child
-    assert in_child(_kernel_access_through_the_device, image.path) == errno.EFAULT
+    assert in_child(_kernel_access_through_the_device, image) == errno.EFAULT
+
+
+# ---- the core's own runs: UFFD_USER_MODE_ONLY and kernel-faults ----
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def random_image(make_image):
+    """Random, with a ragged tail: no page is all zero, so a page never placed cannot verify."""
+    return make_image((2 << 20) + 1000, seed=11, kind="random")
+
+
+def _unprivileged(image, strategy, params):
+    """As nobody: kernel-faults=yes is refused, auto falls back to UFFD_USER_MODE_ONLY."""
+    run = open_run(image, strategy, params, op="read")     # opens the image while still root
+    image_fd = os.open(image.path, os.O_RDONLY)
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    libc.prctl(4, 1, 0, 0, 0)                   # PR_SET_DUMPABLE: keep /proc/self readable
+    out = {"uid": os.getuid(), "probe_yes": probe("uffd", "kernel-faults=yes"),
+           "probe_auto": probe("uffd", None)}
+    run.restore()
+    addr, _ = run.region()
+    page = ffi.buffer(ffi.cast("char *", addr + 3 * PAGE), PAGE)
+    try:
+        # The image's own bytes: where the kernel's access is served, the page stays right.
+        os.preadv(image_fd, [page], 3 * PAGE)
+        out["kernel_access"] = "succeeded"
+    except OSError as error:
+        out["kernel_access"] = error.errno
+    os.close(image_fd)
+    out["run"] = {name: try_phase(run, name) for name in ("touch", "fixup", "verify")}
+    out.update(row_of(run))
+    # Once the page is loaded, a kernel-mode access works.
+    zero = os.open("/dev/zero", os.O_RDONLY)
+    out["after_load"] = os.readv(zero, [page])
+    os.close(zero)
+    run.close()
+    return out
+
+
+@pytest.mark.parametrize("strategy,params", [
+    ("uffd", None), ("uffd-sigbus", None), ("uffd-hybrid", "loader-threads=0"),
+    ("uffd-move", None), ("uffd-minor", None)])
+def test_unprivileged_user_mode_only(random_image, strategy, params):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges to nobody")
+    skip_unless_available(strategy, params)
+    out = in_child(_unprivileged, random_image, strategy, params)
+    assert out["uid"] == NOBODY
+    with open("/proc/sys/vm/unprivileged_userfaultfd") as f:
+        restricted = f.read().strip() == "0"
+    if restricted:
+        assert out["probe_yes"][0] == -errno.EPERM and "kernel-faults=auto" in out["probe_yes"][1]
+        assert out["counters"]["user_mode_only"] == 1
+        # A kernel-mode access to a page not yet loaded is not served: EFAULT.
+        assert out["kernel_access"] == errno.EFAULT
+    assert out["probe_auto"][0] == 0
+    assert not any(out["run"].values()), out["run"]
+    assert out["verified"] and out["detached"]
+    assert out["after_load"] == PAGE
+
+
+def _kernel_access_with_kernel_faults(image):
+    run = open_run(image, "uffd", "kernel-faults=yes", op="read")
+    run.restore()
+    addr, _ = run.region()
+    fd = os.open(image.path, os.O_RDONLY)
+    # The kernel writes into a page not yet loaded: the handler serves that fault too.
+    got = os.preadv(fd, [ffi.buffer(ffi.cast("char *", addr + 5 * PAGE), PAGE)], 5 * PAGE)
+    os.close(fd)
+    row = run_phases(run, ("touch", "fixup", "verify"))
+    run.close()
+    return dict(row, got=got)
+
+
+def test_kernel_faults_yes_serves_syscalls(random_image):
+    skip_unless_available("uffd", "kernel-faults=yes")
+    out = in_child(_kernel_access_with_kernel_faults, random_image)
+    assert out["got"] == PAGE
+    assert out["counters"]["user_mode_only"] == 0
+    assert_ok(out)

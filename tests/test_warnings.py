@@ -130,3 +130,14 @@ def test_hypervisor_signature_agrees_with_the_cpu_flag():
         assert vendor, "CPUID names the hypervisor the flag announces"
     else:
         assert vendor == ""
+
+
+def test_more_threads_than_cpus_is_a_warning():
+    cpus = len(os.sched_getaffinity(0))
+    args = ["run", "--size", "1M", "-s", "read", "--repeat", "1", "--warmup", "0", "--quiet", "--op", "read"]
+    many = CliRunner().invoke(main, [*args, "--threads", str(cpus + 1)], catch_exceptions=False)
+    assert many.exit_code == 0
+    assert f"warning: --threads {cpus + 1} on {cpus} CPU(s)" in many.stderr
+    assert f"use --threads {cpus} or fewer" in many.stderr
+    few = CliRunner().invoke(main, [*args, "--threads", str(cpus)], catch_exceptions=False)
+    assert "warning: --threads" not in few.stderr

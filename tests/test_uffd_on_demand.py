@@ -1,183 +1,40 @@
-"""userfaultfd MISSING/MINOR strategies: uffd, uffd-huge, uffd-sigbus, uffd-hybrid, uffd-move, uffd-minor.
+"""The userfaultfd strategies that load pages on demand: MISSING faults (uffd, uffd-huge,
+uffd-move, and uffd-hybrid with its loader threads), MINOR faults (uffd-minor) and
+UFFD_FEATURE_SIGBUS (uffd-sigbus): the table, the bytes, fault serving and its races, the
+hybrid's loaders and recorded order, huge pages, and teardown with faults in flight.
+Running unprivileged (UFFD_USER_MODE_ONLY, kernel-faults) is in test_unprivileged.py.
 
-Every strategy run happens in a forked child: a strategy installs signal
-handlers and threads, and a crash or a hang must fail one test, not take
-pytest down. The C core is driven directly through cffi so these tests do
-not depend on the Python driver.
+Every run happens in a forked child (harness.run_strategy, harness.in_child): a strategy
+installs signal handlers and threads, and a crash or a hang must fail one test, not take
+pytest down.
 """
 import ctypes
 import errno
-import json
 import os
-import select
-import signal
 import threading
 import time
 
 import pytest
 
-from conftest import HOLD_VARIABLE, WATCHDOG, hold_expired, hold_release, hold_wait
+from harness import (HOLD_VARIABLE, HUGE, PAGE, assert_handler_placed, assert_ok, free_huge_pages, generate_image,
+                     hold_expired, hold_release, hold_wait, in_child, open_run, probe,
+                     reason_buffer, row_of, run_phases, run_strategy, skip_unless_available,
+                     skip_unless_two_cpus, text, touched_pages, try_phase)
 from wpcompare._core import ffi, lib
 
 UFFD = ("uffd", "uffd-huge", "uffd-sigbus", "uffd-hybrid", "uffd-move", "uffd-minor")
-PATTERNS = {  # name -> (kind, fraction, stride)
-    "seq": (lib.WPC_PATTERN_SEQ, 1.0, 1),
-    "random": (lib.WPC_PATTERN_RANDOM, 1.0, 1),
-    "sparse:0.1": (lib.WPC_PATTERN_SPARSE, 0.1, 1),
-    "stride:7": (lib.WPC_PATTERN_STRIDE, 1.0, 7),
-}
-WORKLOADS = dict(PATTERNS, **{"stride:64": (lib.WPC_PATTERN_STRIDE, 1.0, 64)})
+PATTERNS = ("seq", "random", "sparse:0.1", "stride:7")
 IMAGE_SEED = 11
 # Two MiB and a ragged tail: the last page is part image, part zeros.
 IMAGE_SIZE = (2 << 20) + 1000
-PAGE = lib.WPC_IMAGE_PAGE
-HUGE = 2 << 20
-NOBODY = 65534
 
 
 # ---- helpers ----
 
-def _text(cdata):
-    return ffi.string(cdata).decode("utf-8", "replace")
-
-
-def probe(strategy, params=None, image_bytes=0):
-    """(rc, why) of the strategy's probe with these params (for an image of image_bytes)."""
-    why = ffi.new("char[]", lib.WPC_REASON_LEN)
-    rc = lib.wpc_strategy_probe(strategy.encode(), params.encode() if params else ffi.NULL,
-                                image_bytes, why, len(why))
-    return rc, _text(why)
-
-
-def free_huge_pages():
-    """Available 2 MiB huge pages: free less what other mappings have reserved."""
-    try:
-        with open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") as free, \
-                open("/sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages") as reserved:
-            return max(0, int(free.read()) - int(reserved.read()))
-    except OSError:
-        return 0
-
-
-class CoreRun:
-    """One run of the C core in this process; phases one by one."""
-
-    def __init__(self, image, strategy, params=None, op="read", pattern="random", threads=1,
-                 overlap=False, pin=True, seed=3):
-        kind, fraction, stride = WORKLOADS[pattern]
-        self._keep = [ffi.new("char[]", image.encode()), ffi.new("char[]", strategy.encode()),
-                      ffi.new("char[]", params.encode()) if params else ffi.NULL]
-        cfg = ffi.new("struct wpc_config *")
-        cfg.image_path, cfg.strategy, cfg.params = self._keep
-        cfg.image_seed = IMAGE_SEED
-        cfg.image_kind = lib.WPC_IMAGE_RANDOM
-        w = cfg.workload
-        w.op = lib.WPC_OP_WRITE if op == "write" else lib.WPC_OP_READ
-        w.pattern, w.fraction, w.stride = kind, fraction, stride
-        w.seed, w.threads, w.overlap, w.pin_threads = seed, threads, int(overlap), int(pin)
-        self._cfg = cfg
-        out = ffi.new("struct wpc_run **")
-        why = ffi.new("char[]", lib.WPC_REASON_LEN)
-        rc = lib.wpc_run_create(cfg, out, why, len(why))
-        assert rc == 0, _text(why)
-        self.run = out[0]
-        self.res = lib.wpc_run_result(self.run)
-
-    def phase(self, name):
-        rc = getattr(lib, f"wpc_run_{name}")(self.run)
-        return rc, _text(self.res.reason)
-
-    def all_phases(self):
-        """Every phase in order; the summary of how far it got."""
-        for name in ("restore", "touch", "fixup", "verify"):
-            rc, reason = self.phase(name)
-            if rc:
-                return self.summary(failed=name, rc=rc, reason=reason)
-        return self.summary()
-
-    def region(self):
-        addr = ffi.new("uintptr_t *")
-        length = ffi.new("uint64_t *")
-        assert lib.wpc_run_region(self.run, addr, length) == 0
-        return addr[0], length[0]
-
-    def summary(self, **extra):
-        r = self.res
-        out = {
-            "verified": bool(r.verified), "detached": bool(r.detached),
-            "image_mapped": bool(r.image_mapped),
-            "time_to_detached_ns": r.time_to_detached_ns,
-            "phases": [r.phase[i].ns for i in range(lib.WPC_PHASE_COUNT)],
-            "pages": r.pages, "region_bytes": r.region_bytes, "touched": r.touched_pages,
-            "mismatched": r.mismatched_pages, "app_cpu": r.app_cpu, "handler_cpu": r.handler_cpu,
-            "handler_count": r.handler.count, "touch_count": r.touch.count,
-            "counters": {_text(r.counters[i].name): r.counters[i].value
-                         for i in range(r.ncounters)},
-            "failed": None, "reason": _text(r.reason),
-        }
-        out.update(extra)
-        return out
-
-    def destroy(self):
-        if self.run is not None:
-            lib.wpc_run_destroy(self.run)
-            self.run = None
-
-
-def in_child(function, *args, timeout=WATCHDOG, **kwargs):
-    """function(*args, **kwargs) in a forked child; its JSON-able result, or how it died."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        try:
-            payload = {"ok": function(*args, **kwargs)}
-        except BaseException as error:  # reported to the parent, never raised here
-            payload = {"error": f"{type(error).__name__}: {error}"}
-        with os.fdopen(wfd, "w") as out:
-            json.dump(payload, out)
-        os._exit(0)
-    os.close(wfd)
-    with os.fdopen(rfd) as inp:
-        if not select.select([inp], [], [], timeout)[0]:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"child running {function.__name__} hung for {timeout}s")
-        data = inp.read()           # until the child exits and the pipe closes
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        pytest.fail(f"child running {function.__name__} died of signal {os.WTERMSIG(status)}")
-    payload = json.loads(data)
-    if "error" in payload:
-        pytest.fail(f"child running {function.__name__} raised {payload['error']}")
-    return payload["ok"]
-
-
-def run_all(image, strategy, params=None, **workload):
-    run = CoreRun(image, strategy, params, **workload)
-    try:
-        return run.all_phases()
-    finally:
-        run.destroy()
-
-
-def run_strategy(image, strategy, params=None, timeout=WATCHDOG, **workload):
-    return in_child(run_all, image, strategy, params, timeout=timeout, **workload)
-
-
-def skip_unless_runs(strategy, params=None):
-    rc, why = probe(strategy, params)
-    if rc:
-        pytest.skip(f"{strategy} cannot run here: {why}")
-
-
-def expected_touched(pages, pattern):
-    kind, fraction, stride = PATTERNS[pattern]
-    if kind == lib.WPC_PATTERN_SPARSE:
-        return max(1, int(pages * fraction + 0.5))
-    if kind == lib.WPC_PATTERN_STRIDE:
-        return -(-pages // stride)
-    return pages
+def _all_phases(image, strategy, params=None, **workload):
+    """Every phase, without the probe a run starts with: the row, as far as it got."""
+    with open_run(image, strategy, params, op="read", **workload) as run:
+        return run_phases(run)
 
 
 def placed_pages(row):
@@ -193,8 +50,7 @@ def mapped_pages(strategy, row, params=None):
 
 
 def assert_restored(row, strategy, params=None):
-    assert row["failed"] is None, f"{strategy} {params}: {row['failed']} failed: {row['reason']}"
-    assert row["verified"], row["reason"]
+    assert_ok(row)
     assert row["detached"] and not row["image_mapped"], "fixup must leave the image unmapped"
     assert 0 < row["time_to_detached_ns"]
     # Every page was placed exactly once, by a fault, a loader or the fixup.
@@ -205,21 +61,15 @@ def assert_restored(row, strategy, params=None):
 # anonymous memory cannot verify by chance.
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("uffd") / "image")
-    why = ffi.new("char[]", lib.WPC_REASON_LEN)
-    assert lib.wpc_image_generate(path.encode(), IMAGE_SIZE, IMAGE_SEED, lib.WPC_IMAGE_RANDOM,
-                                  why, len(why)) == 0, _text(why)
-    return path
+    return generate_image(tmp_path_factory.mktemp("uffd") / "image", IMAGE_SIZE, IMAGE_SEED,
+                          "random")
 
 
 @pytest.fixture(scope="module")
 def big_image(tmp_path_factory):
     """Big enough that a loader is still at work while the workload faults."""
-    path = str(tmp_path_factory.mktemp("uffd-big") / "image")
-    why = ffi.new("char[]", lib.WPC_REASON_LEN)
-    assert lib.wpc_image_generate(path.encode(), 16 << 20, IMAGE_SEED, lib.WPC_IMAGE_RANDOM,
-                                  why, len(why)) == 0, _text(why)
-    return path
+    return generate_image(tmp_path_factory.mktemp("uffd-big") / "image", 16 << 20, IMAGE_SEED,
+                          "random")
 
 
 # ---- the strategy table ----
@@ -233,8 +83,8 @@ def test_rows_and_parameters_are_in_the_table():
         params = {}
         for j in range(info.nparams):
             assert lib.wpc_strategy_param(i, j, param) == 0
-            params[_text(param.name)] = _text(param.choices) if param.choices != ffi.NULL else None
-        names[_text(info.name)] = params
+            params[text(param.name)] = text(param.choices) if param.choices != ffi.NULL else None
+        names[text(info.name)] = params
     for name in UFFD:
         assert name in names
     assert names["uffd"]["handler-cpu"] == "same|other|any"
@@ -252,9 +102,9 @@ def test_rows_and_parameters_are_in_the_table():
 ])
 def test_bad_parameters_are_named(params, fragment):
     strategy = "uffd-hybrid"
-    why = ffi.new("char[]", lib.WPC_REASON_LEN)
+    why = reason_buffer()
     assert lib.wpc_params_validate(strategy.encode(), params.encode(), why, len(why)) == -errno.EINVAL
-    assert fragment in _text(why)
+    assert fragment in text(why)
 
 
 def test_recorded_order_needs_a_path():
@@ -278,8 +128,8 @@ def test_missing_kernel_feature_is_a_skip_naming_it(image, monkeypatch, strategy
     rc, why = probe(strategy, params)
     assert rc == -errno.EOPNOTSUPP and named in why
     # Run anyway (no probe): restore refuses cleanly, nothing crashes or hangs.
-    row = run_strategy(image, strategy, params)
-    assert row["failed"] == "restore" and "lacks" in row["reason"], row["reason"]
+    row = in_child(_all_phases, image, strategy, params)
+    assert row["failed_phase"] == "restore" and "lacks" in row["reason"], row["reason"]
     if strategy in ("uffd-move", "uffd-minor", "uffd-sigbus"):
         assert named.split()[2] in row["reason"]
 
@@ -297,24 +147,24 @@ def test_masking_an_unused_feature_changes_nothing(image, monkeypatch):
 @pytest.mark.parametrize("threads", (1, 4))
 @pytest.mark.parametrize("op", ("read", "write"))
 def test_strategy_restores_the_right_bytes(image, strategy, pattern, threads, op):
-    skip_unless_runs(strategy)
+    skip_unless_available(strategy, image=image)
     row = run_strategy(image, strategy, op=op, pattern=pattern, threads=threads)
     assert_restored(row, strategy)
     pages = -(-IMAGE_SIZE // PAGE)
-    assert row["touched"] == expected_touched(pages, pattern)
+    assert row["touched_pages"] == touched_pages(pages, pattern)
     c = row["counters"]
     if strategy != "uffd-hybrid":   # the hybrid's loaders may win every race
         assert c["faults"] > 0
     if strategy != "uffd-sigbus":
         assert c["fault_reads"] <= c["faults"]
     # One service time per fault, from the handler thread or the SIGBUS handler.
-    assert row["handler_count"] == c["faults"]
-    assert row["handler_cpu"] == row["app_cpu"] >= 0     # handler-cpu=same by default
+    assert row["histograms"]["handler"]["count"] == c["faults"]
+    assert row["handler_cpu"] == row["app_cpu"] is not None     # handler-cpu=same by default
 
 
 @pytest.mark.parametrize("strategy", ("uffd", "uffd-sigbus", "uffd-move", "uffd-minor"))
 def test_fault_around_resolves_a_chunk_per_fault(image, strategy):
-    skip_unless_runs(strategy)
+    skip_unless_available(strategy)
     row = run_strategy(image, strategy, "chunk=64K", pattern="seq")
     assert_restored(row, strategy, "chunk=64K")
     c = row["counters"]
@@ -326,17 +176,12 @@ def test_fault_around_resolves_a_chunk_per_fault(image, strategy):
 
 @pytest.mark.parametrize("placement", ("same", "other", "any"))
 def test_handler_placement_is_recorded(image, placement):
-    if placement == "other" and len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("handler-cpu=other needs two CPUs")
+    if placement == "other":
+        skip_unless_two_cpus()
     params = f"handler-cpu={placement}"
     row = run_strategy(image, "uffd", params, pattern="sparse:0.1")
     assert_restored(row, "uffd", params)
-    if placement == "same":
-        assert row["handler_cpu"] == row["app_cpu"] >= 0
-    elif placement == "other":
-        assert row["handler_cpu"] >= 0 and row["handler_cpu"] != row["app_cpu"]
-    else:
-        assert row["handler_cpu"] == -1
+    assert_handler_placed(row, placement)
 
 
 def test_sigbus_handler_runs_on_the_faulting_thread(image):
@@ -361,26 +206,21 @@ def _smaps_of(addr):
 
 
 def _minor_copy_on_write(image, op):
-    run = CoreRun(image, "uffd-minor", None, op=op, pattern="sparse:0.1")
-    try:
-        assert run.phase("restore")[0] == 0, run.res.reason
+    with open_run(image, "uffd-minor", op=op, pattern="sparse:0.1") as run:
+        run.restore()
         addr, _ = run.region()
-        assert run.phase("touch")[0] == 0, run.res.reason
+        run.touch()
         after_touch = _smaps_of(addr)
-        for name in ("fixup", "verify"):
-            assert run.phase(name)[0] == 0, run.res.reason
-        return dict(run.summary(), after_touch=after_touch)
-    finally:
-        run.destroy()
+        return dict(run_phases(run, ("fixup", "verify")), after_touch=after_touch)
 
 
 @pytest.mark.parametrize("op", ("read", "write"))
 def test_minor_maps_shmem_pages_and_copies_on_first_write(image, op):
-    skip_unless_runs("uffd-minor")
+    skip_unless_available("uffd-minor")
     row = in_child(_minor_copy_on_write, image, op)
     assert_restored(row, "uffd-minor")
     mem = row["after_touch"]
-    touched_kb = row["touched"] * PAGE // 1024
+    touched_kb = row["touched_pages"] * PAGE // 1024
     # Reads map the memfd's own pages (no copy); each first write makes a private copy.
     assert mem["Rss"] >= touched_kb
     assert mem["Anonymous"] == (touched_kb if op == "write" else 0), mem
@@ -391,10 +231,10 @@ def test_minor_maps_shmem_pages_and_copies_on_first_write(image, op):
 @pytest.mark.parametrize("strategy", ("uffd", "uffd-sigbus", "uffd-hybrid", "uffd-move",
                                       "uffd-minor", "uffd-huge"))
 def test_many_threads_fault_the_same_pages(image, strategy):
-    skip_unless_runs(strategy)
+    skip_unless_available(strategy, image=image)
     row = run_strategy(image, strategy, op="write", pattern="random", threads=8, overlap=True)
     assert_restored(row, strategy)
-    assert row["touched"] == 8 * row["pages"]
+    assert row["touched_pages"] == 8 * row["pages"]
 
 
 def test_duplicate_faults_are_woken_after_eexist(image):
@@ -410,7 +250,7 @@ def test_duplicate_faults_are_woken_after_eexist(image):
     c = row["counters"]
     # Both threads wait on each page, so the handler sees more messages than pages;
     # the later message of a pair finds the page placed and wakes its thread.
-    assert row["touched"] // 2 == c["handler_pages"] == 9
+    assert row["touched_pages"] // 2 == c["handler_pages"] == 9
     assert c["faults"] > c["handler_pages"], c
     assert c["eexist"] >= 1 and c["wakes"] >= 1, c
 
@@ -418,10 +258,10 @@ def test_duplicate_faults_are_woken_after_eexist(image):
 def _fault_held_while_fixup_places_it(image):
     """A read fault on unit 5 is held in its resolver; fixup places every unit meanwhile."""
     os.environ[HOLD_VARIABLE] = "5"
-    run = CoreRun(image, "uffd", op="read")
+    run = open_run(image, "uffd", op="read")
     del os.environ[HOLD_VARIABLE]
-    try:
-        assert run.phase("restore")[0] == 0
+    with run:
+        run.restore()
         addr, _ = run.region()
         got = {}
         page = ctypes.create_string_buffer(PAGE)
@@ -430,7 +270,8 @@ def _fault_held_while_fixup_places_it(image):
             page=ctypes.memmove(page, addr + 5 * PAGE, PAGE) and page.raw), daemon=True)
         reader.start()
         arrived = hold_wait(1)
-        fixup = threading.Thread(target=lambda: got.update(fixup=run.phase("fixup")), daemon=True)
+        fixup = threading.Thread(target=lambda: got.update(fixup=try_phase(run, "fixup")),
+                                 daemon=True)
         fixup.start()
         # The fixup's copy of unit 5 wakes the reader, while the handler still holds its fault.
         reader.join(5)
@@ -439,11 +280,9 @@ def _fault_held_while_fixup_places_it(image):
         reader.join(5)
         fixup.join(5)
         assert not fixup.is_alive(), "fixup still running 5 s after the held fault was released"
-        want = open(image, "rb").read()[5 * PAGE:6 * PAGE]
-        return dict(run.summary(), arrived=arrived, woken_by_fixup=woken_by_fixup,
+        want = open(image.path, "rb").read()[5 * PAGE:6 * PAGE]
+        return dict(row_of(run), arrived=arrived, woken_by_fixup=woken_by_fixup,
                     read_right=got.get("page") == want, fixup=got["fixup"], expired=hold_expired())
-    finally:
-        run.destroy()
 
 
 def test_fault_held_in_flight_while_fixup_places_its_page(image):
@@ -453,7 +292,7 @@ def test_fault_held_in_flight_while_fixup_places_its_page(image):
     assert out["arrived"] == ["resolve"]
     assert out["woken_by_fixup"], "the reader was not woken by the fixup's copy of its page"
     assert out["read_right"], "the reader read other bytes than the image's"
-    assert out["fixup"][0] == 0, out["fixup"]
+    assert out["fixup"] is None, out["fixup"]
     assert out["counters"]["eexist"] >= 1, out["counters"]
     assert not out["expired"]
 
@@ -462,10 +301,10 @@ def _fault_on_a_page_a_loader_placed_without_waking(image, order):
     """The loader places unit 5 DONTWAKE while a reader sleeps on it and the handler holds
     the reader's fault; the loader is held before its batch's wake, the handler goes on."""
     os.environ[HOLD_VARIABLE] = "5"
-    run = CoreRun(image, "uffd-hybrid", f"order=recorded,loader-threads=1,path={order}")
+    run = open_run(image, "uffd-hybrid", f"order=recorded,loader-threads=1,path={order}", op="read")
     del os.environ[HOLD_VARIABLE]
-    try:
-        assert run.phase("restore")[0] == 0
+    with run:
+        run.restore()
         steps = [hold_wait(1)]                    # the loader, about to place unit 5
         addr, _ = run.region()
         page = ctypes.create_string_buffer(PAGE)
@@ -480,12 +319,10 @@ def _fault_on_a_page_a_loader_placed_without_waking(image, order):
         woken = not reader.is_alive()
         hold_release()
         reader.join(5)
-        rc, reason = run.phase("fixup")
-        want = open(image, "rb").read()[5 * PAGE:6 * PAGE]
-        return dict(run.summary(), steps=steps, woken=woken, read_right=page.raw == want,
-                    fixup=[rc, reason], expired=hold_expired())
-    finally:
-        run.destroy()
+        fixup = try_phase(run, "fixup")
+        want = open(image.path, "rb").read()[5 * PAGE:6 * PAGE]
+        return dict(row_of(run), steps=steps, woken=woken, read_right=page.raw == want,
+                    fixup=fixup, expired=hold_expired())
 
 
 def test_a_fault_on_a_page_placed_without_wake_is_woken_by_its_resolver(image, tmp_path):
@@ -499,7 +336,7 @@ def test_a_fault_on_a_page_placed_without_wake_is_woken_by_its_resolver(image, t
     assert out["steps"] == [["place"], ["place", "resolve"], ["place", "resolve", "unwoken"]], out
     assert out["woken"], "the reader still sleeps on a placed page: nobody woke it after EEXIST"
     assert out["read_right"], "the reader read other bytes than the image's"
-    assert out["fixup"][0] == 0, out["fixup"]
+    assert out["fixup"] is None, out["fixup"]
     assert out["counters"]["eexist"] >= 1 and not out["expired"], out
 
 
@@ -522,23 +359,19 @@ def test_loader_races_faults_and_counts_eexist(big_image):
 def test_hybrid_loader_detaches_before_fixup(image):
     """With the workload done, the loaders finish and drop the view themselves."""
     def run():
-        r = CoreRun(image, "uffd-hybrid", "loader-threads=1", pattern="sparse:0.1")
-        try:
+        with open_run(image, "uffd-hybrid", "loader-threads=1", op="read",
+                      pattern="sparse:0.1") as r:
             start_ns = time.monotonic_ns()      # CLOCK_MONOTONIC, as the C core's clock
-            for name in ("restore", "touch"):
-                assert r.phase(name)[0] == 0
+            r.restore()
+            r.touch()
             # The loader unmaps the view on its own; fixup is not needed for that.
             deadline = time.monotonic() + 10
             while not _image_unmapped(image) and time.monotonic() < deadline:
                 time.sleep(0.005)
             unmapped_before_fixup = _image_unmapped(image)
             fixup_at_ns = time.monotonic_ns() - start_ns
-            assert r.phase("fixup")[0] == 0
-            assert r.phase("verify")[0] == 0
-            return dict(r.summary(), unmapped_before_fixup=unmapped_before_fixup,
-                        fixup_at_ns=fixup_at_ns)
-        finally:
-            r.destroy()
+            return dict(run_phases(r, ("fixup", "verify")),
+                        unmapped_before_fixup=unmapped_before_fixup, fixup_at_ns=fixup_at_ns)
     row = in_child(run)
     assert_restored(row, "uffd-hybrid", "loader-threads=1")
     assert row["unmapped_before_fixup"], "the loader should unmap the image view when done"
@@ -546,8 +379,8 @@ def test_hybrid_loader_detaches_before_fixup(image):
     assert row["time_to_detached_ns"] < row["fixup_at_ns"], "detached by the loader, not fixup"
 
 
-def _image_unmapped(path):
-    ino = os.stat(path).st_ino
+def _image_unmapped(image):
+    ino = os.stat(image.path).st_ino
     with open("/proc/self/maps") as maps:
         return not any(line.split()[4] == str(ino) for line in maps if len(line.split()) > 4)
 
@@ -563,7 +396,7 @@ def test_recorded_order_is_written_and_prefetched(image, tmp_path):
     assert header[0] == "wpcompare-fault-order"
     assert f"pages={row['pages']}" in header and f"faults={len(pages)}" in header
     # Without loaders every first touch faulted, in the workload's order.
-    assert len(pages) == len(set(pages)) == row["touched"] == row["counters"]["recorded_faults"]
+    assert len(pages) == len(set(pages)) == row["touched_pages"] == row["counters"]["recorded_faults"]
     assert row["counters"]["loader_pages"] == 0
 
     replay = f"order=recorded,loader-threads=1,path={order}"
@@ -578,10 +411,10 @@ def test_recorded_order_is_written_and_prefetched(image, tmp_path):
 def test_recorded_order_for_another_image_is_refused(image, tmp_path):
     order = tmp_path / "faults.order"
     order.write_text("wpcompare-fault-order v1 pages=7 faults=1\n3\n")
-    row = run_strategy(image, "uffd-hybrid", f"order=recorded,path={order}")
-    assert row["failed"] == "restore" and "record it again" in row["reason"]
-    row = run_strategy(image, "uffd-hybrid", f"order=recorded,path={tmp_path / 'missing'}")
-    assert row["failed"] == "restore" and "record one first" in row["reason"]
+    row = in_child(_all_phases, image, "uffd-hybrid", f"order=recorded,path={order}")
+    assert row["failed_phase"] == "restore" and "record it again" in row["reason"]
+    row = in_child(_all_phases, image, "uffd-hybrid", f"order=recorded,path={tmp_path / 'missing'}")
+    assert row["failed_phase"] == "restore" and "record one first" in row["reason"]
 
 
 # ---- huge pages ----
@@ -626,8 +459,8 @@ def test_huge_region_is_whole_huge_pages_but_verified_to_the_image(image):
 
 def _teardown_with_faults_in_flight(image, strategy, params):
     """Threads block inside read() on region pages the handler is slow to serve; destroy."""
-    run = CoreRun(image, strategy, params)
-    assert run.phase("restore")[0] == 0, run.res.reason
+    run = open_run(image, strategy, params, op="read")
+    run.restore()
     addr, _ = run.region()
     results = [None] * 4
 
@@ -647,7 +480,7 @@ def _teardown_with_faults_in_flight(image, strategy, params):
     time.sleep(0.05)          # every thread is now asleep in its fault
     in_flight = sum(t.is_alive() for t in threads)
     t0 = time.monotonic()
-    run.destroy()
+    run.close()
     destroy_s = time.monotonic() - t0
     for t in threads:
         t.join(5)
@@ -660,7 +493,7 @@ def test_teardown_with_faults_in_flight_leaves_no_thread_blocked(image, strategy
     params = "kernel-faults=yes,fault-delay=2000000"
     if strategy == "uffd-hybrid":
         params += ",loader-threads=0"
-    skip_unless_runs(strategy, params)
+    skip_unless_available(strategy, params)
     out = in_child(_teardown_with_faults_in_flight, image, strategy, params, timeout=30)
     assert out["in_flight"] == 4, "the faults should still be waiting for the slow handler"
     assert out["destroy_s"] < 1.0, "teardown waited for the fault delay"
@@ -671,93 +504,19 @@ def test_teardown_with_faults_in_flight_leaves_no_thread_blocked(image, strategy
 
 
 def _restore_then_destroy(image, strategy, params):
-    run = CoreRun(image, strategy, params)
-    rc, reason = run.phase("restore")
+    run = open_run(image, strategy, params, op="read")
+    reason = try_phase(run, "restore")
     loading = not _image_unmapped(image)        # the loaders still copy from the view
     t0 = time.monotonic()
-    run.destroy()
-    return {"rc": rc, "reason": reason, "loading": loading,
+    run.close()
+    return {"reason": reason, "loading": loading,
             "destroy_s": time.monotonic() - t0, "unmapped_after": _image_unmapped(image)}
 
 
 def test_teardown_stops_loaders_mid_flight(big_image):
     out = in_child(_restore_then_destroy, big_image, "uffd-hybrid", "loader-threads=2",
                    timeout=30)
-    assert out["rc"] == 0, out["reason"]
+    assert out["reason"] is None, out["reason"]
     assert out["loading"], "the loaders finished 16 MiB before restore returned?"
     assert out["destroy_s"] < 2.0
     assert out["unmapped_after"]
-
-
-# ---- unprivileged ----
-
-def _unprivileged(image, strategy, params):
-    """As nobody: kernel-faults=yes is refused, auto falls back to UFFD_USER_MODE_ONLY."""
-    run = CoreRun(image, strategy, params)      # opens the image while still root
-    libc = ctypes.CDLL(None, use_errno=True)
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-    libc.prctl(4, 1, 0, 0, 0)                   # PR_SET_DUMPABLE: keep /proc/self readable
-    out = {"uid": os.getuid(), "probe_yes": probe("uffd", "kernel-faults=yes"),
-           "probe_auto": probe("uffd", None)}
-    assert run.phase("restore")[0] == 0, run.res.reason
-    addr, _ = run.region()
-    zero = os.open("/dev/zero", os.O_RDONLY)
-    page = ffi.buffer(ffi.cast("char *", addr + 3 * PAGE), PAGE)
-    try:
-        os.readv(zero, [page])
-        out["kernel_access"] = "succeeded"
-    except OSError as error:
-        out["kernel_access"] = error.errno
-    out["run"] = {name: run.phase(name) for name in ("touch", "fixup", "verify")}
-    out.update(run.summary())
-    # Once the page is loaded, the same syscall works.
-    out["after_load"] = os.readv(zero, [page])
-    os.close(zero)
-    run.destroy()
-    return out
-
-
-@pytest.mark.parametrize("strategy,params", [
-    ("uffd", None), ("uffd-sigbus", None), ("uffd-hybrid", "loader-threads=0"),
-    ("uffd-move", None), ("uffd-minor", None)])
-def test_unprivileged_user_mode_only(image, strategy, params):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop privileges to nobody")
-    skip_unless_runs(strategy, params)
-    out = in_child(_unprivileged, image, strategy, params)
-    assert out["uid"] == NOBODY
-    with open("/proc/sys/vm/unprivileged_userfaultfd") as f:
-        restricted = f.read().strip() == "0"
-    if restricted:
-        assert out["probe_yes"][0] == -errno.EPERM and "kernel-faults=auto" in out["probe_yes"][1]
-        assert out["counters"]["user_mode_only"] == 1
-        # A kernel-mode access to a page not yet loaded is not served: EFAULT.
-        assert out["kernel_access"] == errno.EFAULT
-    assert out["probe_auto"][0] == 0
-    assert all(rc == 0 for rc, _ in out["run"].values()), out["run"]
-    assert out["verified"] and out["detached"]
-    assert out["after_load"] == PAGE
-
-
-def _kernel_access_with_kernel_faults(image):
-    run = CoreRun(image, "uffd", "kernel-faults=yes")
-    assert run.phase("restore")[0] == 0, run.res.reason
-    addr, _ = run.region()
-    fd = os.open(image, os.O_RDONLY)
-    # The kernel writes into a page not yet loaded: the handler serves that fault too.
-    got = os.preadv(fd, [ffi.buffer(ffi.cast("char *", addr + 5 * PAGE), PAGE)], 5 * PAGE)
-    os.close(fd)
-    failed = [name for name in ("touch", "fixup", "verify") if run.phase(name)[0]]
-    out = run.summary(failed=failed[0] if failed else None)
-    run.destroy()
-    return dict(out, got=got)
-
-
-def test_kernel_faults_yes_serves_syscalls(image):
-    skip_unless_runs("uffd", "kernel-faults=yes")
-    out = in_child(_kernel_access_with_kernel_faults, image)
-    assert out["got"] == PAGE
-    assert out["counters"]["user_mode_only"] == 0
-    assert out["failed"] is None and out["verified"], out["reason"]

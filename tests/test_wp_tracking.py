@@ -1,9 +1,9 @@
-"""Write-protect strategies: uffd-wp-anon (sync WP faults) and mmap-wp-async
-(WP_ASYNC + PAGEMAP_SCAN), their dirty sets, the kernel tracking they rely
-on (through the test-only wpc_wp_tracker_* entry points), and their skip
-paths with features masked (WPCOMPARE_UFFD_FEATURE_MASK,
-WPCOMPARE_HIDE_PAGEMAP_SCAN: test-only knobs the C probes read with getenv,
-set here inside the forked child before anything probes).
+"""The strategies that track writes by write-protection, without copy-and-remap:
+uffd-wp-anon (sync WP faults) and mmap-wp-async (WP_ASYNC + PAGEMAP_SCAN), their dirty
+sets, the kernel tracking they rely on (through the test-only wpc_wp_tracker_* entry
+points), and their skip paths with features masked (WPCOMPARE_UFFD_FEATURE_MASK,
+WPCOMPARE_HIDE_PAGEMAP_SCAN: test-only knobs the C probes read with getenv, set with
+monkeypatch.setenv). uffd-wp, which write-protects to copy-and-remap, is test_uffd_wp.py.
 
 Every run happens in a fresh process, as the runner isolates runs: VMAs and
 userfaultfd registrations must not leak between tests, and a hang (a writer
@@ -14,14 +14,13 @@ import os
 
 import pytest
 
-from conftest import WATCHDOG, assert_ok, spec_for
-from wpcompare import binding, runner, worker
+from harness import (PAGE, assert_handler_placed, assert_ok, in_child, open_run, probe, reason_buffer, row_of,
+                     run_phases, run_strategy, skip_unless_two_cpus, text, touched_pages)
+from wpcompare import binding
 from wpcompare._core import ffi, lib
-from wpcompare.errors import WpcError
-from wpcompare.options import parse_pattern
 
-PAGE = lib.WPC_IMAGE_PAGE
 WP_STRATEGIES = ("uffd-wp-anon", "mmap-wp-async")
+MASK_VARIABLE = "WPCOMPARE_UFFD_FEATURE_MASK"
 
 FEATURE_PAGEFAULT_FLAG_WP = 1 << 0
 FEATURE_WP_UNPOPULATED = 1 << 13
@@ -30,68 +29,13 @@ FEATURE_WP_ASYNC = 1 << 15
 PATTERNS = ("seq", "random", "sparse:0.25", "stride:3")
 
 
-def _text(value):
-    return ffi.string(value).decode("utf-8", "replace")
-
-
-def _why():
-    return ffi.new("char[]", lib.WPC_REASON_LEN)
-
-
-def in_child(function, *args, env=None, timeout=WATCHDOG):
-    """function(*args) in a forked child with env set first; a hang fails the test."""
-    def child(_):
-        os.environ.update(env or {})
-        return function(*args)
-    return runner.call_in_fresh_process(child, None, timeout)
-
-
-def run(image, strategy, env=None, **fields):
-    """The worker's row for one run (probe included: a masked feature gives a skipped row)."""
-    return in_child(worker.run_spec, spec_for(image, strategy, **fields), env=env)
-
-
-def run_phases(image, strategy, phases, params=None, op="write", pattern="random", threads=1):
-    """Only these phases, then destroy; in the calling process. The row as the worker makes it,
-    plus the failed phase and reason, and the threads left once the run is destroyed."""
-    r = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
-                    strategy=strategy, params=params, op=op, pattern=parse_pattern(pattern),
-                    threads=threads, overlap=False, seed=1, pin_threads=True)
-    failed = None
-    with r:
-        for phase in phases:
-            try:
-                getattr(r, phase)()
-            except WpcError as error:
-                failed = {"phase": phase, "reason": error.reason}
-                break
-        row = worker.result_fields(r.result)
-    row["failed"] = failed
+def _phases_then_threads(image, strategy, phases, params=None, pattern="random"):
+    """Only these phases, then destroy: the row as far as it got, and the threads left once
+    the run is destroyed."""
+    with open_run(image, strategy, params, pattern=pattern, seed=1) as run:
+        row = run_phases(run, phases)
     row["threads_after"] = len(os.listdir("/proc/self/task"))
     return row
-
-
-def probe(strategy, params=None, env=None):
-    def go():
-        why = _why()
-        rc = lib.wpc_strategy_probe(strategy.encode(),
-                                    params.encode() if params else ffi.NULL, 0, why, len(why))
-        return rc, _text(why)
-    return tuple(in_child(go, env=env))
-
-
-def written_pages(npages, pattern):
-    p = parse_pattern(pattern)
-    if p.kind == "sparse":
-        return max(1, int(npages * p.fraction + 0.5))
-    if p.kind == "stride":
-        return (npages + p.stride - 1) // p.stride
-    return npages
-
-
-def two_cpus():
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("handler-cpu=other needs 2 CPUs")
 
 
 # ---- fixtures ----
@@ -123,11 +67,11 @@ def wp_supported():
 @pytest.mark.parametrize("op", ["read", "write"])
 @pytest.mark.parametrize("strategy", WP_STRATEGIES)
 def test_bytes_and_dirty_set(wp_image, strategy, op, pattern, threads):
-    row = run(wp_image, strategy, op=op, pattern=pattern, threads=threads)
+    row = run_strategy(wp_image, strategy, op=op, pattern=pattern, threads=threads)
     assert_ok(row)
     assert row["detached"] and not row["image_mapped"] and row["foreign_vmas"] == 0
-    assert row["touched_pages"] == written_pages(row["pages"], pattern)
-    expected = written_pages(row["pages"], pattern) if op == "write" else 0
+    assert row["touched_pages"] == touched_pages(row["pages"], pattern)
+    expected = touched_pages(row["pages"], pattern) if op == "write" else 0
     assert row["dirty"] == {"reported": expected, "missing": 0, "extra": 0}
 
 
@@ -140,9 +84,9 @@ def test_bytes_and_dirty_set(wp_image, strategy, op, pattern, threads):
 ])
 def test_dirty_set_exact_under_concurrent_writers(wp_image, strategy, params, overlap):
     if params == "handler-cpu=other":
-        two_cpus()
-    row = run(wp_image, strategy, params=params, op="write", pattern="random", threads=4,
-              overlap=overlap)
+        skip_unless_two_cpus()
+    row = run_strategy(wp_image, strategy, params=params, op="write", pattern="random", threads=4,
+                       overlap=overlap)
     assert_ok(row)
     assert row["dirty"] == {"reported": row["pages"], "missing": 0, "extra": 0}
 
@@ -150,7 +94,7 @@ def test_dirty_set_exact_under_concurrent_writers(wp_image, strategy, params, ov
 @pytest.mark.parametrize("op", ["read", "write"])
 @pytest.mark.parametrize("strategy", WP_STRATEGIES)
 def test_image_ending_inside_a_page(odd_image, strategy, op):
-    row = run(odd_image, strategy, op=op, pattern="seq")
+    row = run_strategy(odd_image, strategy, op=op, pattern="seq")
     assert_ok(row)
     assert row["tail_bytes"] > 0 and row["detached"]
     assert row["dirty"]["missing"] == 0 and row["dirty"]["extra"] == 0
@@ -159,34 +103,17 @@ def test_image_ending_inside_a_page(odd_image, strategy, op):
 def _mixed_run_and_dumps(image, strategy, directory, write_fraction, threads):
     """A mixed workload (reads, writes to a share of the pages), then a full and an
     incremental checkpoint of the fixed-up region: the dirty set as a checkpointer uses it."""
-    keep = [ffi.new("char[]", image.path.encode()), ffi.new("char[]", strategy.encode())]
-    cfg = ffi.new("struct wpc_config *")
-    cfg.image_path, cfg.strategy, cfg.params = keep[0], keep[1], ffi.NULL
-    cfg.image_seed, cfg.image_kind = image.seed, binding.IMAGE_KINDS[image.kind]
-    w = cfg.workload
-    w.op, w.write_fraction = lib.WPC_OP_MIXED, write_fraction
-    w.pattern, w.seed, w.threads, w.pin_threads = lib.WPC_PATTERN_RANDOM, 3, threads, 1
-    out = ffi.new("struct wpc_run **")
-    why = _why()
-    binding.check(lib.wpc_run_create(cfg, out, why, len(why)), why)
-    run_ = out[0]
-    res = lib.wpc_run_result(run_)
-    try:
+    with open_run(image, strategy, op="mixed", write_fraction=write_fraction,
+                  threads=threads) as run:
         for phase in binding.PHASES:
-            binding.check(getattr(lib, f"wpc_run_{phase}")(run_), res.reason)
-        stats = ffi.new("struct wpc_dump_stats *")
+            getattr(run, phase)()
         paths = [os.path.join(directory, name) for name in ("full.img", "incremental.img")]
-        for incremental, path in enumerate(paths):
-            binding.check(lib.wpc_run_checkpoint(run_, path.encode(), incremental, stats),
-                          res.reason)
-        dirty = {"reported": res.dirty_reported, "missing": res.dirty_missing,
-                 "extra": res.dirty_extra}
+        stats = [run.checkpoint(path, incremental) for incremental, path in enumerate(paths)]
+        row = row_of(run)
         with open(paths[0], "rb") as full, open(paths[1], "rb") as incremental:
             same = full.read() == incremental.read()
-        return {"dirty": dirty, "touched": res.touched_pages, "same": same,
-                "dumped_pages": stats.dirty_pages}
-    finally:
-        lib.wpc_run_destroy(run_)
+        return {"dirty": row["dirty"], "touched": row["touched_pages"], "same": same,
+                "dumped_pages": stats[1]["dirty_pages"]}
 
 
 @pytest.mark.parametrize("threads", [1, 4])
@@ -202,7 +129,7 @@ def test_incremental_checkpoint_from_the_dirty_set(wp_image, tmp_path, strategy,
 # ---- uffd-wp-anon ----
 
 def test_wp_anon_one_fault_per_first_write(wp_image):
-    row = run(wp_image, "uffd-wp-anon", op="write", pattern="random")
+    row = run_strategy(wp_image, "uffd-wp-anon", op="write", pattern="random")
     assert_ok(row)
     c = row["counters"]
     assert c["wp_faults"] == row["touched_pages"] == row["pages"]
@@ -212,14 +139,14 @@ def test_wp_anon_one_fault_per_first_write(wp_image):
 
 
 def test_wp_anon_reads_do_not_fault(wp_image):
-    row = run(wp_image, "uffd-wp-anon", op="read", pattern="seq")
+    row = run_strategy(wp_image, "uffd-wp-anon", op="read", pattern="seq")
     assert_ok(row)
     assert row["counters"]["wp_faults"] == 0
     assert row["histograms"]["handler"]["count"] == 0
 
 
 def test_wp_anon_detached_from_restore(wp_image):
-    row = run(wp_image, "uffd-wp-anon", op="write", pattern="seq")
+    row = run_strategy(wp_image, "uffd-wp-anon", op="write", pattern="seq")
     assert_ok(row)
     # Marked when the image was read in, before the registration and the touch.
     assert 0 < row["time_to_detached_ns"] <= row["phases"]["restore"]["ns"]
@@ -228,30 +155,26 @@ def test_wp_anon_detached_from_restore(wp_image):
 @pytest.mark.parametrize("placement", ["same", "other", "any"])
 def test_wp_anon_handler_placement_recorded(wp_image, placement):
     if placement == "other":
-        two_cpus()
-    row = run(wp_image, "uffd-wp-anon", params=f"handler-cpu={placement}", op="write",
-              pattern="sparse:0.25")
+        skip_unless_two_cpus()
+    row = run_strategy(wp_image, "uffd-wp-anon", params=f"handler-cpu={placement}", op="write",
+                       pattern="sparse:0.25")
     assert_ok(row)
-    if placement == "same":
-        assert row["handler_cpu"] == row["app_cpu"] is not None
-    elif placement == "other":
-        assert row["handler_cpu"] is not None and row["handler_cpu"] != row["app_cpu"]
-    else:
-        assert row["handler_cpu"] is None
+    assert_handler_placed(row, placement)
 
 
 def test_wp_anon_other_cpu_needs_two_cpus(wp_image):
     def go():
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        return run_phases(wp_image, "uffd-wp-anon", ("restore",), params="handler-cpu=other")
+        return _phases_then_threads(wp_image, "uffd-wp-anon", ("restore",),
+                                    params="handler-cpu=other")
     row = in_child(go)
-    assert row["failed"]["phase"] == "restore"
-    assert "needs 2 usable CPUs" in row["failed"]["reason"]
+    assert row["failed_phase"] == "restore"
+    assert "needs 2 usable CPUs" in row["reason"]
     assert row["threads_after"] == 1
 
 
 def test_wp_anon_chunk_trades_faults_for_extra_dirty_pages(wp_image):
-    row = run(wp_image, "uffd-wp-anon", params="chunk=64K", op="write", pattern="stride:3")
+    row = run_strategy(wp_image, "uffd-wp-anon", params="chunk=64K", op="write", pattern="stride:3")
     assert_ok(row)
     # Every 64 KiB chunk holds a written page, so every page is reported.
     assert row["dirty"]["missing"] == 0
@@ -261,7 +184,7 @@ def test_wp_anon_chunk_trades_faults_for_extra_dirty_pages(wp_image):
 
 
 def test_wp_anon_chunk_larger_than_the_region(odd_image):
-    row = run(odd_image, "uffd-wp-anon", params="chunk=2M", op="write", pattern="sparse:0.25")
+    row = run_strategy(odd_image, "uffd-wp-anon", params="chunk=2M", op="write", pattern="sparse:0.25")
     assert_ok(row)
     # One fault unprotects the whole (clipped) region; every page is then reported.
     assert row["counters"]["wp_faults"] == 1
@@ -272,8 +195,8 @@ def test_wp_anon_chunk_larger_than_the_region(odd_image):
 @pytest.mark.parametrize("phases", [("restore",), ("restore", "touch"), binding.PHASES])
 def test_wp_anon_teardown_joins_the_handler(wp_image, phases):
     """Destroying a run, wherever it stopped, stops and joins the handler thread."""
-    row = in_child(run_phases, wp_image, "uffd-wp-anon", phases)
-    assert row["failed"] is None, row["failed"]
+    row = in_child(_phases_then_threads, wp_image, "uffd-wp-anon", phases)
+    assert row["status"] == "ok", row["reason"]
     assert row["counters"]["protect_ns"] > 0
     assert row["threads_after"] == 1
 
@@ -281,7 +204,7 @@ def test_wp_anon_teardown_joins_the_handler(wp_image, phases):
 # ---- mmap-wp-async ----
 
 def test_wp_async_scan_and_rearm(wp_image):
-    row = run(wp_image, "mmap-wp-async", op="write", pattern="sparse:0.25")
+    row = run_strategy(wp_image, "mmap-wp-async", op="write", pattern="sparse:0.25")
     assert_ok(row)
     c = row["counters"]
     assert c["written_pages"] == row["touched_pages"] == row["dirty"]["reported"]
@@ -292,18 +215,18 @@ def test_wp_async_scan_and_rearm(wp_image):
 
 def test_wp_async_scan_resumes_when_the_vector_fills(wp_image):
     # stride:3 writes 342 separate pages: more regions than one PAGEMAP_SCAN call returns.
-    row = run(wp_image, "mmap-wp-async", op="write", pattern="stride:3")
+    row = run_strategy(wp_image, "mmap-wp-async", op="write", pattern="stride:3")
     assert_ok(row)
     assert row["counters"]["scan_regions"] == row["touched_pages"]
     assert row["counters"]["scan_calls"] > 1
     assert row["dirty"]["missing"] == 0 and row["dirty"]["extra"] == 0
-    row = run(wp_image, "mmap-wp-async", op="write", pattern="seq")
+    row = run_strategy(wp_image, "mmap-wp-async", op="write", pattern="seq")
     assert_ok(row)
     assert (row["counters"]["scan_regions"], row["counters"]["scan_calls"]) == (1, 1)
 
 
 def test_wp_async_rearm_can_be_skipped(wp_image):
-    row = run(wp_image, "mmap-wp-async", params="rearm=no", op="write", pattern="seq")
+    row = run_strategy(wp_image, "mmap-wp-async", params="rearm=no", op="write", pattern="seq")
     assert_ok(row)
     assert "rearm_scan_ns" not in row["counters"] and "scan_ns" in row["counters"]
     assert row["dirty"]["missing"] == 0 and row["dirty"]["extra"] == 0
@@ -311,9 +234,9 @@ def test_wp_async_rearm_can_be_skipped(wp_image):
 
 def test_wp_async_dirty_set_without_fixup(wp_image):
     """Before fixup the region is still tracked: the set comes from a live scan."""
-    row = in_child(run_phases, wp_image, "mmap-wp-async", ("restore", "touch", "verify"),
-                   None, "write", "sparse:0.25")
-    assert row["failed"] is None, row["failed"]
+    row = in_child(_phases_then_threads, wp_image, "mmap-wp-async", ("restore", "touch", "verify"),
+                   pattern="sparse:0.25")
+    assert row["status"] == "ok", row["reason"]
     assert row["verified"] and not row["detached"] and row["image_mapped"]
     assert row["dirty"] == {"reported": row["touched_pages"], "missing": 0, "extra": 0}
 
@@ -328,10 +251,10 @@ def _open_tracker(memory, image):
     """A tracker over 1 MiB of the image's mapping or of anonymous memory, and its fd."""
     fd = os.open(image.path, os.O_RDONLY) if memory == "file" else -1
     out = ffi.new("struct wpc_wp_tracker **")
-    why = _why()
+    why = reason_buffer()
     rc = lib.wpc_wp_tracker_open(fd, TRACKED_PAGES * PAGE, memory == "anon-populated", out,
                                  why, len(why))
-    assert rc == 0, _text(why)
+    assert rc == 0, text(why)
     return out[0], fd
 
 
@@ -421,54 +344,57 @@ def test_wp_async_rearm_loses_no_write_under_concurrent_writers(wp_image, memory
     ("mmap-wp-async", FEATURE_WP_ASYNC, "UFFD_FEATURE_WP_ASYNC"),
     ("mmap-wp-async", FEATURE_WP_UNPOPULATED, "UFFD_FEATURE_WP_UNPOPULATED"),
 ])
-def test_masked_feature_is_a_skipped_row_with_reason(wp_image, strategy, mask, named):
-    env = {"WPCOMPARE_UFFD_FEATURE_MASK": hex(mask)}
-    rc, why = probe(strategy, env=env)
+def test_masked_feature_is_a_skipped_row_with_reason(wp_image, monkeypatch, strategy, mask, named):
+    monkeypatch.setenv(MASK_VARIABLE, hex(mask))
+    rc, why = probe(strategy)
     assert rc == -errno.EOPNOTSUPP
     assert named in why and "needs Linux" in why
-    row = run(wp_image, strategy, env=env)
+    row = run_strategy(wp_image, strategy)
     assert row["status"] == "skipped" and row["reason"] == why
 
 
-def test_mask_only_hides_what_it_names():
-    assert probe("uffd-wp-anon", env={"WPCOMPARE_UFFD_FEATURE_MASK": hex(FEATURE_WP_ASYNC)}) \
-        == (0, "")
+def test_mask_only_hides_what_it_names(monkeypatch):
+    monkeypatch.setenv(MASK_VARIABLE, hex(FEATURE_WP_ASYNC))
+    assert probe("uffd-wp-anon") == (0, "")
 
 
-def test_mask_shows_in_the_system_probe():
+def test_mask_shows_in_the_system_probe(monkeypatch):
     def features():
         out = ffi.new("struct wpc_uffd_probe *")
         assert lib.wpc_uffd_probe(out) == 0
         return out.features
-    unmasked = in_child(features)
-    masked = in_child(features, env={"WPCOMPARE_UFFD_FEATURE_MASK": hex(FEATURE_WP_ASYNC)})
+    unmasked = features()
+    monkeypatch.setenv(MASK_VARIABLE, hex(FEATURE_WP_ASYNC))
+    masked = features()
     assert unmasked & FEATURE_WP_ASYNC
     assert masked == unmasked & ~FEATURE_WP_ASYNC
 
 
-def test_masked_feature_fails_restore_with_reason(wp_image):
+def test_masked_feature_fails_restore_with_reason(wp_image, monkeypatch):
     """A run started despite the probe fails cleanly: no hang, no crash, no thread left."""
-    row = in_child(run_phases, wp_image, "uffd-wp-anon", binding.PHASES,
-                   env={"WPCOMPARE_UFFD_FEATURE_MASK": hex(FEATURE_PAGEFAULT_FLAG_WP)})
-    assert row["failed"]["phase"] == "restore"
-    assert "userfaultfd" in row["failed"]["reason"]
+    monkeypatch.setenv(MASK_VARIABLE, hex(FEATURE_PAGEFAULT_FLAG_WP))
+    row = in_child(_phases_then_threads, wp_image, "uffd-wp-anon", binding.PHASES)
+    assert row["failed_phase"] == "restore"
+    assert "userfaultfd" in row["reason"]
     assert row["threads_after"] == 1
 
 
-def test_missing_pagemap_scan_skips_with_reason():
-    rc, why = probe("mmap-wp-async", env={"WPCOMPARE_HIDE_PAGEMAP_SCAN": "1"})
+def test_missing_pagemap_scan_skips_with_reason(monkeypatch):
+    monkeypatch.setenv("WPCOMPARE_HIDE_PAGEMAP_SCAN", "1")
+    rc, why = probe("mmap-wp-async")
     assert rc == -errno.EOPNOTSUPP
     assert "PAGEMAP_SCAN" in why and "Linux 6.7" in why
-    assert probe("uffd-wp-anon", env={"WPCOMPARE_HIDE_PAGEMAP_SCAN": "1"}) == (0, "")
+    assert probe("uffd-wp-anon") == (0, "")
 
 
-def test_masked_tracker_refuses_to_open():
+def test_masked_tracker_refuses_to_open(monkeypatch):
     def open_masked():
         out = ffi.new("struct wpc_wp_tracker **")
-        why = _why()
+        why = reason_buffer()
         rc = lib.wpc_wp_tracker_open(-1, 1 << 20, 0, out, why, len(why))
-        return rc, _text(why)
-    rc, why = in_child(open_masked, env={"WPCOMPARE_UFFD_FEATURE_MASK": hex(FEATURE_WP_ASYNC)})
+        return rc, text(why)
+    monkeypatch.setenv(MASK_VARIABLE, hex(FEATURE_WP_ASYNC))
+    rc, why = in_child(open_masked)
     assert rc == -errno.EOPNOTSUPP and "UFFD_FEATURE_WP_ASYNC" in why
 
 
@@ -481,6 +407,6 @@ def test_masked_tracker_refuses_to_open():
     ("mmap-wp-async", "chunk=4K", "valid parameters: rearm"),
 ])
 def test_invalid_params_name_the_valid_ones(strategy, params, named):
-    why = _why()
+    why = reason_buffer()
     rc = lib.wpc_params_validate(strategy.encode(), params.encode(), why, len(why))
-    assert rc == -errno.EINVAL and named in _text(why)
+    assert rc == -errno.EINVAL and named in text(why)
