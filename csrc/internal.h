@@ -167,8 +167,13 @@ extern const struct wpc_strategy *const wpc_strategies[];
 extern const size_t wpc_strategy_rows;
 
 const struct wpc_strategy *wpc_strategy_lookup(const char *name);
-int wpc_params_parse(const struct wpc_strategy *s, const char *text, struct wpc_params *out,
-		     char *why, size_t len);
+/*
+ * Parse "name=value,..." against specs into out (zeroed by the caller; every
+ * default goes in first, then the values given); owner names the strategy in
+ * the reason.
+ */
+int wpc_params_parse(const char *owner, const struct wpc_param_spec *specs, const char *text,
+		     void *out, char *why, size_t len);
 
 /* ---- the run ---- */
 
@@ -236,8 +241,12 @@ struct wpc_run {
 	bool abandoned;
 };
 
+/* ---- the run's context (context.c): failing with a reason, counters, CPUs, threads ---- */
+
+/* Record the run's reason (printf-style) and return -err (-EIO for 0). */
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Write one line to a caller's why buffer (NULL or 0 length: nowhere). */
 void wpc_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta);
 void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value);
@@ -252,7 +261,14 @@ int wpc_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
+/*
+ * The region as fresh anonymous memory holding the image, read eagerly with
+ * pread(): detached from here on (read's restore, and uffd-wp-anon's first step).
+ */
+int wpc_run_read_into_anonymous(struct wpc_run *run);
 
+/* The CPUs this process may run on, into run->cpus. */
+void wpc_run_load_cpus(struct wpc_run *run);
 /* CPU placement: the i-th CPU this process may use, and pinning. */
 int wpc_cpu_nth(const struct wpc_run *run, int i);
 int wpc_pin_self(int cpu);
@@ -263,6 +279,8 @@ int wpc_handler_cpu_for(const struct wpc_run *run, int placement);
  * asked to stop, has exited. If so it is joined here and *started cleared.
  */
 bool wpc_thread_exited(pthread_t tid, bool *started);
+/* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
+int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
 
 /* ---- building blocks ---- */
 
@@ -471,8 +489,6 @@ void wpc_chunks_stop(struct wpc_chunks *c);
 /* Counters and the handler histogram into run->res. */
 void wpc_chunks_publish(struct wpc_chunks *c);
 int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
-/* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
-int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
 
 /* ---- userfaultfd write-protection and PAGEMAP_SCAN (wp_track.c) ---- */
 

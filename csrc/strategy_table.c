@@ -117,11 +117,25 @@ int wpc_strategy_probe(const char *strategy, const char *params, uint64_t image_
 		wpc_why(why, len, "unknown strategy '%s'; see 'wpcompare list'", strategy);
 		return -ENOENT;
 	}
-	ret = wpc_params_parse(s, params, &p, why, len);
+	memset(&p, 0, sizeof(p));
+	ret = wpc_params_parse(s->name, s->params, params, &p, why, len);
 	if (ret)
 		return ret;
 	p.image_bytes = image_bytes;
 	if (why && len)
 		why[0] = '\0';
 	return s->probe ? s->probe(&p, why, len) : 0;
+}
+
+int wpc_params_validate(const char *strategy, const char *params, char *why, size_t len)
+{
+	const struct wpc_strategy *s = wpc_strategy_lookup(strategy);
+	struct wpc_params p;
+
+	if (!s) {
+		wpc_why(why, len, "unknown strategy '%s'; see 'wpcompare list'", strategy);
+		return -ENOENT;
+	}
+	memset(&p, 0, sizeof(p));
+	return wpc_params_parse(s->name, s->params, params, &p, why, len);
 }

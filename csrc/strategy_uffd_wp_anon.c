@@ -214,19 +214,11 @@ static int wp_anon_restore(struct wpc_run *run)
 	if (!wa->dirty)
 		return wpc_fail(run, ENOMEM, "out of memory for the dirty bitmap");
 
-	void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-	if (p == MAP_FAILED)
-		return wpc_fail(run, errno, "mmap of %zu anonymous bytes failed: %s", run->region_len,
-				strerror(errno));
-	run->region = p;
-
+	/* As `read` restores: from here on nothing refers to the image. */
 	t0 = wpc_now_ns();
-	ret = wpc_run_read_image(run, run->region);
+	ret = wpc_run_read_into_anonymous(run);
 	if (ret)
 		return ret;
-	/* From here on nothing refers to the image: the registration is on anonymous memory. */
-	wpc_run_mark_detached(run);
 	t1 = wpc_now_ns();
 
 	wa->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
