@@ -126,6 +126,30 @@ int wpc_run_read_into_anonymous(struct wpc_run *run)
 	return 0;
 }
 
+int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only)
+{
+	struct wpc_needs needs;
+	char why[WPC_REASON_LEN];
+	int fd;
+
+	wpc_strategy_needs(run->strategy, run->params, &needs);
+	fd = wpc_uffd_open_for(&needs, flags, user_mode_only, why, sizeof(why));
+	if (fd < 0)
+		return wpc_fail(run, -fd, "cannot open the userfaultfd: %s", why);
+	return fd;
+}
+
+int wpc_run_uffd_register(struct wpc_run *run, int uffd, void *addr, size_t len, uint64_t mode)
+{
+	struct wpc_needs needs;
+	char why[WPC_REASON_LEN];
+	int ret;
+
+	wpc_strategy_needs(run->strategy, run->params, &needs);
+	ret = wpc_uffd_register_for(&needs, uffd, addr, len, mode, why, sizeof(why));
+	return ret ? wpc_fail(run, -ret, "%s", why) : 0;
+}
+
 int wpc_cpu_nth(const struct wpc_run *run, int i)
 {
 	return run->ncpus ? run->cpus[i % run->ncpus] : -1;

@@ -167,7 +167,7 @@ int wpc_params_parse(const char *owner, const struct wpc_param_spec *specs, cons
 {
 	int ret;
 
-	/* The caller's struct comes zeroed; the defaults go in first. */
+	/* The caller's struct comes zeroed (wpc_choice_parse); the defaults go in first. */
 	for (const struct wpc_param_spec *ps = specs; ps && ps->name; ps++) {
 		ret = set_one(owner, ps, ps->default_value, strlen(ps->default_value), out, why, len);
 		if (ret)

@@ -92,18 +92,8 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	}
 	run->image_fd = -1;
 	run->cfg = *cfg;
-	run->strategy = wpc_strategy_lookup(cfg->strategy);
-	if (!run->strategy) {
-		wpc_why(why, len, "unknown strategy '%s'; see 'wpcompare list'",
-			cfg->strategy ? cfg->strategy : "(null)");
-		ret = -ENOENT;
-		goto fail;
-	}
 	run->image_path = strdup(cfg->image_path ? cfg->image_path : "");
-	run->params_text = cfg->params ? strdup(cfg->params) : NULL;
 	run->cfg.image_path = run->image_path;
-	run->cfg.params = run->params_text;
-	run->cfg.strategy = run->strategy->name;
 
 	if (cfg->latency < WPC_LATENCY_NONE || cfg->latency > WPC_LATENCY_SAMPLE ||
 	    (cfg->latency == WPC_LATENCY_SAMPLE && cfg->latency_every < 2)) {
@@ -112,10 +102,17 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 		ret = -EINVAL;
 		goto fail;
 	}
-	ret = wpc_params_parse(run->strategy->name, run->strategy->params, cfg->params, &run->params,
-			       why, len);
+	/* Parsed once: by the caller (cfg->choice, as the worker's probe had it), or here. */
+	ret = cfg->choice ? wpc_choice_copy(cfg->choice, &run->choice, why, len)
+			  : wpc_choice_parse(cfg->strategy, cfg->params, &run->choice, why, len);
 	if (ret)
 		goto fail;
+	run->strategy = run->choice->strategy;
+	run->params = run->choice->params;
+	/* The caller's strings and choice need not outlive create: the run keeps its own. */
+	run->cfg.strategy = run->strategy->name;
+	run->cfg.params = NULL;
+	run->cfg.choice = NULL;
 	ret = wpc_inject_load(why, len);
 	if (ret)
 		goto fail;
@@ -340,7 +337,7 @@ void wpc_run_destroy(struct wpc_run *run)
 		close(run->image_fd);
 	wpc_plan_free(&run->plan);
 	free(run->image_path);
-	free(run->params_text);
+	wpc_choice_free(run->choice);
 	free(run->history);
 	free(run->res);
 	free(run);
