@@ -138,6 +138,20 @@ static int devnode_fallback(int syscall_err, int flags)
 	}
 }
 
+/* UFFDIO_API on a fresh descriptor (or an open error passed on): fd, or -errno with fd closed. */
+static int api_handshake(int fd, struct uffdio_api *api)
+{
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, api) < 0) {
+		int err = errno;
+
+		close(fd);
+		return -err;
+	}
+	return fd;
+}
+
 /*
  * Test-only: WPCOMPARE_UFFD_FEATURE_MASK=0x... names UFFD_FEATURE_* bits to
  * pretend the kernel lacks, so the tests can drive every strategy's skip
@@ -165,14 +179,8 @@ int wpc_uffd_open(int flags, uint64_t features, uint64_t *available)
 		fd = -EPERM;	/* a security module's refusal is a refusal too */
 	if (fd == -EPERM || fd == -ENOSYS)
 		fd = devnode_fallback(fd, flags);
-	if (fd < 0)
-		return fd;
-	if (ioctl(fd, UFFDIO_API, &api) < 0) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
-	if (available)
+	fd = api_handshake(fd, &api);
+	if (fd >= 0 && available)
 		*available = api.features & ~masked;
 	return fd;
 }
@@ -533,13 +541,9 @@ int wpc_uffd_probe(struct wpc_uffd_probe *out)
 	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
 
 	fd = out->syscall_errno && out->user_mode_errno ? uffd_devnode(O_CLOEXEC) : uffd_syscall(flags);
+	fd = api_handshake(fd, &api);
 	if (fd < 0)
 		return fd;
-	if (ioctl(fd, UFFDIO_API, &api) < 0) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
 	out->api = api.api;
 	out->features = api.features & ~masked_features();
 	out->ioctls = api.ioctls;
