@@ -186,7 +186,9 @@ def run_spec(spec, note=_no_note):
     params = spec.params_text or None
     injection = parse_injection(spec.inject) if spec.inject else None
     try:
-        binding.probe_strategy(spec.strategy, params, _image_bytes(spec.image))
+        # Parsed once, here: the probe and the run take the same parsed parameters.
+        choice = binding.Choice(spec.strategy, params)
+        binding.probe_strategy(spec.strategy, choice, _image_bytes(spec.image))
     except WpcError as error:
         return Row.skipped(spec, error.reason).to_json()
     if injection and injection[0] in _INJECTION_ENVIRONMENT:
@@ -195,7 +197,7 @@ def run_spec(spec, note=_no_note):
     try:
         run = binding.Run(
             image_path=spec.image, image_seed=spec.image_seed, image_kind=spec.image_kind,
-            strategy=spec.strategy, params=params, op=spec.op, pattern=spec.pattern,
+            strategy=spec.strategy, params=choice, op=spec.op, pattern=spec.pattern,
             threads=spec.threads, overlap=spec.overlap, seed=spec.seed, pin_threads=spec.pin_threads,
             write_fraction=spec.write_fraction, latency=spec.latency.mode,
             latency_every=spec.latency.every, image_bytes=spec.image_bytes)
