@@ -12,7 +12,8 @@ prints the row. A spec is a JSON object:
     image_bytes  the size the image had when it was opened (a file of another size is refused)
     strategy     strategy name (required); params "name=value,..."; label for display
     op           "read", "write" or "mixed" (write_fraction of the pages written, the rest read)
-    pattern      "seq", "random", "sparse:F", "stride:N"
+    pattern      "seq", "random", "sparse:F", "stride:N", "trace:PATH" (wpcompare.trace; op,
+                 write_fraction and overlap do not apply, threads must be the trace's)
     threads, overlap, pin_threads, seed, repetition, warmup
     latency      "none" (default: no clock inside the touch loop, so touch's time is the
                  application's), "every" (every first access timed), "sample:N"
@@ -29,6 +30,7 @@ import time
 from wpcompare import binding
 from wpcompare.errors import InvalidArgument, WpcError
 from wpcompare.options import parse_latency, parse_pattern
+from wpcompare.trace import check_region
 
 SPEC_DEFAULTS = {
     "image_seed": None,
@@ -242,10 +244,14 @@ def run_spec(spec, note=_no_note):
         # Read by wpc_run_create; this process is the run's alone.
         os.environ[_INJECTION_ENVIRONMENT[injection[0]]] = str(injection[1])
     try:
+        pattern = parse_pattern(spec["pattern"])
+        if pattern.kind == "trace":
+            check_region(binding.loaded_trace(pattern.path),
+                         spec["image_bytes"] or _image_bytes(spec["image"]))
         run = binding.Run(
             image_path=spec["image"], image_seed=spec["image_seed"], image_kind=spec["image_kind"],
             strategy=spec["strategy"], params=params, op=spec["op"],
-            pattern=parse_pattern(spec["pattern"]), threads=spec["threads"],
+            pattern=pattern, threads=spec["threads"],
             overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"],
             write_fraction=spec["write_fraction"], latency=latency, latency_every=latency_every,
             image_bytes=spec["image_bytes"])
