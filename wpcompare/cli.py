@@ -704,6 +704,7 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                                    "their reasons are listed with the results")
 
 
-from wpcompare.trace_commands import trace_command  # noqa: E402 (registered last: a command of its own)
+from wpcompare.trace_commands import capture_command, trace_command  # noqa: E402 (commands of their own)
 
 main.add_command(trace_command)
+main.add_command(capture_command)
