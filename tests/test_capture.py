@@ -215,3 +215,20 @@ def test_perf_script_lines_parse():
             "junk\n")
     assert captures.parse_perf_script(text) == [(4243, 12345000000050, 0x7f0000000000, 4),
                                                 (4242, 12345000000100, 0x7f0000001008, 6)]
+
+
+def test_build_trace_appends_writes_found_at_the_end_and_folds_threads():
+    mapping = captures.Mapping(0x10000, 0x10000 + 8 * 4096, "rw-p", "")
+    faults = [(100 + t, 1000 + t, 0x10000 + (t % 8) * 4096, 0x4 | (0x2 if t == 0 else 0))
+              for t in range(70)]
+    faults.append((5, 5000, 0x9000, 0x6))        # outside the mapping: left out
+    trace, appended = captures.build_trace(faults, mapping, {0, 1, 7}, 2.0, "pid 1 (x)")
+    assert appended == 2, "page 0 has a recorded write; 1 and 7 get one each"
+    assert trace.pages[-2:] == [1, 7] and trace.writes[-2:] == [True, True]
+    assert trace.thread_of[-2:] == [1, 7], "by the thread of the page's first entry"
+    assert trace.times[-2:] == [2 * 10 ** 9] * 2 and trace.times[0] == 0
+    assert trace.threads == 64 and trace.thread_of[64:70] == [0, 1, 2, 3, 4, 5]
+    assert trace.info["note"] == ("the last 2 entries are writes found by comparing pages with the "
+                                  "image at the end of the window (no write fault recorded); 70 "
+                                  "threads faulted: thread k replays those numbered k mod 64")
+    assert trace.region_bytes == 8 * 4096

@@ -323,9 +323,10 @@ class System:
                  + (f"; echo {self.added} > {ZRAM_CONTROL}/hot_remove" if self.added is not None else "")
                  + f"; sysctl vm.page-cluster={self.page_cluster}")
         _write(f"/sys/block/{self.device}/disksize", self.swap_bytes)
-        subprocess.run(["mkswap", f"/dev/{self.device}"], check=True, capture_output=True, timeout=60)
-        subprocess.run(["swapon", "-p", "32767", f"/dev/{self.device}"], check=True,
-                       capture_output=True, timeout=60)
+        for command in (["mkswap", f"/dev/{self.device}"], ["swapon", "-p", "32767", f"/dev/{self.device}"]):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            if done.returncode:
+                raise WpcError(f"capture: {' '.join(command)} failed: {' '.join(done.stderr.split())}")
         self.swap_on = True
         _write(PAGE_CLUSTER, 0)
 
@@ -362,14 +363,17 @@ class System:
 class Recorder:
     """perf record on the process's faults in the mapping, events enabled on demand."""
 
-    def __init__(self, pid, mapping, directory):
+    def __init__(self, directory):
         self.directory = directory
         self.data = os.path.join(directory, "perf.data")
         self.control = os.path.join(directory, "control")
         self.ack = os.path.join(directory, "ack")
+        self.process = self.log = self.control_fd = self.ack_fd = None
+
+    def start(self, pid, mapping):
         os.mkfifo(self.control, 0o600)
         os.mkfifo(self.ack, 0o600)
-        self.log = open(os.path.join(directory, "perf.log"), "w+")
+        self.log = open(os.path.join(self.directory, "perf.log"), "w+")
         address_filter = f"address >= {mapping.start:#x} && address < {mapping.end:#x}"
         self.process = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "perf", "record", "-q", "-e", TRACEPOINT,
@@ -397,6 +401,9 @@ class Recorder:
         text = " ".join(self.log.read().split())
         return text[-300:] or f"exit status {self.process.poll()}"
 
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
     def command(self, word, timeout=30.0):
         os.write(self.control_fd, f"{word}\n".encode())
         deadline = time.monotonic() + timeout
@@ -411,8 +418,8 @@ class Recorder:
             time.sleep(0.001)
 
     def stop(self):
-        """End perf (SIGINT, then SIGKILL); whether it wrote its data."""
-        if self.process.poll() is None:
+        """End perf (SIGINT, then SIGKILL, so it writes its data) and close what it used."""
+        if self.running():
             try:
                 os.killpg(self.process.pid, signal.SIGINT)
             except ProcessLookupError:
@@ -426,7 +433,8 @@ class Recorder:
             if getattr(self, fd, None) is not None:
                 os.close(getattr(self, fd))
                 setattr(self, fd, None)
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
     def faults(self):
         """[(tid, ns, address, error_code)] in time order, from perf script."""
@@ -505,7 +513,8 @@ def changed_pages(pid, mapping, image_path, skip):
     try:
         with open(image_path, "rb") as image:
             for start in range(0, len(present), READ_CHUNK // PAGE):
-                for page, data in _read_pages(memory, mapping, present[start:start + READ_CHUNK // PAGE]).items():
+                chunk = present[start:start + READ_CHUNK // PAGE]
+                for page, data in _read_pages(memory, mapping, chunk).items():
                     image.seek(page * PAGE)
                     if image.read(PAGE) != data:
                         changed.add(page)
@@ -554,7 +563,8 @@ def capture(*, pid=None, command=None, mapping_spec="largest", image_path, trace
         system = System(mapping.size + (64 << 20), say)
         with _signals_blocked():     # a device added is a device capture knows about
             system.open()
-        recorder = Recorder(pid, mapping, directory)
+        recorder = Recorder(directory)
+        recorder.start(pid, mapping)
         stop_process(pid)
         image_temporary, read, zero = write_image(pid, mapping, image_path)
         resident = page_out(pid, mapping)
@@ -564,16 +574,20 @@ def capture(*, pid=None, command=None, mapping_spec="largest", image_path, trace
             os.kill(pid, send_signal)
         say(f"capture: recording for {window:g} s")
         time.sleep(window)
-        recorder.command("disable")
+        if recorder.running():      # perf ends by itself when the process has exited
+            recorder.command("disable")
         recorder.stop()
         faults = recorder.faults()
         written = {(address - mapping.start) // PAGE for _, _, address, code in faults
                    if code & WRITE_BIT and mapping.start <= address < mapping.end}
         late = set()
-        if _alive(pid):
-            stop_process(pid)
-            late = changed_pages(pid, mapping, image_temporary, written)
-            os.kill(pid, signal.SIGCONT)
+        try:
+            if _alive(pid):
+                stop_process(pid)
+                late = changed_pages(pid, mapping, image_temporary, written)
+                os.kill(pid, signal.SIGCONT)
+        except (ProcessLookupError, FileNotFoundError, InvalidArgument):
+            late = set()    # it exited meanwhile: its later writes died with it
         trace, appended = build_trace(faults, mapping, late, window, source)
         if not trace.pages:
             raise WpcError(f"capture: process {pid} touched no page of the mapping in {window:g} s: "

@@ -24,7 +24,8 @@ recorded region: the image it is replayed on must have exactly this size), `thre
 (how the trace was made: `synthetic`, or the capture's mechanism, see wpcompare.capture).
 Optional: `timestamps` (`ns`: every entry has a fourth field, nanoseconds from the start
 of the recording, never decreasing; `none`, the default: no fourth field), `source` and
-`mapping` (free text: what was recorded), `window` (seconds recorded).
+`mapping` (free text: what was recorded), `window` (seconds recorded), `note` (free text:
+what a reader must know, e.g. entries the capture added).
 
 Each entry is `PAGE OP THREAD [NS]`: the page index in the region (0-based, below
 region_bytes / page_size), `r` or `w`, and the workload thread (0..threads-1) that
@@ -47,7 +48,7 @@ VERSION = 1
 PAGE_SIZE = 4096
 MAX_THREADS = 64
 REQUIRED = ("page_size", "region_bytes", "threads", "entries", "mechanism")
-OPTIONAL = ("timestamps", "source", "mapping", "window")
+OPTIONAL = ("timestamps", "source", "mapping", "window", "note")
 MAX_HEADER_LINES = 1000
 
 
