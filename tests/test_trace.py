@@ -260,3 +260,14 @@ def test_the_model_without_the_traces_writes_names_a_written_page(image, tmp_pat
     written = {page for page, write in zip(trace.pages, trace.writes) if write}
     assert not check["verified"] and check["first_mismatch_page"] == min(written)
     assert check["mismatched_pages"] == len(written)
+
+
+def test_cycle_command_replays_a_trace_every_cycle(tmp_path):
+    path = _saved(tmp_path, _random_trace(threads=2))
+    result = CliRunner().invoke(main, ["cycle", "-s", "mmap", "--cycles", "2", "--size", "2M",
+                                       "--pattern", f"trace:{path}", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"2 cycle(s), each replaying trace:{path} (its reads and writes), 2 thread(s)" in result.stdout
+    result = CliRunner().invoke(main, ["cycle", "--size", "4M", "--pattern", f"trace:{path}"])
+    assert result.exit_code == 2
+    assert "recorded for a region of 2097152 bytes, the image is 4194304 bytes" in result.stderr
