@@ -271,3 +271,13 @@ def test_cycle_command_replays_a_trace_every_cycle(tmp_path):
     result = CliRunner().invoke(main, ["cycle", "--size", "4M", "--pattern", f"trace:{path}"])
     assert result.exit_code == 2
     assert "recorded for a region of 2097152 bytes, the image is 4194304 bytes" in result.stderr
+
+
+def test_a_run_spec_carries_the_traces_path(tmp_path):
+    from wpcompare.rows import RunSpec
+    path = _saved(tmp_path, _random_trace())
+    spec = RunSpec(image=str(tmp_path / "x.img"), strategy="mmap", op="mixed",
+                   pattern=parse_pattern(f"trace:{path}"), threads=3)
+    again = RunSpec.from_json(json.loads(json.dumps(spec.to_json())))
+    assert again.pattern == spec.pattern and again.pattern.path == path
+    assert spec.identity()["pattern"] == f"trace:{path}"
