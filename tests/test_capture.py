@@ -250,3 +250,15 @@ def test_build_trace_appends_writes_found_at_the_end_and_folds_threads():
                                   "image at the end of the window (no write fault recorded); 70 "
                                   "threads faulted: thread k replays those numbered k mod 64")
     assert trace.region_bytes == 8 * 4096
+
+
+def test_a_second_capture_at_once_is_refused(target_program):
+    """vm.page-cluster is saved and put back by each: two at once would leave it at 0."""
+    holder = captures._lock()
+    try:
+        with pytest.raises(UnsupportedError, match="another wpcompare capture is running"):
+            captures.capture(pid=os.getpid(), image_path="/nonexistent/x", trace_path="/nonexistent/y",
+                             window=1)
+    finally:
+        holder.close()
+    captures._lock().close()

@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,10 @@ SYS_PROCESS_MADVISE = {"x86_64": 440, "aarch64": 440}
 PAGEMAP_PRESENT = 1 << 63
 PAGEMAP_SWAPPED = 1 << 62
 READ_CHUNK = 1 << 20
+# One capture at a time: two would each save and put back vm.page-cluster, the second
+# saving the first's 0. The lock is a name in the abstract socket namespace: it goes with
+# the process that holds it and leaves no file behind.
+LOCK_NAME = "\0wpcompare-capture"
 
 
 @dataclass
@@ -537,6 +542,7 @@ def capture(*, pid=None, command=None, mapping_spec="largest", image_path, trace
     """Capture image and trace; returns a summary dict. Everything is put back before it returns
     or raises (KeyboardInterrupt for SIGINT, leftovers.Terminated for SIGTERM and SIGHUP)."""
     check_prerequisites()
+    lock = _lock()
     leftovers.install_termination_handlers()
     started = image_temporary = None
     system = recorder = None
@@ -605,8 +611,22 @@ def capture(*, pid=None, command=None, mapping_spec="largest", image_path, trace
             problems = _put_back(pid, recorder, system, started, directory)
             if image_temporary is not None:
                 os.unlink(image_temporary)
+            lock.close()
         if problems:
             say("capture: " + "; ".join(problems))
+
+
+def _lock():
+    """A socket bound to LOCK_NAME; refused while another capture holds that name."""
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        holder.bind(LOCK_NAME)
+    except OSError as error:
+        holder.close()
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise _refuse("another wpcompare capture is running: wait for it to end") from None
+    return holder
 
 
 class _signals_blocked:
