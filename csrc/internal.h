@@ -260,7 +260,16 @@ struct wpc_plan {
 	bool overlap;
 	bool write_all;			/* WPC_OP_WRITE */
 	uint8_t *write_set;		/* WPC_OP_MIXED: bit p set if page p is written */
+	/*
+	 * WPC_PATTERN_TRACE (trace.c): per entry of order, WPC_ENTRY_WRITE and
+	 * WPC_ENTRY_FIRST; firsts[t]: thread t's first touches. NULL otherwise.
+	 */
+	uint8_t *entry_flags;
+	uint64_t firsts[WPC_MAX_THREADS];
 };
+
+#define WPC_ENTRY_WRITE 1u	/* the access writes */
+#define WPC_ENTRY_FIRST 2u	/* no earlier entry of the trace names its page: a first touch */
 
 /* Whether an access to `page` writes, given a plan's write_all and write_set. */
 static inline bool wpc_writes_page(bool write_all, const uint8_t *write_set, uint64_t page)
@@ -268,10 +277,12 @@ static inline bool wpc_writes_page(bool write_all, const uint8_t *write_set, uin
 	return write_all || (write_set && (write_set[page / 8] >> (page % 8) & 1));
 }
 
-/* Whether the workload's access to `page` is a write. */
-static inline bool wpc_plan_writes(const struct wpc_plan *plan, uint64_t page)
+/* Whether the workload's access order[i] is a write. */
+static inline bool wpc_plan_writes(const struct wpc_plan *plan, uint64_t i)
 {
-	return wpc_writes_page(plan->write_all, plan->write_set, page);
+	if (plan->entry_flags)
+		return plan->entry_flags[i] & WPC_ENTRY_WRITE;
+	return wpc_writes_page(plan->write_all, plan->write_set, plan->order[i]);
 }
 
 struct wpc_run {
@@ -366,6 +377,8 @@ int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *a
 
 int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
 void wpc_plan_free(struct wpc_plan *plan);
+/* WPC_PATTERN_TRACE (trace.c): plan->order, begin, entry_flags and firsts from w->trace. */
+int wpc_plan_trace(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
 int wpc_workload_touch(struct wpc_run *run);
 /* The same pass again, no clock inside its loop: its wall time only. */
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);

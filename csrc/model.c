@@ -21,18 +21,15 @@ uint64_t *wpc_plan_writer_masks(const struct wpc_plan *plan, int threads, uint64
 {
 	uint64_t *masks = calloc(npages, sizeof(*masks));
 
-	if (!masks || (!plan->write_all && !plan->write_set))
+	if (!masks || (!plan->write_all && !plan->write_set && !plan->entry_flags))
 		return masks;
 	for (int t = 0; t < threads; t++) {
 		uint64_t first = plan->overlap ? 0 : plan->begin[t];
 		uint64_t last = plan->overlap ? plan->count : plan->begin[t + 1];
 
-		for (uint64_t i = first; i < last; i++) {
-			uint64_t page = plan->order[i];
-
-			if (wpc_plan_writes(plan, page))
-				masks[page] |= 1ull << t;
-		}
+		for (uint64_t i = first; i < last; i++)
+			if (wpc_plan_writes(plan, i))
+				masks[plan->order[i]] |= 1ull << t;
 	}
 	return masks;
 }

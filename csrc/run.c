@@ -126,7 +126,8 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	if (ret) {
 		wpc_why(why, len, ret == -ENOMEM ? "out of memory for the access order"
 			: "invalid workload: threads must be 1..%d, sparse fraction in (0, 1], "
-			  "stride >= 1, write fraction in [0, 1]", WPC_MAX_THREADS);
+			  "stride >= 1, write fraction in [0, 1], a trace's pages inside the region "
+			  "and its threads below the workload's", WPC_MAX_THREADS);
 		goto fail;
 	}
 	wpc_run_load_cpus(run);

@@ -78,6 +78,13 @@ int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_work
 			return -EINVAL;
 		count = (npages + w->stride - 1) / w->stride;
 		break;
+	case WPC_PATTERN_TRACE: {
+		int ret = wpc_plan_trace(plan, npages, w);
+
+		if (ret)
+			wpc_plan_free(plan);
+		return ret;
+	}
 	default:
 		return -EINVAL;
 	}
@@ -122,8 +129,10 @@ void wpc_plan_free(struct wpc_plan *plan)
 {
 	free(plan->order);
 	free(plan->write_set);
+	free(plan->entry_flags);
 	plan->order = NULL;
 	plan->write_set = NULL;
+	plan->entry_flags = NULL;
 }
 
 int64_t wpc_workload_written_pages(const struct wpc_workload *w, uint64_t npages, uint8_t *bitmap)
@@ -138,7 +147,7 @@ int64_t wpc_workload_written_pages(const struct wpc_workload *w, uint64_t npages
 	for (uint64_t i = 0; i < plan.count; i++) {
 		uint64_t page = plan.order[i];
 
-		if (wpc_plan_writes(&plan, page) && !(bitmap[page / 8] & (1u << (page % 8)))) {
+		if (wpc_plan_writes(&plan, i) && !(bitmap[page / 8] & (1u << (page % 8)))) {
 			bitmap[page / 8] |= (uint8_t)(1u << (page % 8));
 			written++;
 		}
@@ -158,7 +167,7 @@ int64_t wpc_plan_pages(const struct wpc_workload *w, uint64_t npages, uint64_t *
 	memcpy(order, plan.order, plan.count * sizeof(*order));
 	memcpy(begin, plan.begin, ((size_t)w->threads + 1) * sizeof(*begin));
 	for (uint64_t i = 0; written && i < plan.count; i++)
-		written[i] = wpc_plan_writes(&plan, plan.order[i]);
+		written[i] = wpc_plan_writes(&plan, i);
 	wpc_plan_free(&plan);
 	return (int64_t)plan.count;
 }
@@ -209,6 +218,7 @@ struct toucher {
 struct access_plan {
 	const uint64_t *order;
 	const uint8_t *write_set;	/* WPC_OP_MIXED; NULL otherwise */
+	const uint8_t *flags;		/* WPC_PATTERN_TRACE: per entry; NULL otherwise */
 	bool write_all;
 	uint8_t *region;
 	uint64_t seed;
@@ -224,7 +234,7 @@ static inline void access_page(struct access_plan ap, uint64_t i, uint64_t *sum)
 {
 	uint64_t page = ap.order[i];
 
-	if (wpc_writes_page(ap.write_all, ap.write_set, page))
+	if (ap.flags ? ap.flags[i] & WPC_ENTRY_WRITE : wpc_writes_page(ap.write_all, ap.write_set, page))
 		*page_word(ap, page) = wpc_write_value(ap.seed, page, ap.thread);
 	else
 		*sum += *page_word(ap, page);
@@ -240,7 +250,10 @@ static uint64_t touch_plain(struct access_plan ap, uint64_t first, uint64_t last
 {
 	uint64_t sum = 0;
 
-	if (ap.write_all) {
+	if (ap.flags) {
+		for (uint64_t i = first; i < last; i++)
+			access_page(ap, i, &sum);
+	} else if (ap.write_all) {
 		for (uint64_t i = first; i < last; i++)
 			*page_word(ap, ap.order[i]) = wpc_write_value(ap.seed, ap.order[i], ap.thread);
 	} else if (!ap.write_set) {
@@ -253,12 +266,22 @@ static uint64_t touch_plain(struct access_plan ap, uint64_t first, uint64_t last
 	return sum;
 }
 
-/* Every access between two clock reads: the whole distribution, at the price of serialising them. */
+/* A trace's entry that is not its page's first touch: replayed, never timed. */
+static inline bool untimed_entry(struct access_plan ap, uint64_t i)
+{
+	return ap.flags && !(ap.flags[i] & WPC_ENTRY_FIRST);
+}
+
+/* Every first access between two clock reads: the whole distribution, at the price of serialising them. */
 static uint64_t touch_timed(struct access_plan ap, uint64_t first, uint64_t last, struct wpc_hist *hist)
 {
 	uint64_t sum = 0;
 
 	for (uint64_t i = first; i < last; i++) {
+		if (untimed_entry(ap, i)) {
+			access_page(ap, i, &sum);
+			continue;
+		}
 		uint64_t t0 = wpc_now_ns();
 
 		access_page(ap, i, &sum);
@@ -281,8 +304,9 @@ static uint64_t touch_sampled(struct access_plan ap, uint64_t first, uint64_t la
 	uint64_t next = first + wpc_mix64(state++) % every;
 
 	for (uint64_t i = first; i < last; i++) {
-		if (i != next) {
+		if (i != next || untimed_entry(ap, i)) {
 			access_page(ap, i, &sum);
+			next += i == next;	/* a trace's repeat: time the next first touch */
 			continue;
 		}
 		uint64_t t0 = wpc_now_ns();
@@ -300,7 +324,7 @@ static void *touch_thread(void *arg)
 	struct wpc_run *run = tc->run;
 	const struct wpc_plan *plan = &run->plan;
 	struct access_plan ap = { .order = plan->order, .write_set = plan->write_set,
-				  .write_all = plan->write_all, .region = run->region,
+				  .flags = plan->entry_flags, .write_all = plan->write_all, .region = run->region,
 				  .seed = run->cfg.workload.seed, .thread = tc->index };
 	uint64_t first = plan->overlap ? 0 : plan->begin[tc->index];
 	uint64_t last = plan->overlap ? plan->count : plan->begin[tc->index + 1];
@@ -325,7 +349,7 @@ static void *touch_thread(void *arg)
 		break;
 	}
 	tc->end_ns = wpc_now_ns();
-	tc->accesses = last - first;
+	tc->accesses = plan->entry_flags ? plan->firsts[tc->index] : last - first;
 	tc->clock_reads = wpc_thread_clock_reads - reads_before;
 	return NULL;
 }

@@ -37,6 +37,7 @@ enum wpc_pattern_kind {
 	WPC_PATTERN_RANDOM = 1,
 	WPC_PATTERN_SPARSE = 2,
 	WPC_PATTERN_STRIDE = 3,
+	WPC_PATTERN_TRACE = 4,	/* a recorded order: struct wpc_trace */
 };
 
 enum wpc_phase {
@@ -80,6 +81,21 @@ struct wpc_hist {
 	uint64_t buckets[4352];
 };
 
+/*
+ * A recorded access order (WPC_PATTERN_TRACE; the file format is
+ * wpcompare/trace.py's): entry i accesses page[i], writing if write[i], on
+ * workload thread thread[i] (< the workload's threads), entries in the order
+ * recorded. Each thread replays its own entries in that order; an entry is
+ * a first touch if no earlier entry names its page. The arrays are the
+ * caller's and must outlive every run and plan made from it.
+ */
+struct wpc_trace {
+	uint64_t count;
+	const uint64_t *page;
+	const uint8_t *write;
+	const uint8_t *thread;
+};
+
 /* What the application does to the region after restore. */
 struct wpc_workload {
 	int op;			/* enum wpc_op */
@@ -95,6 +111,8 @@ struct wpc_workload {
 	 * round(write_fraction * pages touched) of them, chosen with seed.
 	 */
 	double write_fraction;
+	/* WPC_PATTERN_TRACE: the order (op, write_fraction and overlap do not apply); else NULL. */
+	const struct wpc_trace *trace;
 };
 
 struct wpc_choice;
@@ -228,7 +246,8 @@ void wpc_run_destroy(struct wpc_run *run);
 
 /*
  * The workload's access plan for npages pages, as a run would build it:
- * order[0..count) the pages in touch order (order needs room for npages),
+ * order[0..count) the pages in touch order (order needs room for npages, or
+ * for trace->count entries with WPC_PATTERN_TRACE),
  * begin[0..threads] the split among threads, and, if written is not NULL,
  * written[i] = 1 where the access to order[i] writes. Returns count, or
  * -EINVAL for a workload wpc_run_create would refuse.

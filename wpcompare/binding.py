@@ -6,6 +6,7 @@ the caller acts on. Python only sets things up and reads results: every
 measured loop runs in C.
 """
 import errno
+import os
 
 try:
     from wpcompare._core import ffi, lib
@@ -13,7 +14,7 @@ except ImportError as error:
     raise ImportError(f"the C core wpcompare._core is not built ({error}): "
                       "install with `pip install .` (in a checkout: `pip install -e .`)") from error
 
-from wpcompare.errors import error_for_errno
+from wpcompare.errors import InvalidArgument, error_for_errno
 
 PHASES = ("restore", "touch", "fixup", "verify")
 OPS = {"read": lib.WPC_OP_READ, "write": lib.WPC_OP_WRITE, "mixed": lib.WPC_OP_MIXED}
@@ -22,6 +23,7 @@ PATTERN_KINDS = {
     "random": lib.WPC_PATTERN_RANDOM,
     "sparse": lib.WPC_PATTERN_SPARSE,
     "stride": lib.WPC_PATTERN_STRIDE,
+    "trace": lib.WPC_PATTERN_TRACE,
 }
 IMAGE_KINDS = {"mixed": lib.WPC_IMAGE_MIXED, "random": lib.WPC_IMAGE_RANDOM}
 LATENCY_MODES = {"none": lib.WPC_LATENCY_NONE, "every": lib.WPC_LATENCY_EVERY,
@@ -117,9 +119,41 @@ def probe_strategy(strategy, params, image_bytes=0):
 
 # ---- one run ----
 
+_traces = {}     # path -> (identity, struct wpc_trace and its arrays): alive as long as the process
+
+
+def trace_struct(path):
+    """The struct wpc_trace of the trace file at path (wpcompare.trace.load's errors); loaded
+    once per process and file version, and kept: runs and their plans point into it."""
+    from wpcompare import trace as traces
+
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise InvalidArgument(f"trace {path}: {error.strerror or error}") from None
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    cached = _traces.get(path)
+    if cached and cached[0] == identity:
+        return cached[1]
+    loaded = traces.load(path)
+    arrays = (ffi.new("uint64_t[]", loaded.pages), ffi.new("uint8_t[]", loaded.writes),
+              ffi.new("uint8_t[]", loaded.thread_of))
+    struct = ffi.new("struct wpc_trace *", {"count": len(loaded.pages), "page": arrays[0],
+                                            "write": arrays[1], "thread": arrays[2]})
+    _traces[path] = (identity, struct, arrays, loaded)
+    return struct
+
+
+def loaded_trace(path):
+    """The wpcompare.trace.Trace behind trace_struct(path)."""
+    trace_struct(path)
+    return _traces[path][3]
+
+
 def fill_workload(workload, *, op, pattern, seed, threads=1, overlap=False, pin_threads=True,
                   write_fraction=0.0):
-    """Set a struct wpc_workload; pattern is an options.Pattern."""
+    """Set a struct wpc_workload; pattern is an options.Pattern (a trace's is loaded here)."""
+    workload.trace = trace_struct(pattern.path) if pattern.kind == "trace" else ffi.NULL
     workload.op = OPS[op]
     workload.pattern = PATTERN_KINDS[pattern.kind]
     workload.fraction = pattern.fraction
@@ -136,7 +170,7 @@ def access_order(npages, **workload):
     workload: fill_workload's keywords."""
     plan = ffi.new("struct wpc_workload *")
     fill_workload(plan, **workload)
-    order = ffi.new("uint64_t[]", npages)
+    order = ffi.new("uint64_t[]", max(npages, plan.trace.count if plan.trace != ffi.NULL else 0))
     begin = ffi.new("uint64_t[]", MAX_THREADS + 1)
     count = check(lib.wpc_plan_pages(plan, npages, order, begin, ffi.NULL),
                   f"invalid workload for {npages} pages")

@@ -227,7 +227,9 @@ def main():
               metavar="NAME[:PARAM=VALUE,...]",
               help="Strategy to measure, with parameters; repeat for several. [default: every strategy]")
 @click.option("--pattern", type=PatternType(), default="random", show_default=True,
-              help="Pages the workload touches: seq, random, sparse:F (0<F<=1), stride:N.")
+              help="Pages the workload touches: seq, random, sparse:F (0<F<=1), stride:N, or "
+                   "trace:PATH (a recorded order, which also says which accesses write: see "
+                   "`wpcompare trace show`).")
 @click.option("--op", type=click.Choice(["read", "write", "both", "mixed"]), default="both",
               show_default=True,
               help="First access of each page: read, write, both as separate rows, or mixed "
@@ -300,6 +302,9 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     bound_labels = {choice.label for choice in bound_choices}
     unique = [choice for choice in unique if choice.label not in bound_labels]
     ops = ["read", "write"] if op == "both" else [op]
+    if pattern.kind == "trace":
+        ops, threads = ["mixed"], _trace_threads(ctx, pattern, threads, overlap,
+                                                 image.size if image else size or DEFAULT_IMAGE_SIZE)
     _warn_oversubscribed(threads)
     try:
         images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
@@ -346,6 +351,25 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
         raise click.ClickException(f"{failed} run(s) failed; their reasons are listed with the results")
+
+
+def _trace_threads(ctx, pattern, threads, overlap, image_bytes):
+    """For --pattern trace:PATH: the trace loaded and checked against the image (one line
+    naming the entry or the size at fault), and the workload threads it needs (its own
+    count; a --threads that differs is refused). The trace says which accesses write, so
+    --op, --dirty and --overlap do not apply to it."""
+    from wpcompare import trace as traces
+    try:
+        loaded = binding.loaded_trace(pattern.path)
+        traces.check_region(loaded, image_bytes)
+    except WpcError as error:
+        raise BadInput(error.reason) from None
+    if overlap:
+        raise BadInput("--overlap does not apply to a trace: each thread replays its own entries")
+    if ctx.get_parameter_source("threads") in _FROM_COMMAND_LINE and threads != loaded.threads:
+        raise BadInput(f"--threads {threads}: the trace {pattern.path} was recorded with "
+                       f"{loaded.threads} thread(s); drop --threads")
+    return loaded.threads
 
 
 # Options a preset may set, by the name of run()'s parameter.
@@ -579,7 +603,8 @@ class DirectoryType(click.ParamType):
 @click.option("--dirty", type=FiniteFloatRange(0, 1), default=0.1, show_default=True,
               help="Share F of the pattern's pages each cycle writes (the others it reads), 0 <= F <= 1.")
 @click.option("--pattern", type=PatternType(), default="random", show_default=True,
-              help="Pages each cycle touches: seq, random, sparse:F (0<F<=1), stride:N.")
+              help="Pages each cycle touches: seq, random, sparse:F (0<F<=1), stride:N, or "
+                   "trace:PATH (replayed every cycle; its writes replace --dirty).")
 @click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")
@@ -605,7 +630,8 @@ class DirectoryType(click.ParamType):
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
 @click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
-def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
+@click.pass_context
+def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
                   delete_old, directory, fmt, output, timeout, lose_write):
     """Repeated checkpoints: per strategy, cycles of restore, work, fixup, checkpoint, each verified."""
     if lose_write is not None and (lose_write > cycles or delete_old != "after-checkpoint"):
@@ -614,6 +640,8 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     if not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
     unique = _first_of_each_label(choices)
+    if pattern.kind == "trace":
+        threads = _trace_threads(ctx, pattern, threads, overlap, size or DEFAULT_IMAGE_SIZE)
     _remove_stale_directories([None, directory])
     _warn_oversubscribed(threads)
     try:
@@ -643,3 +671,9 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     if failed:
         raise click.ClickException(f"{len(failed)} chain(s) failed ({', '.join(failed)}); "
                                    "their reasons are listed with the results")
+
+
+from wpcompare.trace_commands import capture_command, trace_command  # noqa: E402 (commands of their own)
+
+main.add_command(trace_command)
+main.add_command(capture_command)

@@ -128,9 +128,11 @@ def context_line(document):
     deletion = {"after-checkpoint": "once the next one is written",
                 "when-detached": "as soon as the strategy detached"}.get(options.get("delete_old"),
                                                                          options.get("delete_old"))
+    pattern = str(options.get("pattern"))
+    work = (f"replaying {pattern} (its reads and writes)" if pattern.startswith("trace:") else
+            f"reading the {pattern} pattern's pages and writing {options.get('dirty', 0) * 100:g}% of them")
     return (f"{human_bytes(image.get('bytes', 0))} {image.get('kind')} image, seed {image.get('seed')}; "
-            f"{options.get('cycles')} cycle(s), each reading the {options.get('pattern')} pattern's "
-            f"pages and writing {options.get('dirty', 0) * 100:g}% of them, {options.get('threads')} "
+            f"{options.get('cycles')} cycle(s), each {work}, {options.get('threads')} "
             f"thread(s); images in {directory.get('path')} ({directory.get('filesystem')}), "
             f"each deleted {deletion}")
 

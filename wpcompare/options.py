@@ -4,6 +4,7 @@ Kept free of the C core so that the CLI can reject bad input before anything
 is built, generated or run.
 """
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -49,7 +50,7 @@ def human_bytes(size):
 
 PATTERN_KINDS = ("seq", "random", "sparse", "stride")
 MAX_STRIDE = 2 ** 40        # beyond any region's page count (4 PiB): a larger stride touches page 0 only
-_PATTERN_HELP = "use seq, random, sparse:F (0 < F <= 1) or stride:N (N >= 1)"
+_PATTERN_HELP = "use seq, random, sparse:F (0 < F <= 1), stride:N (N >= 1) or trace:PATH"
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,11 @@ class Pattern:
     kind: str
     fraction: float = 1.0
     stride: int = 1
+    path: str = None        # trace: the trace file (wpcompare.trace), absolute
 
     def __str__(self):
+        if self.kind == "trace":
+            return f"trace:{self.path}"
         if self.kind == "sparse":
             return f"sparse:{self.fraction:g}"
         if self.kind == "stride":
@@ -69,9 +73,15 @@ class Pattern:
 
 
 def parse_pattern(text):
-    """Pattern from "seq", "random", "sparse:0.1" or "stride:16"."""
+    """Pattern from "seq", "random", "sparse:0.1", "stride:16" or "trace:PATH" (an existing file;
+    its content is read by wpcompare.trace where the run is set up)."""
     kind, sep, arg = str(text).strip().partition(":")
     kind = kind.lower()
+    if kind == "trace" and arg:
+        if not os.path.isfile(arg):
+            raise InvalidArgument(f"invalid pattern {text!r}: {arg} is not a file (a trace: "
+                                  "wpcompare capture writes one)")
+        return Pattern("trace", path=os.path.abspath(arg))
     if kind in ("seq", "random") and not sep:
         return Pattern(kind)
     if kind == "sparse" and arg:

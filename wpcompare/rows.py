@@ -48,11 +48,13 @@ def params_pairs(value):
 
 
 def _pattern(value):
-    """An options.Pattern from a spec file: {"kind", "fraction", "stride"} or the text people type."""
+    """An options.Pattern from a spec file: {"kind", "fraction", "stride"} (and "path" for a
+    trace) or the text people type."""
     if isinstance(value, Pattern):
         return value
     if isinstance(value, dict):
-        return Pattern(value["kind"], float(value.get("fraction", 1.0)), int(value.get("stride", 1)))
+        return Pattern(value["kind"], float(value.get("fraction", 1.0)), int(value.get("stride", 1)),
+                       value.get("path"))
     return _parsed(parse_pattern, value)
 
 
@@ -128,7 +130,8 @@ class RunSpec:
         value = {name: getattr(self, name) for name in self.__dataclass_fields__}
         value.update(params=dict(self.params),
                      pattern={"kind": self.pattern.kind, "fraction": self.pattern.fraction,
-                              "stride": self.pattern.stride},
+                              "stride": self.pattern.stride,
+                              **({"path": self.pattern.path} if self.pattern.path else {})},
                      latency={"mode": self.latency.mode, "every": self.latency.every})
         return value
 

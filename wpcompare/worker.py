@@ -6,10 +6,12 @@ The runner calls run_spec() with a rows.RunSpec in a fresh process for every run
 
 prints the row. A spec file is rows.RunSpec.to_json()'s object: image (required), strategy
 (required), params {name: value}, label, image_seed, image_kind, image_bytes, op, write_fraction,
-pattern {kind, fraction, stride} (or as typed: "seq", "random", "sparse:F", "stride:N"), threads,
-overlap, pin_threads, seed, repetition, warmup, latency ("none": no clock inside the touch loop,
-so touch's time is the application's; "every"; "sample:N"), inject (tests only: a failure to
-cause, INJECTIONS, as KIND or KIND:N).
+pattern {kind, fraction, stride, and path for a trace} (or as typed: "seq", "random",
+"sparse:F", "stride:N", "trace:PATH": see wpcompare.trace; a trace's op, write fraction and
+overlap do not apply, its threads must be the trace's), threads, overlap, pin_threads, seed,
+repetition, warmup, latency ("none": no clock inside the touch loop, so touch's time is the
+application's; "every"; "sample:N"), inject (tests only: a failure to cause, INJECTIONS, as
+KIND or KIND:N).
 """
 import json
 import mmap
@@ -22,6 +24,7 @@ import time
 from wpcompare import binding, metrics
 from wpcompare.errors import WpcError
 from wpcompare.rows import Row, RunSpec
+from wpcompare.trace import check_region
 
 # Failures tests cause on purpose. Right after restore: "segv", "abort", "kill" (as
 # the OOM killer would), "hang", "truncate" (the image file cut to half while
@@ -195,6 +198,9 @@ def run_spec(spec, note=_no_note):
         # Read by wpc_run_create; this process is the run's alone.
         os.environ[_INJECTION_ENVIRONMENT[injection[0]]] = str(injection[1])
     try:
+        if spec.pattern.kind == "trace":
+            check_region(binding.loaded_trace(spec.pattern.path),
+                         spec.image_bytes or _image_bytes(spec.image))
         run = binding.Run(
             image_path=spec.image, image_seed=spec.image_seed, image_kind=spec.image_kind,
             strategy=spec.strategy, params=choice, op=spec.op, pattern=spec.pattern,
