@@ -13,7 +13,7 @@ import struct
 import pytest
 from click.testing import CliRunner
 
-from conftest import SMALL, assert_ok, skip_unless_available, strategy_names
+from harness import SMALL, assert_ok, in_child, run_strategy, skip_unless_available, strategy_names
 from wpcompare import binding, cycle, strategies
 from wpcompare import trace as traces
 from wpcompare.cli import main
@@ -163,7 +163,7 @@ def test_the_c_core_refuses_a_trace_outside_the_region_or_its_threads(tmp_path):
 # ---- replays ----
 
 @pytest.mark.parametrize("strategy", strategy_names())
-def test_replay_with_writes_from_several_threads_verifies(image, tmp_path, run_strategy, strategy):
+def test_replay_with_writes_from_several_threads_verifies(image, tmp_path, strategy):
     skip_unless_available(strategy)
     trace = _random_trace(threads=3)
     path = _saved(tmp_path, trace)
@@ -178,7 +178,7 @@ def test_replay_with_writes_from_several_threads_verifies(image, tmp_path, run_s
         assert row["dirty"]["missing"] == 0, row["dirty"]
 
 
-def test_only_first_touches_are_timed(image, tmp_path, run_strategy):
+def test_only_first_touches_are_timed(image, tmp_path):
     trace = _random_trace(entries=1500, threads=2)
     path = _saved(tmp_path, trace)
     for latency in ("every", "sample:4"):
@@ -190,7 +190,7 @@ def test_only_first_touches_are_timed(image, tmp_path, run_strategy):
         assert (timed == distinct) if latency == "every" else (0 < timed < distinct), (latency, timed)
 
 
-def test_a_trace_for_another_region_size_is_refused(make_image, tmp_path, run_strategy):
+def test_a_trace_for_another_region_size_is_refused(make_image, tmp_path):
     path = _saved(tmp_path, _random_trace(npages=PAGES // 2))
     image = make_image()
     row = run_strategy(image, "mmap", op="mixed", pattern=f"trace:{path}", threads=3)
@@ -240,12 +240,12 @@ def test_a_chain_replaying_a_trace_every_cycle_verifies_against_the_model(image,
             assert row["image_check"]["full"]["verified"]
 
 
-def test_the_model_without_the_traces_writes_names_a_written_page(image, tmp_path, in_child):
+def test_the_model_without_the_traces_writes_names_a_written_page(image, tmp_path):
     trace = _random_trace(threads=2, write_share=0.5)
     pattern = parse_pattern(f"trace:{_saved(tmp_path, trace)}")
     dumped = tmp_path / "after.img"
 
-    def replay_and_dump(_):
+    def replay_and_dump():
         with binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
                          strategy="read", params=None, op="mixed", pattern=pattern, threads=2,
                          overlap=False, seed=5) as run:
