@@ -382,8 +382,6 @@ enum wpc_chunk_state {
 #define WPC_CHUNK_UNWATCHED 2u		/* remapped while the workload may still write it */
 #define WPC_CHUNK_MOVED 4u		/* anonymous now (DONE without it: given up) */
 
-#define WPC_CHUNK_HIST_SLOTS 8
-
 /* How a chunk's bytes reach the shadow; same order as WPC_CHUNK_COPY_CHOICES. */
 enum wpc_chunk_copy {
 	WPC_CHUNK_COPY_MEMCPY,	/* from the region's mapping, as openjdk/crac PR 57 */
@@ -435,9 +433,8 @@ struct wpc_chunks {
 	_Atomic uint64_t at_fixup;
 	_Atomic uint64_t waits;
 
-	/* Service time of faults: a slot is taken with a try-lock, so handlers never share one. */
-	_Atomic int hist_busy[WPC_CHUNK_HIST_SLOTS];
-	struct wpc_hist *hists;
+	/* Service time of faults, recorded by any number of handlers at once (wpc_chunks_record). */
+	struct wpc_hist *hist;
 
 	pthread_t background;
 	bool background_started;

@@ -49,25 +49,6 @@ static uint64_t pages_of(uint64_t bytes)
 	return bytes / WPC_PAGE;
 }
 
-/* ---- histogram, lock-free ---- */
-
-void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns)
-{
-	uint64_t seen;
-
-	__atomic_fetch_add(&h->buckets[wpc_hist_index(ns)], 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&h->count, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
-	seen = __atomic_load_n(&h->min_ns, __ATOMIC_RELAXED);
-	while (ns < seen && !__atomic_compare_exchange_n(&h->min_ns, &seen, ns, true,
-							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
-	seen = __atomic_load_n(&h->max_ns, __ATOMIC_RELAXED);
-	while (ns > seen && !__atomic_compare_exchange_n(&h->max_ns, &seen, ns, true,
-							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
-}
-
 static long huge_count(const char *name)
 {
 	char path[96];

@@ -163,9 +163,6 @@ int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t 
 /* Enough free 2 MiB pages for image_bytes (0: at least one)? */
 int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len);
 
-/* Lock-free histogram record, safe from a signal handler and from several threads. */
-void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns);
-
 /* The 2 MiB huge-page pool now: every count, or -errno from reading sysfs. */
 struct wpc_huge_pool {
 	long total;	/* nr_hugepages */
