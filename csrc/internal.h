@@ -250,6 +250,14 @@ int wpc_run_add_image_identity(struct wpc_run *run, int fd);
 int wpc_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pread() the whole image into dst (run->image_size bytes); 0 or wpc_fail()'s -errno. */
 int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
+/*
+ * The image copied into a new memfd of len (>= image size) bytes, its tail
+ * zeros (memfd.c): how every strategy restoring from shmem gets it, timed
+ * (counter memfd_fill_ns) and recorded as the image
+ * (wpc_run_add_image_identity). *memfd is the descriptor, -1 if none was
+ * made; the caller closes it, also after a failure. 0 or wpc_fail()'s -errno.
+ */
+int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *memfd);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
 

@@ -6,8 +6,8 @@
  * first copies the image into a memfd (shmem; a memfd rather than a tmpfs
  * file because it needs no mounted tmpfs and vanishes with its last
  * reference). That copy is part of the measured restore (and reported on
- * its own as shmem_copy_ns). The memfd is mapped MAP_PRIVATE, so the image
- * copy is never written, and write-protected as a whole.
+ * its own as memfd_fill_ns; memfd.c). The memfd is mapped MAP_PRIVATE, so
+ * the image copy is never written, and write-protected as a whole.
  *
  * A write blocks the writer in the kernel and queues a message; the handler
  * thread (placed by handler-cpu) copies the chunk into the shadow region and
@@ -32,7 +32,6 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -60,7 +59,6 @@ struct uffd_wp_ctx {
 	int handler_error;		/* -errno that ended the handler loop early */
 	_Atomic uint64_t wakes;
 	_Atomic uint64_t unexpected;
-	uint64_t shmem_copy_ns;
 };
 
 static const struct {
@@ -104,32 +102,6 @@ static int uffd_wp_probe(const struct wpc_params *p, char *why, size_t len)
 		return open_error(fd, why, len);
 	close(fd);
 	return check_features(available, why, len);
-}
-
-/* The image into a memfd of region_len bytes (the tail past EOF reads zeros). */
-static int image_to_memfd(struct wpc_run *run, int *out)
-{
-	int fd = memfd_create("wpcompare-image", MFD_CLOEXEC);
-	off_t off = 0;
-
-	if (fd < 0)
-		return wpc_fail(run, errno, "memfd_create failed: %s", strerror(errno));
-	*out = fd;
-	if (ftruncate(fd, (off_t)run->region_len) < 0)
-		return wpc_fail(run, errno, "cannot size the memfd to %zu bytes: %s (tmpfs full?)",
-				run->region_len, strerror(errno));
-	/* sendfile: one kernel copy from the page cache into shmem, no user buffer. */
-	while ((uint64_t)off < run->image_size) {
-		ssize_t n = sendfile(fd, run->image_fd, &off, run->image_size - (uint64_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return wpc_fail(run, n ? errno : ENODATA, "copying the image into the memfd at "
-					"byte %lld: %s", (long long)off,
-					n ? strerror(errno) : "unexpected end of file");
-	}
-	return 0;
 }
 
 static int register_wp(struct wpc_run *run, struct uffd_wp_ctx *ctx)
@@ -334,11 +306,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ctx->memfd_for_read = -1;
 	run->priv = ctx;
 
-	uint64_t t0 = wpc_now_ns();
-	ret = image_to_memfd(run, &memfd);
-	ctx->shmem_copy_ns = wpc_now_ns() - t0;
-	if (!ret && (ret = wpc_run_add_image_identity(run, memfd)))
-		ret = wpc_fail(run, -ret, "cannot record the memfd as the image: %s", strerror(-ret));
+	ret = wpc_run_image_memfd(run, run->region_len, &memfd);
 	if (!ret) {
 		void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, memfd, 0);
 		if (p == MAP_FAILED)
@@ -414,7 +382,6 @@ static int uffd_wp_fixup(struct wpc_run *run)
 	wpc_chunks_publish(&ctx->chunks);
 	wpc_counter_set(run, "wakes", atomic_load(&ctx->wakes));
 	wpc_counter_set(run, "unexpected_msgs", atomic_load(&ctx->unexpected));
-	wpc_counter_set(run, "shmem_copy_ns", ctx->shmem_copy_ns);
 	return ret;
 }
 

@@ -53,7 +53,7 @@ def _memfd_lifetime(image):
         counters = {binding.result_text(run.result.counters[i].name): run.result.counters[i].value
                     for i in range(run.result.ncounters)}
         return {"before": before, "after": after, "detached": bool(run.result.detached),
-                "restore_ns": run.result.phase[0].ns, "copy_ns": counters["shmem_copy_ns"]}
+                "restore_ns": run.result.phase[0].ns, "copy_ns": counters["memfd_fill_ns"]}
 
 
 @pytest.mark.usefixtures("uffd_wp_available")
