@@ -113,7 +113,7 @@ struct wpc_param_spec {
 	int64_t min, max;	/* WPC_PARAM_INT, WPC_PARAM_SIZE (0, 0: unbounded) */
 };
 
-/* Handler placement, shared by every strategy with a handler thread. */
+/* Handler placement, shared by every strategy with a handler thread (handler.h says what each means). */
 enum wpc_handler_cpu {
 	WPC_HANDLER_SAME,
 	WPC_HANDLER_OTHER,
@@ -264,8 +264,6 @@ void wpc_run_unmap_region(struct wpc_run *run);
 /* CPU placement: the i-th CPU this process may use, and pinning. */
 int wpc_cpu_nth(const struct wpc_run *run, int i);
 int wpc_pin_self(int cpu);
-/* The CPU a handler should use for placement p, relative to workload thread 0. */
-int wpc_handler_cpu_for(const struct wpc_run *run, int placement);
 /*
  * For a health op: whether the handler thread tid, started (*started) and not
  * asked to stop, has exited. If so it is joined here and *started cleared.

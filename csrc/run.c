@@ -111,18 +111,6 @@ int wpc_pin_self(int cpu)
 	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
-int wpc_handler_cpu_for(const struct wpc_run *run, int placement)
-{
-	switch (placement) {
-	case WPC_HANDLER_SAME:
-		return wpc_cpu_nth(run, 0);
-	case WPC_HANDLER_OTHER:
-		return run->ncpus > 1 ? wpc_cpu_nth(run, 1) : -1;
-	default:
-		return -1;
-	}
-}
-
 bool wpc_thread_exited(pthread_t tid, bool *started)
 {
 	if (!*started || pthread_tryjoin_np(tid, NULL))

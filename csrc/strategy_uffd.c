@@ -36,8 +36,7 @@
 	  "faulting page", offsetof(struct wpc_params, chunk), 0, 0 }
 #define PARAM_HANDLER_CPU							\
 	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",	\
-	  "CPU of the fault handler thread: workload thread 0's, another, or unpinned", \
-	  offsetof(struct wpc_params, handler_cpu), 0, 0 }
+	  WPC_HANDLER_CPU_HELP, offsetof(struct wpc_params, handler_cpu), 0, 0 }
 #define PARAM_KERNEL_FAULTS							\
 	{ "kernel-faults", WPC_PARAM_CHOICE, WPC_KFAULTS_CHOICES, "auto",	\
 	  "also serve faults taken inside syscalls (needs privilege); no: "	\
@@ -143,14 +142,22 @@ int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len)
 	return 0;
 }
 
+/* What every strategy served by a handler thread needs: its placement, the features. */
+static int probe_handled(const struct wpc_params *p, uint64_t need, char *why, size_t len)
+{
+	int ret = wpc_handler_probe(p->handler_cpu, why, len);
+
+	return ret ? ret : wpc_uffd_probe_features(p->kernel_faults, need, why, len);
+}
+
 static int uffd_probe(const struct wpc_params *p, char *why, size_t len)
 {
-	return wpc_uffd_probe_features(p->kernel_faults, 0, why, len);
+	return probe_handled(p, 0, why, len);
 }
 
 static int uffd_huge_probe(const struct wpc_params *p, char *why, size_t len)
 {
-	int ret = wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MISSING_HUGETLBFS, why, len);
+	int ret = probe_handled(p, UFFD_FEATURE_MISSING_HUGETLBFS, why, len);
 
 	return ret ? ret : wpc_probe_huge_pages(p->image_bytes, why, len);
 }
@@ -169,12 +176,12 @@ static int uffd_hybrid_probe(const struct wpc_params *p, char *why, size_t len)
 
 static int uffd_move_probe(const struct wpc_params *p, char *why, size_t len)
 {
-	return wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MOVE, why, len);
+	return probe_handled(p, UFFD_FEATURE_MOVE, why, len);
 }
 
 static int uffd_minor_probe(const struct wpc_params *p, char *why, size_t len)
 {
-	return wpc_uffd_probe_features(p->kernel_faults, UFFD_FEATURE_MINOR_SHMEM, why, len);
+	return probe_handled(p, UFFD_FEATURE_MINOR_SHMEM, why, len);
 }
 
 /* ---- the region ---- */

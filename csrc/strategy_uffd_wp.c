@@ -10,8 +10,8 @@
  * the image copy is never written, and write-protected as a whole.
  *
  * A write blocks the writer in the kernel and queues a message; the handler
- * thread (placed by handler-cpu) copies the chunk into the shadow region and
- * remaps it over (chunk_fixup.c: the same per-chunk state, so the same
+ * thread (handler.c, placed by handler-cpu) copies the chunk into the shadow
+ * region and remaps it over (chunk_fixup.c: the same per-chunk state, so the same
  * no-lost-write guarantee: a write-protected chunk cannot change while it is
  * copied), then wakes every writer blocked on that chunk. The moved VMA is
  * not registered with the userfaultfd (registration lives in VMA flags,
@@ -25,16 +25,15 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "compat.h"
+#include "handler.h"
 #include "internal.h"
 
 enum uffd_wp_fixup {
@@ -46,17 +45,13 @@ enum uffd_wp_fixup {
 #define UFFD_WP_FEATURES \
 	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | \
 	 UFFD_FEATURE_WP_UNPOPULATED)
-#define UFFD_WP_MSG_BATCH 32
 
 struct uffd_wp_ctx {
 	struct wpc_chunks chunks;
 	bool chunks_ready;
 	int uffd;
-	int stop_fd;
 	int memfd_for_read;		/* copy=read: the memfd, else -1 */
-	pthread_t handler;
-	bool handler_started;
-	int handler_error;		/* -errno that ended the handler loop early */
+	struct wpc_handler handler;
 	_Atomic uint64_t wakes;
 	_Atomic uint64_t unexpected;
 };
@@ -95,9 +90,11 @@ static int open_error(int err, char *why, size_t len)
 static int uffd_wp_probe(const struct wpc_params *p, char *why, size_t len)
 {
 	uint64_t available = 0;
-	int fd = wpc_uffd_open(O_CLOEXEC, 0, &available);
+	int fd, ret = wpc_handler_probe(p->handler_cpu, why, len);
 
-	(void)p;
+	if (ret)
+		return ret;
+	fd = wpc_uffd_open(O_CLOEXEC, 0, &available);
 	if (fd < 0)
 		return open_error(fd, why, len);
 	close(fd);
@@ -188,18 +185,18 @@ static int uffd_wp_degrade(struct wpc_chunks *c)
 	return ret;
 }
 
-static void serve(struct uffd_wp_ctx *ctx, const struct uffd_msg *msg)
+static bool serve(void *owner, const struct uffd_msg *msg)
 {
+	struct uffd_wp_ctx *ctx = owner;
 	struct wpc_chunks *c = &ctx->chunks;
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
 
 	if (msg->event != UFFD_EVENT_PAGEFAULT || !(msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) ||
 	    !wpc_chunks_contains(c, addr)) {
 		atomic_fetch_add_explicit(&ctx->unexpected, 1, memory_order_relaxed);
-		return;
+		return false;
 	}
 
-	uint64_t t0 = wpc_now_ns();
 	uint64_t idx = (addr - (uintptr_t)c->region) / c->chunk;
 	size_t off = (size_t)idx * c->chunk;
 	size_t len = c->region_len - off < c->chunk ? c->region_len - off : c->chunk;
@@ -207,92 +204,24 @@ static void serve(struct uffd_wp_ctx *ctx, const struct uffd_msg *msg)
 	wpc_chunks_write_fault(c, addr);
 	/* Every writer blocked anywhere in the chunk: their messages may come later, or never be needed. */
 	wake_range(ctx, (uintptr_t)c->region + off, len);
-	wpc_chunks_record(c, wpc_now_ns() - t0);
-}
-
-#define HANDLER_VANISHES 1	/* drain(): the test-only hook says the handler is gone now */
-
-/* Serve every queued message; 0 when the queue is empty, else -errno (or HANDLER_VANISHES). */
-static int drain(struct uffd_wp_ctx *ctx)
-{
-	struct uffd_msg msgs[UFFD_WP_MSG_BATCH];
-
-	for (;;) {
-		ssize_t n = read(ctx->uffd, msgs, sizeof(msgs));
-
-		if (n < 0)
-			return errno == EAGAIN ? 0 : errno == EINTR ? 0 : -errno;
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			serve(ctx, &msgs[i]);
-			if (wpc_inject_handler_exit(atomic_load(&ctx->chunks.faults)))
-				return HANDLER_VANISHES;
-		}
-	}
+	return true;
 }
 
 /* Nobody will serve faults any more: unprotect the rest, or its writers block forever. */
-static void *handler_failed(struct uffd_wp_ctx *ctx, int err)
+static bool orphaned(void *owner, int err)
 {
-	ctx->handler_error = err;
-	wpc_chunks_give_up(&ctx->chunks, UINT64_MAX, err);
-	return NULL;
+	struct uffd_wp_ctx *ctx = owner;
+
+	wpc_chunks_give_up(&ctx->chunks, UINT64_MAX, -err);
+	return true;
 }
 
-static void *handler_main(void *arg)
-{
-	struct uffd_wp_ctx *ctx = arg;
-	struct pollfd fds[2] = {
-		{ .fd = ctx->uffd, .events = POLLIN },
-		{ .fd = ctx->stop_fd, .events = POLLIN },
-	};
-
-	for (;;) {
-		if (poll(fds, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return handler_failed(ctx, -errno);
-		}
-		int ret = drain(ctx);
-		/* Test-only: vanish as a crashed handler would, leaving its faults unserved. */
-		if (ret == HANDLER_VANISHES)
-			return NULL;
-		if (ret)
-			return handler_failed(ctx, ret);
-		/* Stop only with the queue drained: a late message still gets its wake. */
-		if (fds[1].revents)
-			return NULL;
-	}
-}
-
-static int start_handler(struct wpc_run *run, struct uffd_wp_ctx *ctx)
-{
-	int cpu = wpc_handler_cpu_for(run, run->params.handler_cpu);
-	int ret;
-
-	ctx->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (ctx->stop_fd < 0)
-		return wpc_fail(run, errno, "eventfd failed: %s", strerror(errno));
-	ret = wpc_thread_start_quiet(&ctx->handler, cpu, handler_main, ctx);
-	if (ret)
-		return wpc_fail(run, -ret, "cannot start the userfaultfd handler thread%s: %s",
-				cpu >= 0 ? " pinned" : "", strerror(-ret));
-	ctx->handler_started = true;
-	run->res->handler_cpu = cpu;
-	return 0;
-}
-
-static void stop_handler(struct uffd_wp_ctx *ctx)
-{
-	uint64_t one = 1;
-
-	if (!ctx->handler_started)
-		return;
-	if (write(ctx->stop_fd, &one, sizeof(one)) != sizeof(one)) {
-		/* An eventfd write of 1 cannot fail short of a counter overflow. */
-	}
-	pthread_join(ctx->handler, NULL);
-	ctx->handler_started = false;
-}
+static const struct wpc_handler_ops handler_ops = {
+	.serve = serve,
+	.orphaned = orphaned,
+	.stranded = "writers blocked on write-protected chunks would never be woken",
+	.released = "the rest of the region was unprotected in place",
+};
 
 static int uffd_wp_restore(struct wpc_run *run)
 {
@@ -302,8 +231,8 @@ static int uffd_wp_restore(struct wpc_run *run)
 	if (!ctx)
 		return wpc_fail(run, ENOMEM, "out of memory for the uffd-wp context");
 	ctx->uffd = -1;
-	ctx->stop_fd = -1;
 	ctx->memfd_for_read = -1;
+	wpc_handler_init(&ctx->handler);
 	run->priv = ctx;
 
 	ret = wpc_run_image_memfd(run, run->region_len, &memfd);
@@ -337,7 +266,8 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ctx->chunks.degrade = uffd_wp_degrade;
 	ctx->chunks.owner = ctx;
 
-	ret = start_handler(run, ctx);
+	ret = wpc_handler_start(&ctx->handler, run, ctx->uffd, run->params.handler_cpu, &handler_ops,
+				ctx);
 	if (ret)
 		return ret;
 	if (run->params.fixup == UFFD_WP_FIXUP_BACKGROUND) {
@@ -350,18 +280,15 @@ static int uffd_wp_restore(struct wpc_run *run)
 }
 
 /*
- * A handler that ended by handler_failed() unprotected the rest first, so no
- * writer waits on it. One that is gone without (a crash, or the test hook)
- * leaves every later writer blocked in the kernel: say so now.
+ * A handler that ended on an error unprotected the rest first (orphaned), so
+ * no writer waits on it. One that is gone without (a crash, or the test
+ * hook) leaves every later writer blocked in the kernel: health says so now.
  */
 static int uffd_wp_health(struct wpc_run *run)
 {
 	struct uffd_wp_ctx *ctx = run->priv;
 
-	if (!ctx || !wpc_thread_exited(ctx->handler, &ctx->handler_started) || ctx->handler_error)
-		return 0;
-	return wpc_fail(run, EPIPE, "the userfaultfd handler thread is gone while the workload runs: "
-			"writers blocked on write-protected chunks would never be woken");
+	return ctx ? wpc_handler_health(&ctx->handler) : 0;
 }
 
 static int uffd_wp_fixup(struct wpc_run *run)
@@ -374,12 +301,12 @@ static int uffd_wp_fixup(struct wpc_run *run)
 	 * can come any more. Stopping the handler drains late messages, so the
 	 * counts and its histogram are final.
 	 */
-	stop_handler(ctx);
-	if (ctx->handler_error)
-		ret = wpc_fail(run, -ctx->handler_error, "the userfaultfd handler stopped: %s; the "
-			       "rest of the region was unprotected in place",
-			       strerror(-ctx->handler_error));
+	wpc_handler_stop(&ctx->handler);
+	/* A handler that ended on an error: that is the reason, not its consequences. */
+	if (ctx->handler.err)
+		ret = wpc_handler_error(&ctx->handler);
 	wpc_chunks_publish(&ctx->chunks);
+	wpc_handler_publish(&ctx->handler, run);
 	wpc_counter_set(run, "wakes", atomic_load(&ctx->wakes));
 	wpc_counter_set(run, "unexpected_msgs", atomic_load(&ctx->unexpected));
 	return ret;
@@ -408,11 +335,9 @@ static void uffd_wp_teardown(struct wpc_run *run)
 		return;
 	if (ctx->chunks_ready)
 		wpc_chunks_stop(&ctx->chunks);
-	stop_handler(ctx);
+	wpc_handler_destroy(&ctx->handler);
 	if (ctx->uffd >= 0)
 		close(ctx->uffd);
-	if (ctx->stop_fd >= 0)
-		close(ctx->stop_fd);
 	if (ctx->memfd_for_read >= 0)
 		close(ctx->memfd_for_read);
 	wpc_run_unmap_region(run);
@@ -424,9 +349,7 @@ static void uffd_wp_teardown(struct wpc_run *run)
 
 static const struct wpc_param_spec uffd_wp_params[] = {
 	WPC_CHUNK_PARAM_SPECS,
-	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",
-	  "CPU of the fault handler thread: same as workload thread 0 (as the SIGSEGV handler, "
-	  "which runs on the faulting thread), the other CPU, or unpinned",
+	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
 	  offsetof(struct wpc_params, handler_cpu), 0, 0 },
 	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "

@@ -1,0 +1,84 @@
+"""Where a fault handler thread runs (handler-cpu=same|other|any, csrc/handler.h): the same in
+every strategy with a handler thread. On a process allowed one CPU, `other` is a skipped row
+that says why (and a run made without the probe fails at restore with the same reason): never
+a silent fallback to the same CPU or to unpinned, whose figures it would report as other's."""
+import os
+
+import pytest
+
+from conftest import skip_unless_available
+from wpcompare import binding, runner, strategies, worker
+from wpcompare.errors import WpcError
+from wpcompare.options import parse_pattern
+
+WITH_HANDLER = [s.name for s in strategies.all_strategies() if s.param("handler-cpu")]
+NO_SECOND_CPU = "handler-cpu=other needs a second CPU, and this process may run on 1 (CPU {cpu})"
+
+
+def test_every_handler_strategy_offers_the_same_placements():
+    assert {"uffd", "uffd-wp", "uffd-wp-anon"} <= set(WITH_HANDLER)
+    for name in WITH_HANDLER:
+        assert strategies.find(name).param("handler-cpu").choices == ("same", "other", "any"), name
+
+
+def _spec(image, strategy, params):
+    return {"image": image.path, "image_seed": image.seed, "image_kind": image.kind,
+            "strategy": strategy, "params": params, "op": "write", "pattern": "seq",
+            "pin_threads": True}
+
+
+def _on_one_cpu(argument):
+    """In a child allowed only its first CPU: the worker's rows for each placement, and a
+    handler-cpu=other run created without the probe."""
+    image, strategy = argument
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    rows = {placement: worker.run_spec(_spec(image, strategy, f"handler-cpu={placement}"))
+            for placement in ("same", "other", "any")}
+    run = binding.Run(image_path=image.path, image_seed=image.seed, image_kind=image.kind,
+                      strategy=strategy, params="handler-cpu=other", op="write",
+                      pattern=parse_pattern("seq"), threads=1, overlap=False, seed=3,
+                      pin_threads=True)
+    with run:
+        try:
+            run.restore()
+            unprobed = None
+        except WpcError as error:
+            unprobed = error.reason
+    return {"cpu": cpu, "rows": rows, "unprobed": unprobed}
+
+
+@pytest.mark.parametrize("strategy", WITH_HANDLER)
+def test_other_on_one_cpu_is_skipped_with_the_reason(image, in_child, strategy):
+    skip_unless_available(strategy)
+    out = in_child(_on_one_cpu, (image, strategy))
+    rows, cpu = out["rows"], out["cpu"]
+    why = NO_SECOND_CPU.format(cpu=cpu)
+    assert rows["other"]["status"] == "skipped" and why in rows["other"]["reason"], rows["other"]
+    assert out["unprobed"] and why in out["unprobed"], out["unprobed"]
+    assert rows["same"]["status"] == "ok", rows["same"]
+    assert rows["same"]["handler_cpu"] == rows["same"]["app_cpu"] == cpu
+    assert rows["any"]["status"] == "ok", rows["any"]
+    assert rows["any"]["handler_cpu"] is None
+
+
+@pytest.mark.parametrize("strategy", WITH_HANDLER)
+def test_other_with_two_cpus_runs_on_the_second(image, run_strategy, strategy):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    skip_unless_available(strategy)
+    row = run_strategy(image, strategy, params="handler-cpu=other", op="write", pattern="seq")
+    assert row["status"] == "ok", row["reason"]
+    assert row["handler_cpu"] == sorted(os.sched_getaffinity(0))[1] != row["app_cpu"]
+
+
+def test_the_reason_reaches_a_row_run_through_the_runner(image):
+    """One CPU for the whole worker process (as `taskset -c 0 wpcompare run ...` gives)."""
+    skip_unless_available("uffd")
+
+    def one_cpu_run(spec):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        return runner.run_isolated(spec)
+
+    row = runner.call_in_fresh_process(one_cpu_run, _spec(image, "uffd", "handler-cpu=other"))
+    assert row["status"] == "skipped" and "handler-cpu=other needs a second CPU" in row["reason"]
