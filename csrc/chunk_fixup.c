@@ -360,40 +360,6 @@ static void *background_main(void *arg)
 	return NULL;
 }
 
-int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg)
-{
-	pthread_attr_t attr;
-	sigset_t all, old;
-	cpu_set_t set;
-	int ret;
-
-	ret = -pthread_attr_init(&attr);
-	if (ret)
-		return ret;
-	/* Pinned from its first instruction, so its placement holds for every fault it serves. */
-	if (cpu >= 0) {
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		ret = -pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
-		if (ret) {
-			pthread_attr_destroy(&attr);
-			return ret;
-		}
-	}
-
-	/*
-	 * Our threads take no signals: a handler interrupting a thread that
-	 * holds a chunk in COPYING, then writing that chunk, would wait for
-	 * itself.
-	 */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(tid, &attr, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	return ret;
-}
-
 int wpc_chunks_start_background(struct wpc_chunks *c)
 {
 	/* Unpinned: where the scheduler puts it is where a JVM's fixup thread would run too. */

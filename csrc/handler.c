@@ -19,7 +19,6 @@
  */
 #define _GNU_SOURCE
 #include <poll.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -28,45 +27,6 @@
 
 #define MSG_BATCH 64		/* fault messages taken per read() */
 #define VANISHED 1		/* drain(): the test-only hook says the handler is gone now */
-
-/* ---- placement ---- */
-
-int wpc_handler_cpu(const int *cpus, int ncpus, int placement, int *cpu, char *why, size_t len)
-{
-	*cpu = -1;
-	switch (placement) {
-	case WPC_HANDLER_SAME:
-		if (ncpus > 0)
-			*cpu = cpus[0];
-		return 0;
-	case WPC_HANDLER_OTHER:
-		if (ncpus < 2) {
-			wpc_why(why, len, "handler-cpu=other needs a second CPU, and this process may run "
-				"on %d (CPU %d): allow it two CPUs (taskset) or use handler-cpu=same",
-				ncpus, ncpus ? cpus[0] : -1);
-			return -EOPNOTSUPP;
-		}
-		*cpu = cpus[1];
-		return 0;
-	default:
-		return 0;
-	}
-}
-
-int wpc_handler_probe(int placement, char *why, size_t len)
-{
-	int cpus[2], ncpus = 0, cpu;
-	cpu_set_t set;
-
-	if (sched_getaffinity(0, sizeof(set), &set) < 0) {
-		wpc_why(why, len, "sched_getaffinity: %s", strerror(errno));
-		return -errno;
-	}
-	for (int c = 0; c < CPU_SETSIZE && ncpus < 2; c++)
-		if (CPU_ISSET(c, &set))
-			cpus[ncpus++] = c;
-	return wpc_handler_cpu(cpus, ncpus, placement, &cpu, why, len);
-}
 
 /* ---- the thread ---- */
 
@@ -181,7 +141,7 @@ int wpc_handler_start(struct wpc_handler *h, struct wpc_run *run, int uffd, int 
 	h->uffd = uffd;
 	h->ops = ops;
 	h->owner = owner;
-	ret = wpc_handler_cpu(run->cpus, run->ncpus, placement, &h->cpu, why, sizeof(why));
+	ret = wpc_handler_cpu_for(run->cpus, run->ncpus, placement, &h->cpu, why, sizeof(why));
 	if (ret)
 		return wpc_fail(run, -ret, "%s", why);
 	if (h->stop_fd < 0)

@@ -9,8 +9,10 @@
  *          this process may run on (a SIGSEGV or SIGBUS handler runs on the
  *          faulting thread itself, so this is the like-for-like setting);
  *   other  pinned to the second CPU this process may run on. With only one
- *          there is no other CPU: the strategy is skipped (its probe says so)
- *          and a run asked for anyway fails at restore with the same reason.
+ *          there is no other CPU: the strategy is skipped (its row's needs_for
+ *          sets needs.other_cpu; wpc_needs_check says why) and a run asked for
+ *          anyway fails at restore with the same reason
+ *          (wpc_handler_cpu_for in context.c words both).
  *          It never falls back to the same CPU or to unpinned: the figures
  *          would then be another placement's under this one's name;
  *   any    not pinned: the scheduler places it.
@@ -32,13 +34,6 @@
 	"runs on the faulting thread), other (another one; skipped on a one-CPU machine) "	\
 	"or any (not pinned)"
 
-/*
- * The CPU placement p puts a handler on, given the CPUs this process may use:
- * 0 and *cpu (-1: not pinned), or -EOPNOTSUPP and why (other with one CPU).
- */
-int wpc_handler_cpu(const int *cpus, int ncpus, int placement, int *cpu, char *why, size_t len);
-/* For a strategy's probe: whether placement p is possible for this process. */
-int wpc_handler_probe(int placement, char *why, size_t len);
 
 struct wpc_handler_ops {
 	/*

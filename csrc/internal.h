@@ -81,35 +81,19 @@ enum wpc_param_kind {
 #define WPC_PARAM_STRING_LEN 256
 
 /*
- * The union of every strategy's parameters. A strategy's spec table names
- * the fields it reads; a choice is stored as its index in `choices`, so
- * each strategy keeps an enum in the same order as its choices string.
+ * One parameter of a strategy, parsed (params.c) into the strategy's own
+ * parameter struct at `offset`, as its kind says: SIZE a uint64_t, INT an
+ * int64_t, CHOICE an int (the index of the value in `choices`, so a strategy
+ * keeps an enum in the order of its choices string), STRING a
+ * char[WPC_PARAM_STRING_LEN].
  */
-struct wpc_params {
-	uint64_t chunk;
-	int fixup;
-	int handler_cpu;
-	int order;
-	int64_t loader_threads;
-	char path[WPC_PARAM_STRING_LEN];
-	int copy;		/* sigsegv, uffd-wp: enum wpc_chunk_copy */
-	int wp_rearm;		/* mmap-wp-async: time the re-arming scan (0: yes, 1: no) */
-	int kernel_faults;	/* uffd: enum wpc_kernel_faults (uffd_loader.h) */
-	int64_t fault_delay_us;	/* uffd: simulated source latency, microseconds */
-	uint64_t page;		/* uffd-hybrid: 4 KiB or 2 MiB (hugetlb) region pages */
-	int bound_page;		/* bound-copy, bound-fresh: 4K, thp or 2M destination pages */
-	int64_t copy_threads;	/* bound-copy, bound-fresh: threads sharing the copy; 0: one per CPU */
-	/* Not a parameter: the image size a probe is asked about (0: unknown). */
-	uint64_t image_bytes;
-};
-
 struct wpc_param_spec {
 	const char *name;
 	enum wpc_param_kind kind;
 	const char *choices;	/* "a|b|c"; for sizes, the allowed sizes; NULL: any */
 	const char *default_value;
 	const char *help;
-	size_t offset;		/* offsetof(struct wpc_params, field) */
+	size_t offset;		/* offsetof(the strategy's parameter struct, field) */
 	int64_t min, max;	/* WPC_PARAM_INT, WPC_PARAM_SIZE (0, 0: unbounded) */
 };
 
@@ -121,16 +105,82 @@ enum wpc_handler_cpu {
 };
 #define WPC_HANDLER_CPU_CHOICES "same|other|any"
 
+/* ---- what a strategy needs (checked by wpc_needs_check in probe.c) ---- */
+
+/* How a strategy's userfaultfd must be opened; what it may do decides the privilege it needs. */
+enum wpc_uffd_access {
+	WPC_UFFD_NONE,		/* no userfaultfd */
+	WPC_UFFD_USER_MODE,	/* UFFD_USER_MODE_ONLY: no privilege needed */
+	WPC_UFFD_AUTO,		/* kernel-mode faults too where permitted, else user mode only */
+	WPC_UFFD_KERNEL_MODE,	/* kernel-mode faults too, or nothing: needs privilege */
+};
+
+/*
+ * A strategy's requirements, declared in its table row (and, where a
+ * parameter changes them, by its needs_for). One place checks them and words
+ * the reason a person acts on: wpc_needs_check() before a run, and the
+ * openers below (wpc_run_open_uffd) during one, from the one feature table.
+ */
+struct wpc_needs {
+	enum wpc_uffd_access uffd;
+	uint64_t uffd_features;		/* UFFD_FEATURE_* bits UFFDIO_API must grant */
+	/* 1 << _UFFDIO_* the registered range must offer (checked at UFFDIO_REGISTER). */
+	uint64_t uffd_ioctls;
+	/* WPC_UFFD_KERNEL_MODE: what works without the privilege, appended to the reason. */
+	const char *without_privilege;
+	bool pagemap_scan;		/* the PAGEMAP_SCAN ioctl of /proc/PID/pagemap */
+	bool hugetlb_2m;		/* 2 MiB hugetlb pages for the whole image */
+	bool thp;			/* transparent huge pages not "never" */
+	bool other_cpu;			/* handler-cpu=other: a second CPU this process may use */
+};
+
+/* 0 if this machine meets `needs` for an image of image_bytes (0: size unknown); else -errno and why. */
+int wpc_needs_check(const struct wpc_needs *needs, uint64_t image_bytes, char *why, size_t len);
+/*
+ * Open a userfaultfd as needs->uffd says, negotiating needs->uffd_features
+ * (flags: O_NONBLOCK...; O_CLOEXEC is added). Returns the descriptor and sets
+ * *user_mode_only, or -errno with the reason, in the wording of the probe.
+ */
+int wpc_uffd_open_for(const struct wpc_needs *needs, int flags, bool *user_mode_only, char *why,
+		      size_t len);
+/*
+ * UFFDIO_REGISTER [addr, addr + bytes) in `mode` and check the range offers
+ * needs->uffd_ioctls: 0, or -errno and why, worded from the feature table.
+ */
+int wpc_uffd_register_for(const struct wpc_needs *needs, int uffd, void *addr, size_t bytes,
+			  uint64_t mode, char *why, size_t len);
+
+/* The 2 MiB huge-page pool now: every count, or -errno from reading sysfs. */
+struct wpc_huge_pool {
+	long total;	/* nr_hugepages */
+	long free;	/* free_hugepages: includes pages others have reserved */
+	long reserved;	/* resv_hugepages: promised to mappings, not yet faulted in */
+	long available;	/* free - reserved: what a new mapping can have */
+};
+int wpc_huge_pool(struct wpc_huge_pool *pool);
+/* Why `need` 2 MiB pages cannot be had from pool, and the setting that adds them; -ENOMEM. */
+int wpc_huge_pool_shortfall(const struct wpc_huge_pool *pool, long need, char *why, size_t len);
+/* 0 if PAGEMAP_SCAN works on /proc/self/pagemap; else -EOPNOTSUPP and why. */
+int wpc_pagemap_scan_probe(char *why, size_t len);
+
 struct wpc_run;
 
-/* One row of the strategy table (strategy_table.c). */
+/*
+ * One row of the strategy table (strategy_table.c): what the strategy is,
+ * its parameters (parsed once into a struct of params_size bytes, handed to
+ * every op as run->params), what it needs, and its phases.
+ */
 struct wpc_strategy {
 	const char *name;
 	const char *family;
 	const char *description;
 	const struct wpc_param_spec *params;	/* terminated by a NULL name; may be NULL */
-	/* 0 if the strategy can run here; else -errno and an actionable why. */
-	int (*probe)(const struct wpc_params *p, char *why, size_t len);
+	size_t params_size;			/* sizeof the strategy's parameter struct; 0: none */
+	struct wpc_needs needs;			/* what every run of it needs */
+	/* Optional: the needs for these parameters (a page size, a fault mode), starting from .needs. */
+	void (*needs_for)(const void *params, struct wpc_needs *needs);
+	/* Optional: a check no need expresses (a parameter that needs another); 0 or -errno and why. */
+	int (*check)(const void *params, char *why, size_t len);
 	/*
 	 * Optional and untimed: what a restorer has ready before its restore
 	 * begins (bound-copy's destination, faulted in). Called by
@@ -163,12 +213,26 @@ struct wpc_strategy {
 	int (*health)(struct wpc_run *run);
 };
 
+/* A strategy with its parameters parsed: made once, handed to the probe and to the run. */
+struct wpc_choice {
+	const struct wpc_strategy *strategy;
+	void *params;			/* strategy->params_size bytes; NULL if it takes none */
+};
+/* A copy of src the caller frees with wpc_choice_free (a run keeps its own). */
+int wpc_choice_copy(const struct wpc_choice *src, struct wpc_choice **out, char *why, size_t len);
+
 extern const struct wpc_strategy *const wpc_strategies[];
 extern const size_t wpc_strategy_rows;
 
 const struct wpc_strategy *wpc_strategy_lookup(const char *name);
-int wpc_params_parse(const struct wpc_strategy *s, const char *text, struct wpc_params *out,
-		     char *why, size_t len);
+/* The needs of strategy s with these parameters: its row's, adjusted by its needs_for. */
+void wpc_strategy_needs(const struct wpc_strategy *s, const void *params, struct wpc_needs *out);
+/*
+ * Parse "name=value,..." against specs into out (zeroed, then every default,
+ * then the values given); owner names the strategy in the reason.
+ */
+int wpc_params_parse(const char *owner, const struct wpc_param_spec *specs, const char *text,
+		     void *out, char *why, size_t len);
 
 /* ---- the run ---- */
 
@@ -196,9 +260,10 @@ static inline bool wpc_plan_writes(const struct wpc_plan *plan, uint64_t page)
 struct wpc_run {
 	struct wpc_config cfg;
 	char *image_path;
-	char *params_text;
-	const struct wpc_strategy *strategy;
-	struct wpc_params params;
+	struct wpc_choice *choice;	/* the strategy and its parsed parameters, owned */
+	const struct wpc_strategy *strategy;	/* choice->strategy */
+	/* choice->params: the strategy's parameter struct (strategy->params_size bytes, owned by the run); NULL: none. */
+	const void *params;
 
 	int image_fd;
 	dev_t image_dev;
@@ -236,8 +301,12 @@ struct wpc_run {
 	bool abandoned;
 };
 
+/* ---- the run's context (context.c): failing with a reason, counters, CPUs, threads ---- */
+
+/* Record the run's reason (printf-style) and return -err (-EIO for 0). */
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Write one line to a caller's why buffer (NULL or 0 length: nowhere). */
 void wpc_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta);
 void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value);
@@ -260,15 +329,36 @@ int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
 int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *memfd);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
+/*
+ * The region as fresh anonymous memory holding the image, read eagerly with
+ * pread(): detached from here on (read's restore, and uffd-wp-anon's first step).
+ */
+int wpc_run_read_into_anonymous(struct wpc_run *run);
+/* wpc_uffd_open_for() with the run's strategy's needs; the reason goes to the run. */
+int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only);
+/* wpc_uffd_register_for() of [addr, addr + len) with the run's strategy's needs. */
+int wpc_run_uffd_register(struct wpc_run *run, int uffd, void *addr, size_t len, uint64_t mode);
 
+/* The first max CPUs this process may run on, into cpus; how many (0: unknown). */
+int wpc_allowed_cpus(int *cpus, int max);
+/* The CPUs this process may run on, into run->cpus. */
+void wpc_run_load_cpus(struct wpc_run *run);
 /* CPU placement: the i-th CPU this process may use, and pinning. */
 int wpc_cpu_nth(const struct wpc_run *run, int i);
 int wpc_pin_self(int cpu);
+/*
+ * The CPU handler placement p (enum wpc_handler_cpu; handler.h says what each
+ * means) puts a fault handler thread on, among cpus[0..ncpus): 0 and *cpu
+ * (-1: not pinned), or -EOPNOTSUPP and why (other, with one CPU).
+ */
+int wpc_handler_cpu_for(const int *cpus, int ncpus, int placement, int *cpu, char *why, size_t len);
 /*
  * For a health op: whether the handler thread tid, started (*started) and not
  * asked to stop, has exited. If so it is joined here and *started cleared.
  */
 bool wpc_thread_exited(pthread_t tid, bool *started);
+/* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
+int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
 
 /* ---- building blocks ---- */
 
@@ -360,13 +450,12 @@ bool wpc_inject_mremap_enomem(void);
 /* Whether a handler thread that has served `served` faults must exit now. */
 bool wpc_inject_handler_exit(uint64_t served);
 
-/* Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC, UFFD_USER_MODE_ONLY...). */
-int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);
 /*
- * The reason wpc_uffd_open(flags, ...) failed with err, written to why; returns
- * -EPERM (not permitted), -EOPNOTSUPP (no userfaultfd here) or err.
+ * Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC,
+ * UFFD_USER_MODE_ONLY...), with no reason worded: strategies open theirs with
+ * wpc_run_open_uffd, which says why it could not.
  */
-int wpc_uffd_open_why(int err, int flags, char *why, size_t len);
+int wpc_uffd_open(int flags, uint64_t features, uint64_t *available);
 
 /* ---- chunked copy-and-remap (chunk_fixup.c), shared by sigsegv and uffd-wp ---- */
 
@@ -395,16 +484,19 @@ enum wpc_chunk_copy {
 };
 #define WPC_CHUNK_COPY_CHOICES "memcpy|read"
 
-/* The parameter specs every chunked copy-and-remap strategy takes (sigsegv, uffd-wp). */
-#define WPC_CHUNK_PARAM_SPECS									\
+/*
+ * The parameter specs every chunked copy-and-remap strategy takes (sigsegv,
+ * uffd-wp), into fields `chunk` (uint64_t) and `fixup` (int) of its struct type.
+ */
+#define WPC_CHUNK_PARAM_SPECS(type)								\
 	{ "chunk", WPC_PARAM_SIZE, "4K|64K|2M", "64K",						\
 	  "bytes copied and remapped per write fault and per background step",			\
-	  offsetof(struct wpc_params, chunk), 0, 0 },						\
+	  offsetof(type, chunk), 0, 0 },							\
 	{ "fixup", WPC_PARAM_CHOICE, "background|at-checkpoint|on-write-only", "background",	\
 	  "background: a thread fixes up the rest while the workload runs; at-checkpoint: the "	\
 	  "fixup phase does the rest in one batched pass; on-write-only: the fixup phase does "	\
 	  "the rest chunk by chunk",								\
-	  offsetof(struct wpc_params, fixup), 0, 0 }
+	  offsetof(type, fixup), 0, 0 }
 
 struct wpc_chunks;
 /* Make every chunk writable in place after a remap failed (see chunk_fixup.c). */
@@ -474,15 +566,9 @@ void wpc_chunks_stop(struct wpc_chunks *c);
 /* Counters and the handler histogram into run->res. */
 void wpc_chunks_publish(struct wpc_chunks *c);
 int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
-/* Start a thread that blocks every signal, on `cpu` (-1: anywhere). */
-int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg);
 
 /* ---- userfaultfd write-protection and PAGEMAP_SCAN (wp_track.c) ---- */
 
-/* 0 if a userfaultfd with every feature in `need` can be opened; else -errno and why. */
-int wpc_wp_probe_uffd(uint64_t need, char *why, size_t len);
-/* UFFDIO_REGISTER_MODE_WP; -EOPNOTSUPP if the range offers no UFFDIO_WRITEPROTECT. */
-int wpc_uffd_register_wp(int uffd, void *addr, size_t len);
 int wpc_uffd_unregister(int uffd, void *addr, size_t len);
 /* protect=false also wakes writers blocked on the range. */
 int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
@@ -491,8 +577,6 @@ struct wpc_scan_stats {
 	uint64_t calls;		/* PAGEMAP_SCAN ioctls (one per full result vector) */
 	uint64_t regions;	/* runs of contiguous written pages returned */
 };
-/* 0 if PAGEMAP_SCAN works on /proc/self/pagemap; else -EOPNOTSUPP and why. */
-int wpc_pagemap_scan_probe(char *why, size_t len);
 int wpc_pagemap_open(void);
 /*
  * Pages of [base, base + len) written since they were write-protected

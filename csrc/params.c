@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Strategy parameters: "name=value,name=value" parsed against the
- * strategy's spec table into the shared struct wpc_params.
+ * Strategy parameters: "name=value,name=value" parsed against a strategy's
+ * spec table into its own parameter struct. Knows specs, not strategies: the
+ * table (strategy_table.c) hands it both.
  */
 #include <ctype.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,12 +78,12 @@ static bool size_allowed(const char *choices, uint64_t v)
 	return false;
 }
 
-static void list_names(const struct wpc_strategy *s, char *buf, size_t len)
+static void list_names(const struct wpc_param_spec *specs, char *buf, size_t len)
 {
 	size_t used = 0;
 
 	buf[0] = '\0';
-	for (const struct wpc_param_spec *ps = s->params; ps && ps->name; ps++) {
+	for (const struct wpc_param_spec *ps = specs; ps && ps->name; ps++) {
 		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", ps->name);
 		if (n < 0 || (size_t)n >= len - used)
 			break;
@@ -93,14 +93,14 @@ static void list_names(const struct wpc_strategy *s, char *buf, size_t len)
 		snprintf(buf, len, "none");
 }
 
-static int set_one(const struct wpc_strategy *s, const struct wpc_param_spec *ps,
-		   const char *value, size_t vlen, struct wpc_params *out, char *why, size_t len)
+static int set_one(const char *owner, const struct wpc_param_spec *ps, const char *value,
+		   size_t vlen, void *out, char *why, size_t len)
 {
 	char text[WPC_PARAM_STRING_LEN];
 	char *field = (char *)out + ps->offset;
 
 	if (vlen >= sizeof(text)) {
-		wpc_why(why, len, "%s: value of %s is too long", s->name, ps->name);
+		wpc_why(why, len, "%s: value of %s is too long", owner, ps->name);
 		return -EINVAL;
 	}
 	memcpy(text, value, vlen);
@@ -113,11 +113,11 @@ static int set_one(const struct wpc_strategy *s, const struct wpc_param_spec *ps
 		    (ps->choices && !size_allowed(ps->choices, v)) ||
 		    (ps->max && (v < (uint64_t)ps->min || v > (uint64_t)ps->max))) {
 			if (ps->choices)
-				wpc_why(why, len, "%s: %s=%s is not valid; use one of %s", s->name,
+				wpc_why(why, len, "%s: %s=%s is not valid; use one of %s", owner,
 					ps->name, text, ps->choices);
 			else
 				wpc_why(why, len, "%s: %s=%s is not a valid size (e.g. 4K, 64K, 2M)",
-					s->name, ps->name, text);
+					owner, ps->name, text);
 			return -EINVAL;
 		}
 		memcpy(field, &v, sizeof(v));
@@ -129,7 +129,7 @@ static int set_one(const struct wpc_strategy *s, const struct wpc_param_spec *ps
 		long long v = strtoll(text, &end, 10);
 		if (end == text || *end || errno || (ps->max && (v < ps->min || v > ps->max))) {
 			wpc_why(why, len, "%s: %s=%s is not an integer in [%" PRId64 ", %" PRId64 "]",
-				s->name, ps->name, text, ps->min, ps->max);
+				owner, ps->name, text, ps->min, ps->max);
 			return -EINVAL;
 		}
 		int64_t v64 = v;
@@ -139,7 +139,7 @@ static int set_one(const struct wpc_strategy *s, const struct wpc_param_spec *ps
 	case WPC_PARAM_CHOICE: {
 		int idx = choice_index(ps->choices, text, vlen);
 		if (idx < 0) {
-			wpc_why(why, len, "%s: %s=%s is not valid; use one of %s", s->name, ps->name,
+			wpc_why(why, len, "%s: %s=%s is not valid; use one of %s", owner, ps->name,
 				text, ps->choices);
 			return -EINVAL;
 		}
@@ -153,23 +153,23 @@ static int set_one(const struct wpc_strategy *s, const struct wpc_param_spec *ps
 	return -EINVAL;
 }
 
-static const struct wpc_param_spec *find_spec(const struct wpc_strategy *s, const char *name,
+static const struct wpc_param_spec *find_spec(const struct wpc_param_spec *specs, const char *name,
 					      size_t nlen)
 {
-	for (const struct wpc_param_spec *ps = s->params; ps && ps->name; ps++)
+	for (const struct wpc_param_spec *ps = specs; ps && ps->name; ps++)
 		if (strlen(ps->name) == nlen && !strncmp(ps->name, name, nlen))
 			return ps;
 	return NULL;
 }
 
-int wpc_params_parse(const struct wpc_strategy *s, const char *text, struct wpc_params *out,
-		     char *why, size_t len)
+int wpc_params_parse(const char *owner, const struct wpc_param_spec *specs, const char *text,
+		     void *out, char *why, size_t len)
 {
 	int ret;
 
-	memset(out, 0, sizeof(*out));
-	for (const struct wpc_param_spec *ps = s->params; ps && ps->name; ps++) {
-		ret = set_one(s, ps, ps->default_value, strlen(ps->default_value), out, why, len);
+	/* The caller's struct comes zeroed (wpc_choice_parse); the defaults go in first. */
+	for (const struct wpc_param_spec *ps = specs; ps && ps->name; ps++) {
+		ret = set_one(owner, ps, ps->default_value, strlen(ps->default_value), out, why, len);
 		if (ret)
 			return ret;
 	}
@@ -183,15 +183,15 @@ int wpc_params_parse(const struct wpc_strategy *s, const char *text, struct wpc_
 
 		if (n) {
 			char names[256];
-			const struct wpc_param_spec *ps = eq ? find_spec(s, p, (size_t)(eq - p)) : NULL;
+			const struct wpc_param_spec *ps = eq ? find_spec(specs, p, (size_t)(eq - p)) : NULL;
 
 			if (!ps) {
-				list_names(s, names, sizeof(names));
+				list_names(specs, names, sizeof(names));
 				wpc_why(why, len, "%s: unknown parameter '%.*s'; valid parameters: %s",
-					s->name, (int)(eq ? eq - p : (ptrdiff_t)n), p, names);
+					owner, (int)(eq ? eq - p : (ptrdiff_t)n), p, names);
 				return -EINVAL;
 			}
-			ret = set_one(s, ps, eq + 1, n - (size_t)(eq + 1 - p), out, why, len);
+			ret = set_one(owner, ps, eq + 1, n - (size_t)(eq + 1 - p), out, why, len);
 			if (ret)
 				return ret;
 		}
@@ -200,27 +200,4 @@ int wpc_params_parse(const struct wpc_strategy *s, const char *text, struct wpc_
 		p = comma + 1;
 	}
 	return 0;
-}
-
-int wpc_params_validate(const char *strategy, const char *params, char *why, size_t len)
-{
-	const struct wpc_strategy *s = wpc_strategy_lookup(strategy);
-	struct wpc_params p;
-
-	if (!s) {
-		wpc_why(why, len, "unknown strategy '%s'; see 'wpcompare list'", strategy);
-		return -ENOENT;
-	}
-	return wpc_params_parse(s, params, &p, why, len);
-}
-
-void wpc_why(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
 }

@@ -17,120 +17,6 @@
 
 #include "internal.h"
 
-int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(run->res->reason, sizeof(run->res->reason), fmt, ap);
-	va_end(ap);
-	return -(err ? err : EIO);
-}
-
-static struct wpc_counter *counter_slot(struct wpc_run *run, const char *name)
-{
-	struct wpc_result *res = run->res;
-
-	for (int i = 0; i < res->ncounters; i++)
-		if (!strcmp(res->counters[i].name, name))
-			return &res->counters[i];
-	if (res->ncounters == WPC_MAX_COUNTERS)
-		return NULL;
-
-	struct wpc_counter *c = &res->counters[res->ncounters++];
-	snprintf(c->name, sizeof(c->name), "%s", name);
-	c->value = 0;
-	return c;
-}
-
-void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta)
-{
-	struct wpc_counter *c = counter_slot(run, name);
-
-	if (c)
-		c->value += delta;
-}
-
-void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value)
-{
-	struct wpc_counter *c = counter_slot(run, name);
-
-	if (c)
-		c->value = value;
-}
-
-void wpc_run_mark_detached(struct wpc_run *run)
-{
-	uint64_t expected = 0;
-
-	atomic_compare_exchange_strong(&run->detached_at_ns, &expected, wpc_now_ns());
-}
-
-int wpc_run_add_image_identity(struct wpc_run *run, int fd)
-{
-	struct stat st;
-
-	if ((size_t)run->nextra_images >= WPC_ARRAY_SIZE(run->extra_images))
-		return -ENOSPC;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	run->extra_images[run->nextra_images].dev = st.st_dev;
-	run->extra_images[run->nextra_images].ino = st.st_ino;
-	run->nextra_images++;
-	return 0;
-}
-
-int wpc_run_read_image(struct wpc_run *run, uint8_t *dst)
-{
-	int ret = wpc_pread_full(run->image_fd, dst, run->image_size, 0);
-
-	if (ret)
-		return wpc_fail(run, -ret, "reading the image: %s",
-				ret == -ENODATA ? "unexpected end of file" : strerror(-ret));
-	return 0;
-}
-
-void wpc_run_unmap_region(struct wpc_run *run)
-{
-	if (run->region)
-		munmap(run->region, run->region_len);
-	run->region = NULL;
-}
-
-int wpc_cpu_nth(const struct wpc_run *run, int i)
-{
-	return run->ncpus ? run->cpus[i % run->ncpus] : -1;
-}
-
-int wpc_pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
-bool wpc_thread_exited(pthread_t tid, bool *started)
-{
-	if (!*started || pthread_tryjoin_np(tid, NULL))
-		return false;
-	*started = false;
-	return true;
-}
-
-static void load_cpus(struct wpc_run *run)
-{
-	cpu_set_t set;
-
-	run->ncpus = 0;
-	if (sched_getaffinity(0, sizeof(set), &set) < 0)
-		return;
-	for (int c = 0; c < CPU_SETSIZE && (size_t)run->ncpus < WPC_ARRAY_SIZE(run->cpus); c++)
-		if (CPU_ISSET(c, &set))
-			run->cpus[run->ncpus++] = c;
-}
-
 static int open_image(struct wpc_run *run, char *why, size_t len)
 {
 	struct stat st;
@@ -206,18 +92,8 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	}
 	run->image_fd = -1;
 	run->cfg = *cfg;
-	run->strategy = wpc_strategy_lookup(cfg->strategy);
-	if (!run->strategy) {
-		wpc_why(why, len, "unknown strategy '%s'; see 'wpcompare list'",
-			cfg->strategy ? cfg->strategy : "(null)");
-		ret = -ENOENT;
-		goto fail;
-	}
 	run->image_path = strdup(cfg->image_path ? cfg->image_path : "");
-	run->params_text = cfg->params ? strdup(cfg->params) : NULL;
 	run->cfg.image_path = run->image_path;
-	run->cfg.params = run->params_text;
-	run->cfg.strategy = run->strategy->name;
 
 	if (cfg->latency < WPC_LATENCY_NONE || cfg->latency > WPC_LATENCY_SAMPLE ||
 	    (cfg->latency == WPC_LATENCY_SAMPLE && cfg->latency_every < 2)) {
@@ -226,9 +102,17 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 		ret = -EINVAL;
 		goto fail;
 	}
-	ret = wpc_params_parse(run->strategy, cfg->params, &run->params, why, len);
+	/* Parsed once: by the caller (cfg->choice, as the worker's probe had it), or here. */
+	ret = cfg->choice ? wpc_choice_copy(cfg->choice, &run->choice, why, len)
+			  : wpc_choice_parse(cfg->strategy, cfg->params, &run->choice, why, len);
 	if (ret)
 		goto fail;
+	run->strategy = run->choice->strategy;
+	run->params = run->choice->params;
+	/* The caller's strings and choice need not outlive create: the run keeps its own. */
+	run->cfg.strategy = run->strategy->name;
+	run->cfg.params = NULL;
+	run->cfg.choice = NULL;
 	ret = wpc_inject_load(why, len);
 	if (ret)
 		goto fail;
@@ -245,7 +129,7 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 			  "stride >= 1, write fraction in [0, 1]", WPC_MAX_THREADS);
 		goto fail;
 	}
-	load_cpus(run);
+	wpc_run_load_cpus(run);
 
 	struct wpc_result *res = run->res;
 	for (int i = 0; i < WPC_PHASE_COUNT; i++) {
@@ -453,7 +337,7 @@ void wpc_run_destroy(struct wpc_run *run)
 		close(run->image_fd);
 	wpc_plan_free(&run->plan);
 	free(run->image_path);
-	free(run->params_text);
+	wpc_choice_free(run->choice);
 	free(run->history);
 	free(run->res);
 	free(run);

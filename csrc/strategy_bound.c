@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "uffd_loader.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -40,71 +39,39 @@ enum bound_page {
 #define BOUND_PAGE_CHOICES "4K|thp|2M"
 
 #define COPY_CALL_BYTES (8UL << 20)
-#define THP_ENABLED "/sys/kernel/mm/transparent_hugepage/enabled"
+
+struct bound_params {
+	int page;		/* enum bound_page */
+	int64_t threads;	/* copy threads; 0: one per CPU */
+};
 
 struct bound {
 	size_t map_len;		/* region_len, rounded up to 2 MiB for hugetlb */
 };
 
-static const struct wpc_param_spec bound_params[] = {
+static const struct wpc_param_spec bound_param_specs[] = {
 	{ "page", WPC_PARAM_CHOICE, BOUND_PAGE_CHOICES, "4K",
 	  "destination pages: 4 KiB, transparent huge pages (MADV_HUGEPAGE), or hugetlb 2 MiB",
-	  offsetof(struct wpc_params, bound_page), 0, 0 },
+	  offsetof(struct bound_params, page), 0, 0 },
 	{ "threads", WPC_PARAM_INT, NULL, "0",
 	  "threads sharing the copy; 0: one per CPU this process may use",
-	  offsetof(struct wpc_params, copy_threads), 0, WPC_MAX_THREADS },
+	  offsetof(struct bound_params, threads), 0, WPC_MAX_THREADS },
 	{ 0 }
 };
 
-/* The bracketed word of the THP setting ("always [madvise] never"). */
-static int thp_mode(char *mode, size_t len)
+static void bound_needs_for(const void *params, struct wpc_needs *needs)
 {
-	char line[128], *open, *close;
-	FILE *f = fopen(THP_ENABLED, "re");
+	const struct bound_params *p = params;
 
-	if (!f)
-		return -errno;
-	if (!fgets(line, sizeof(line), f)) {
-		fclose(f);
-		return -EIO;
-	}
-	fclose(f);
-	open = strchr(line, '[');
-	close = open ? strchr(open, ']') : NULL;
-	if (!close)
-		return -EIO;
-	snprintf(mode, len, "%.*s", (int)(close - open - 1), open + 1);
-	return 0;
-}
-
-static int bound_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	char mode[32];
-
-	switch (p->bound_page) {
-	case BOUND_PAGE_THP:
-		if (thp_mode(mode, sizeof(mode))) {
-			wpc_why(why, len, "kernel offers no transparent huge pages (%s missing)",
-				THP_ENABLED);
-			return -EOPNOTSUPP;
-		}
-		if (!strcmp(mode, "never")) {
-			wpc_why(why, len, "transparent huge pages are off: as root, "
-				"`echo madvise > %s`", THP_ENABLED);
-			return -EOPNOTSUPP;
-		}
-		return 0;
-	case BOUND_PAGE_2M:
-		return wpc_probe_huge_pages(p->image_bytes, why, len);
-	default:
-		return 0;
-	}
+	needs->thp = p->page == BOUND_PAGE_THP;
+	needs->hugetlb_2m = p->page == BOUND_PAGE_2M;
 }
 
 /* The anonymous region the image is copied into, of the page kind asked for. */
 static int make_destination(struct wpc_run *run)
 {
-	bool huge = run->params.bound_page == BOUND_PAGE_2M;
+	const struct bound_params *params = run->params;
+	bool huge = params->page == BOUND_PAGE_2M;
 	struct bound *b = calloc(1, sizeof(*b));
 	void *p;
 
@@ -118,10 +85,10 @@ static int make_destination(struct wpc_run *run)
 		return wpc_fail(run, errno, "mmap of %zu anonymous %sbytes: %s", b->map_len,
 				huge ? "hugetlb " : "", strerror(errno));
 	run->region = p;
-	if (run->params.bound_page == BOUND_PAGE_THP && madvise(p, b->map_len, MADV_HUGEPAGE) < 0)
+	if (params->page == BOUND_PAGE_THP && madvise(p, b->map_len, MADV_HUGEPAGE) < 0)
 		return wpc_fail(run, errno, "madvise(MADV_HUGEPAGE): %s", strerror(errno));
 	/* Whatever THP's system setting, 4K means 4 KiB pages. */
-	if (run->params.bound_page == BOUND_PAGE_4K && madvise(p, b->map_len, MADV_NOHUGEPAGE) < 0)
+	if (params->page == BOUND_PAGE_4K && madvise(p, b->map_len, MADV_NOHUGEPAGE) < 0)
 		return wpc_fail(run, errno, "madvise(MADV_NOHUGEPAGE): %s", strerror(errno));
 	return 0;
 }
@@ -162,7 +129,8 @@ static void *copy_share(void *arg)
 /* The image into the region, in contiguous 2 MiB-aligned shares, one per thread. */
 static int copy_image(struct wpc_run *run)
 {
-	int nthreads = run->params.copy_threads ? (int)run->params.copy_threads : run->ncpus;
+	const struct bound_params *params = run->params;
+	int nthreads = params->threads ? (int)params->threads : run->ncpus;
 	struct copier copiers[WPC_MAX_THREADS] = { 0 };
 	uint64_t share;
 	int started = 0, ret = 0;
@@ -224,8 +192,9 @@ const struct wpc_strategy wpc_strategy_bound_copy = {
 	.family = "bound",
 	.description = "physical bound: one copy of the image from the page cache into anonymous "
 		       "memory faulted in before restore",
-	.params = bound_params,
-	.probe = bound_probe,
+	.params = bound_param_specs,
+	.params_size = sizeof(struct bound_params),
+	.needs_for = bound_needs_for,
 	.prepare = bound_copy_prepare,
 	.restore = copy_image,
 	.teardown = bound_teardown,
@@ -236,8 +205,9 @@ const struct wpc_strategy wpc_strategy_bound_fresh = {
 	.family = "bound",
 	.description = "physical bound: one copy of the image from the page cache into fresh "
 		       "anonymous memory (allocation and zeroing included)",
-	.params = bound_params,
-	.probe = bound_probe,
+	.params = bound_param_specs,
+	.params_size = sizeof(struct bound_params),
+	.needs_for = bound_needs_for,
 	.restore = bound_fresh_restore,
 	.teardown = bound_teardown,
 };

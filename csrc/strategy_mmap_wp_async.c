@@ -48,6 +48,10 @@ enum wp_async_rearm {
 	REARM_NO,
 };
 
+struct wp_async_params {
+	int rearm;		/* enum wp_async_rearm */
+};
+
 struct wp_async {
 	int uffd;
 	int pagemap_fd;
@@ -56,20 +60,12 @@ struct wp_async {
 	bool dirty_final;
 };
 
-static const struct wpc_param_spec wp_async_params[] = {
+static const struct wpc_param_spec wp_async_param_specs[] = {
 	{ "rearm", WPC_PARAM_CHOICE, "yes|no", "yes",
 	  "in fixup, also time a re-arming scan (PM_SCAN_WP_MATCHING) and the scan after it",
-	  offsetof(struct wpc_params, wp_rearm), 0, 0 },
+	  offsetof(struct wp_async_params, rearm), 0, 0 },
 	{ NULL, 0, NULL, NULL, NULL, 0, 0, 0 },
 };
-
-static int wp_async_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	int ret = wpc_wp_probe_uffd(WP_ASYNC_FEATURES, why, len);
-
-	(void)p;
-	return ret ? ret : wpc_pagemap_scan_probe(why, len);
-}
 
 static int wp_async_restore(struct wpc_run *run)
 {
@@ -95,14 +91,14 @@ static int wp_async_restore(struct wpc_run *run)
 		return wpc_fail(run, -wa->pagemap_fd, "cannot open /proc/self/pagemap: %s",
 				strerror(-wa->pagemap_fd));
 	t0 = wpc_now_ns();
-	wa->uffd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, WP_ASYNC_FEATURES, NULL);
+	wa->uffd = wpc_run_open_uffd(run, 0, NULL);
 	if (wa->uffd < 0)
-		return wpc_fail(run, -wa->uffd, "cannot open a userfaultfd with WP_ASYNC: %s",
-				strerror(-wa->uffd));
-	ret = wpc_uffd_register_wp(wa->uffd, run->region, run->region_len);
+		return wa->uffd;
+	/* WP_ASYNC permits a write-protect registration of a regular file's mapping too. */
+	ret = wpc_run_uffd_register(run, wa->uffd, run->region, run->region_len,
+				    UFFDIO_REGISTER_MODE_WP);
 	if (ret)
-		return wpc_fail(run, -ret, "UFFDIO_REGISTER (MODE_WP, WP_ASYNC) of the image mapping "
-				"failed: %s", strerror(-ret));
+		return ret;
 	wa->registered = true;
 	t1 = wpc_now_ns();
 	/* Nothing is populated yet: this writes a marker into every PTE of the region. */
@@ -159,6 +155,7 @@ out:
 
 static int wp_async_fixup(struct wpc_run *run)
 {
+	const struct wp_async_params *params = run->params;
 	struct wp_async *wa = run->priv;
 	struct wpc_scan_stats st = { 0 };
 	uint64_t t0, t1, t2, t3;
@@ -176,7 +173,7 @@ static int wp_async_fixup(struct wpc_run *run)
 	wpc_counter_set(run, "scan_regions", st.regions);
 	wpc_counter_set(run, "written_pages", (uint64_t)n);
 
-	if (run->params.wp_rearm == REARM_YES) {
+	if (params->rearm == REARM_YES) {
 		ret = time_rearm(run, wa);
 		if (ret)
 			return ret;
@@ -235,8 +232,11 @@ const struct wpc_strategy wpc_strategy_mmap_wp_async = {
 	.family = "uffd",
 	.description = "lazy MAP_PRIVATE mapping with userfaultfd WP_ASYNC: the kernel resolves and "
 		       "records first writes, PAGEMAP_SCAN reads the written set; fixup as mmap",
-	.params = wp_async_params,
-	.probe = wp_async_probe,
+	.params = wp_async_param_specs,
+	.params_size = sizeof(struct wp_async_params),
+	/* No handler thread: nothing waits in the kernel, so user mode only and no privilege. */
+	.needs = { .uffd = WPC_UFFD_USER_MODE, .uffd_features = WP_ASYNC_FEATURES,
+		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT, .pagemap_scan = true },
 	.restore = wp_async_restore,
 	.fixup = wp_async_fixup,
 	.dirty_pages = wp_async_dirty_pages,

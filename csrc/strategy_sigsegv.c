@@ -37,6 +37,12 @@ enum sigsegv_fixup {
 	SIGSEGV_FIXUP_ON_WRITE_ONLY,
 };
 
+struct sigsegv_params {
+	uint64_t chunk;
+	int fixup;		/* enum sigsegv_fixup */
+	int copy;		/* enum wpc_chunk_copy */
+};
+
 struct sigsegv_ctx {
 	struct wpc_chunks chunks;
 	bool chunks_ready;
@@ -184,6 +190,7 @@ static int sigsegv_degrade(struct wpc_chunks *c)
 
 static int sigsegv_restore(struct wpc_run *run)
 {
+	const struct sigsegv_params *params = run->params;
 	struct sigsegv_ctx *ctx = calloc(1, sizeof(*ctx));
 	int ret;
 
@@ -196,8 +203,8 @@ static int sigsegv_restore(struct wpc_run *run)
 		return wpc_fail(run, errno, "mmap of the image failed: %s", strerror(errno));
 	run->region = p;
 
-	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk,
-			      run->params.copy == WPC_CHUNK_COPY_READ ? run->image_fd : -1);
+	ret = wpc_chunks_init(&ctx->chunks, run, params->chunk,
+			      params->copy == WPC_CHUNK_COPY_READ ? run->image_fd : -1);
 	ctx->chunks_ready = true;
 	if (ret)
 		return wpc_fail(run, -ret, "cannot set up %llu chunks and a %zu-byte shadow: %s",
@@ -208,7 +215,7 @@ static int sigsegv_restore(struct wpc_run *run)
 	ret = install_handler(run, ctx);
 	if (ret)
 		return ret;
-	if (run->params.fixup == SIGSEGV_FIXUP_BACKGROUND) {
+	if (params->fixup == SIGSEGV_FIXUP_BACKGROUND) {
 		ret = wpc_chunks_start_background(&ctx->chunks);
 		if (ret)
 			return wpc_fail(run, -ret, "cannot start the background fixup thread: %s",
@@ -219,8 +226,9 @@ static int sigsegv_restore(struct wpc_run *run)
 
 static int sigsegv_fixup(struct wpc_run *run)
 {
+	const struct sigsegv_params *params = run->params;
 	struct sigsegv_ctx *ctx = run->priv;
-	int ret = wpc_chunks_finish(&ctx->chunks, run->params.fixup == SIGSEGV_FIXUP_AT_CHECKPOINT);
+	int ret = wpc_chunks_finish(&ctx->chunks, params->fixup == SIGSEGV_FIXUP_AT_CHECKPOINT);
 
 	wpc_chunks_publish(&ctx->chunks);
 	return ret;
@@ -256,12 +264,12 @@ static void sigsegv_teardown(struct wpc_run *run)
 	run->priv = NULL;
 }
 
-static const struct wpc_param_spec sigsegv_params[] = {
-	WPC_CHUNK_PARAM_SPECS,
+static const struct wpc_param_spec sigsegv_param_specs[] = {
+	WPC_CHUNK_PARAM_SPECS(struct sigsegv_params),
 	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the image file, "
 	  "which leaves the region's page tables empty for mremap",
-	  offsetof(struct wpc_params, copy), 0, 0 },
+	  offsetof(struct sigsegv_params, copy), 0, 0 },
 	{ NULL },
 };
 
@@ -270,7 +278,8 @@ const struct wpc_strategy wpc_strategy_sigsegv = {
 	.family = "sigsegv",
 	.description = "read-only MAP_PRIVATE image; a write's SIGSEGV handler copies its chunk into "
 		       "anonymous memory and mremaps it over (openjdk/crac PR 57)",
-	.params = sigsegv_params,
+	.params = sigsegv_param_specs,
+	.params_size = sizeof(struct sigsegv_params),
 	.restore = sigsegv_restore,
 	.fixup = sigsegv_fixup,
 	.dirty_pages = sigsegv_dirty_pages,

@@ -30,158 +30,80 @@
 
 #define CHUNK_CHOICES "4K|8K|16K|32K|64K|128K|256K|512K|1M|2M"
 
+/*
+ * The parameters of the whole family (one struct: each row's specs name the
+ * fields it takes; the others stay zero).
+ */
+struct uffd_params {
+	uint64_t chunk;			/* fault-around bytes; 0: one page of the region */
+	int handler_cpu;		/* enum wpc_handler_cpu */
+	int kernel_faults;		/* enum wpc_kernel_faults */
+	int64_t fault_delay_us;
+	/* uffd-hybrid only */
+	int64_t loader_threads;
+	int order;			/* enum wpc_loader_order */
+	char path[WPC_PARAM_STRING_LEN];
+	uint64_t page;			/* region page size: 4 KiB or 2 MiB (hugetlb) */
+};
+
 #define PARAM_CHUNK								\
 	{ "chunk", WPC_PARAM_SIZE, CHUNK_CHOICES, "4K",				\
 	  "bytes resolved per fault (fault-around), the aligned block around the "	\
-	  "faulting page", offsetof(struct wpc_params, chunk), 0, 0 }
+	  "faulting page", offsetof(struct uffd_params, chunk), 0, 0 }
 #define PARAM_HANDLER_CPU							\
 	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",	\
-	  WPC_HANDLER_CPU_HELP, offsetof(struct wpc_params, handler_cpu), 0, 0 }
+	  WPC_HANDLER_CPU_HELP, offsetof(struct uffd_params, handler_cpu), 0, 0 }
 #define PARAM_KERNEL_FAULTS							\
 	{ "kernel-faults", WPC_PARAM_CHOICE, WPC_KFAULTS_CHOICES, "auto",	\
 	  "also serve faults taken inside syscalls (needs privilege); no: "	\
 	  "UFFD_USER_MODE_ONLY, a syscall on a page not yet loaded fails with EFAULT; " \
-	  "auto: yes where permitted", offsetof(struct wpc_params, kernel_faults), 0, 0 }
+	  "auto: yes where permitted", offsetof(struct uffd_params, kernel_faults), 0, 0 }
 #define PARAM_FAULT_DELAY							\
 	{ "fault-delay", WPC_PARAM_INT, NULL, "0",				\
 	  "microseconds between a fault's arrival and the handler reading it (and "	\
 	  "any others queued meanwhile): a simulated remote page source; tests use it " \
 	  "to hold faults in flight",						\
-	  offsetof(struct wpc_params, fault_delay_us), 0, 10000000 }
+	  offsetof(struct uffd_params, fault_delay_us), 0, 10000000 }
 
 struct uffd_kind {
 	enum wpc_uffd_fill fill;
-	uint64_t features;		/* beyond what the page size needs */
 	uint64_t register_mode;
 };
 
-/* ---- probing ---- */
+/* ---- what each row needs ---- */
 
-static const char *feature_kernel(uint64_t bit)
+/* Placing units with UFFDIO_COPY; the range offers UFFDIO_WAKE with it. */
+#define COPY_IOCTLS (1ull << _UFFDIO_COPY)
+
+static const enum wpc_uffd_access kernel_faults_access[] = {
+	[WPC_KFAULTS_AUTO] = WPC_UFFD_AUTO,
+	[WPC_KFAULTS_YES] = WPC_UFFD_KERNEL_MODE,
+	[WPC_KFAULTS_NO] = WPC_UFFD_USER_MODE,
+};
+
+static void uffd_needs_for(const void *params, struct wpc_needs *needs)
 {
-	switch (bit) {
-	case UFFD_FEATURE_MISSING_HUGETLBFS: return "4.11";
-	case UFFD_FEATURE_SIGBUS: return "4.14";
-	case UFFD_FEATURE_MINOR_SHMEM: return "5.14";
-	case UFFD_FEATURE_MOVE: return "6.8";
-	default: return "a newer kernel";
+	const struct uffd_params *p = params;
+
+	needs->uffd = kernel_faults_access[p->kernel_faults];
+	needs->without_privilege = "kernel-faults=auto or no works without";
+	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+	if (p->page == WPC_HUGE_PAGE) {
+		needs->uffd_features |= UFFD_FEATURE_MISSING_HUGETLBFS;
+		needs->hugetlb_2m = true;
 	}
 }
 
-int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t len)
+static int uffd_hybrid_check(const void *params, char *why, size_t len)
 {
-	int flags = O_CLOEXEC | (kernel_faults == WPC_KFAULTS_NO ? UFFD_USER_MODE_ONLY : 0);
-	uint64_t avail = 0;
-	int fd = wpc_uffd_open(flags, 0, &avail);
+	const struct uffd_params *p = params;
 
-	/* As uffd_loader.c's open_uffd() does at run time, so the probe predicts the run. */
-	if (fd == -EPERM && kernel_faults == WPC_KFAULTS_AUTO) {
-		flags |= UFFD_USER_MODE_ONLY;
-		fd = wpc_uffd_open(flags, 0, &avail);
-	}
-	if (fd == -EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
-		wpc_why(why, len, "kernel-faults=yes needs CAP_SYS_PTRACE, "
-			"vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd; "
-			"kernel-faults=auto or no works without");
-		return -EPERM;
-	}
-	if (fd < 0)
-		return wpc_uffd_open_why(fd, flags, why, len);
-	close(fd);
-	for (int bit = 0; bit < 64; bit++) {
-		uint64_t b = 1ull << bit;
-
-		if ((need & b) && !(avail & b)) {
-			const char *name = wpc_uffd_feature_name(bit);
-			wpc_why(why, len, "kernel lacks %s (needs Linux %s)", name ? name : "a feature",
-				feature_kernel(b));
-			return -EOPNOTSUPP;
-		}
-	}
-	return 0;
-}
-
-/*
- * What is missing and the setting that adds it without taking any page from
- * whoever holds the others: nr_hugepages = current total + missing.
- */
-static int huge_pool_shortfall(const struct wpc_huge_pool *pool, long need, char *why, size_t len)
-{
-	long missing = need > pool->available ? need - pool->available : 1;	/* 1: the pool moved */
-
-	wpc_why(why, len, "not enough free 2 MiB huge pages: %ld needed, %ld available (%ld total, "
-		"%ld free, %ld of them reserved by other mappings): run `sysctl vm.nr_hugepages=%ld`",
-		need, pool->available, pool->total, pool->free, pool->reserved, pool->total + missing);
-	return -ENOMEM;
-}
-
-int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len)
-{
-	struct wpc_huge_pool pool;
-	long need = (long)((image_bytes + WPC_HUGE_PAGE - 1) / WPC_HUGE_PAGE);
-	int ret = wpc_huge_pool(&pool);
-
-	if (ret == -ENOENT) {
-		wpc_why(why, len, "kernel offers no 2 MiB hugetlb pages "
-			"(/sys/kernel/mm/hugepages/hugepages-2048kB missing)");
-		return -EOPNOTSUPP;
-	}
-	if (ret) {
-		wpc_why(why, len, "cannot read the 2 MiB huge-page pool: %s", strerror(-ret));
-		return ret;
-	}
-	if (image_bytes == 0 && pool.available == 0) {
-		/* No image size (wpcompare info): the rule, not a number. */
-		wpc_why(why, len, "no free 2 MiB huge pages available (%ld total, %ld free, %ld of them "
-			"reserved by other mappings): run `sysctl vm.nr_hugepages=N` (N = %ld + image size "
-			"/ 2 MiB)", pool.total, pool.free, pool.reserved, pool.total);
-		return -ENOMEM;
-	}
-	if (pool.available < need)
-		return huge_pool_shortfall(&pool, need, why, len);
-	return 0;
-}
-
-/* What every strategy served by a handler thread needs: its placement, the features. */
-static int probe_handled(const struct wpc_params *p, uint64_t need, char *why, size_t len)
-{
-	int ret = wpc_handler_probe(p->handler_cpu, why, len);
-
-	return ret ? ret : wpc_uffd_probe_features(p->kernel_faults, need, why, len);
-}
-
-static int uffd_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	return probe_handled(p, 0, why, len);
-}
-
-static int uffd_huge_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	int ret = probe_handled(p, UFFD_FEATURE_MISSING_HUGETLBFS, why, len);
-
-	return ret ? ret : wpc_probe_huge_pages(p->image_bytes, why, len);
-}
-
-static int uffd_hybrid_probe(const struct wpc_params *p, char *why, size_t len)
-{
 	if (p->order == WPC_ORDER_RECORDED && !p->path[0]) {
 		wpc_why(why, len, "uffd-hybrid: order=recorded needs path=FILE, written by an "
 			"earlier run with order=sequential,path=FILE");
 		return -EINVAL;
 	}
-	if (p->page == WPC_HUGE_PAGE)
-		return uffd_huge_probe(p, why, len);
-	return uffd_probe(p, why, len);
-}
-
-static int uffd_move_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	return probe_handled(p, UFFD_FEATURE_MOVE, why, len);
-}
-
-static int uffd_minor_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	return probe_handled(p, UFFD_FEATURE_MINOR_SHMEM, why, len);
+	return 0;
 }
 
 /* ---- the region ---- */
@@ -199,7 +121,7 @@ static int map_anonymous(struct wpc_run *run, struct wpc_uffd *u)
 		if (wpc_huge_pool(&pool))
 			return wpc_fail(run, ENOMEM, "mmap of %zu bytes of 2 MiB huge pages: out of "
 					"huge pages", u->map_len);
-		huge_pool_shortfall(&pool, (long)(u->map_len / WPC_HUGE_PAGE), why, sizeof(why));
+		wpc_huge_pool_shortfall(&pool, (long)(u->map_len / WPC_HUGE_PAGE), why, sizeof(why));
 		return wpc_fail(run, ENOMEM, "mmap of the hugetlb region failed: %s", why);
 	}
 	if (p == MAP_FAILED)
@@ -234,15 +156,14 @@ static int map_memfd(struct wpc_run *run, struct wpc_uffd *u)
 
 static int restore_with(struct wpc_run *run, const struct uffd_kind *k, size_t unit)
 {
-	const struct wpc_params *p = &run->params;
+	const struct uffd_params *p = run->params;
 	struct wpc_uffd *u = calloc(1, sizeof(*u));
-	uint64_t features = k->features | (unit == WPC_HUGE_PAGE ? UFFD_FEATURE_MISSING_HUGETLBFS : 0);
 	int ret;
 
 	if (!u)
 		return wpc_fail(run, ENOMEM, "out of memory for the userfaultfd state");
 	run->priv = u;
-	ret = wpc_uffd_init(run, u, k->fill, unit, features, p->kernel_faults);
+	ret = wpc_uffd_init(run, u, k->fill, unit);
 	if (ret)
 		return ret;
 	u->chunk = p->chunk > unit ? p->chunk : unit;
@@ -270,12 +191,10 @@ static const struct uffd_kind kind_copy = {
 	.fill = WPC_FILL_COPY, .register_mode = UFFDIO_REGISTER_MODE_MISSING,
 };
 static const struct uffd_kind kind_move = {
-	.fill = WPC_FILL_MOVE, .features = UFFD_FEATURE_MOVE,
-	.register_mode = UFFDIO_REGISTER_MODE_MISSING,
+	.fill = WPC_FILL_MOVE, .register_mode = UFFDIO_REGISTER_MODE_MISSING,
 };
 static const struct uffd_kind kind_minor = {
-	.fill = WPC_FILL_CONTINUE, .features = UFFD_FEATURE_MINOR_SHMEM,
-	.register_mode = UFFDIO_REGISTER_MODE_MINOR,
+	.fill = WPC_FILL_CONTINUE, .register_mode = UFFDIO_REGISTER_MODE_MINOR,
 };
 
 static int uffd_restore(struct wpc_run *run)
@@ -300,7 +219,7 @@ static int uffd_minor_restore(struct wpc_run *run)
 
 static int uffd_hybrid_restore(struct wpc_run *run)
 {
-	const struct wpc_params *p = &run->params;
+	const struct uffd_params *p = run->params;
 	int ret = restore_with(run, &kind_copy, p->page == WPC_HUGE_PAGE ? WPC_HUGE_PAGE : WPC_PAGE);
 	struct wpc_uffd *u = run->priv;
 
@@ -340,7 +259,7 @@ static int64_t uffd_fixup_pause_ns(struct wpc_run *run)
 
 static int uffd_hybrid_fixup(struct wpc_run *run)
 {
-	const struct wpc_params *p = &run->params;
+	const struct uffd_params *p = run->params;
 	int ret = uffd_fixup(run);
 
 	/* After detaching, so the file write is not counted as time to detached. */
@@ -391,7 +310,8 @@ static void uffd_teardown(struct wpc_run *run)
 
 /* ---- the rows ---- */
 
-static const struct wpc_param_spec uffd_params[] = {
+/* uffd, uffd-move and uffd-minor. */
+static const struct wpc_param_spec uffd_param_specs[] = {
 	PARAM_CHUNK,
 	PARAM_HANDLER_CPU,
 	PARAM_KERNEL_FAULTS,
@@ -399,44 +319,28 @@ static const struct wpc_param_spec uffd_params[] = {
 	{ 0 },
 };
 
-static const struct wpc_param_spec uffd_huge_params[] = {
+static const struct wpc_param_spec uffd_huge_param_specs[] = {
 	PARAM_HANDLER_CPU,
 	PARAM_KERNEL_FAULTS,
 	PARAM_FAULT_DELAY,
 	{ 0 },
 };
 
-static const struct wpc_param_spec uffd_hybrid_params[] = {
+static const struct wpc_param_spec uffd_hybrid_param_specs[] = {
 	PARAM_CHUNK,
 	PARAM_HANDLER_CPU,
 	{ "loader-threads", WPC_PARAM_INT, NULL, "1",
 	  "proactive loader threads (0: none, e.g. to record a complete fault order)",
-	  offsetof(struct wpc_params, loader_threads), 0, WPC_LOADER_MAX_THREADS },
+	  offsetof(struct uffd_params, loader_threads), 0, WPC_LOADER_MAX_THREADS },
 	{ "order", WPC_PARAM_CHOICE, WPC_ORDER_CHOICES, "sequential",
 	  "what loaders load: the region in address order from its end down (sequential), or "
 	  "first the fault order an earlier run recorded in path, then the rest so",
-	  offsetof(struct wpc_params, order), 0, 0 },
+	  offsetof(struct uffd_params, order), 0, 0 },
 	{ "path", WPC_PARAM_STRING, NULL, "",
 	  "fault-order file: order=sequential writes this run's fault order there, "
-	  "order=recorded prefetches it", offsetof(struct wpc_params, path), 0, 0 },
+	  "order=recorded prefetches it", offsetof(struct uffd_params, path), 0, 0 },
 	{ "page", WPC_PARAM_SIZE, "4K|2M", "4K",
-	  "region page size; 2M uses MAP_HUGETLB pages", offsetof(struct wpc_params, page), 0, 0 },
-	PARAM_KERNEL_FAULTS,
-	PARAM_FAULT_DELAY,
-	{ 0 },
-};
-
-static const struct wpc_param_spec uffd_move_params[] = {
-	PARAM_CHUNK,
-	PARAM_HANDLER_CPU,
-	PARAM_KERNEL_FAULTS,
-	PARAM_FAULT_DELAY,
-	{ 0 },
-};
-
-static const struct wpc_param_spec uffd_minor_params[] = {
-	PARAM_CHUNK,
-	PARAM_HANDLER_CPU,
+	  "region page size; 2M uses MAP_HUGETLB pages", offsetof(struct uffd_params, page), 0, 0 },
 	PARAM_KERNEL_FAULTS,
 	PARAM_FAULT_DELAY,
 	{ 0 },
@@ -447,8 +351,10 @@ const struct wpc_strategy wpc_strategy_uffd = {
 	.family = "userfaultfd",
 	.description = "anonymous region; a handler thread resolves MISSING faults with "
 		       "UFFDIO_COPY from a read-only view of the image; fixup loads the rest",
-	.params = uffd_params,
-	.probe = uffd_probe,
+	.params = uffd_param_specs,
+	.params_size = sizeof(struct uffd_params),
+	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_ioctls = COPY_IOCTLS },
+	.needs_for = uffd_needs_for,
 	.restore = uffd_restore,
 	.fixup = uffd_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
@@ -460,8 +366,11 @@ const struct wpc_strategy wpc_strategy_uffd_huge = {
 	.name = "uffd-huge",
 	.family = "userfaultfd",
 	.description = "uffd on MAP_HUGETLB 2 MiB pages: one UFFDIO_COPY per 2 MiB",
-	.params = uffd_huge_params,
-	.probe = uffd_huge_probe,
+	.params = uffd_huge_param_specs,
+	.params_size = sizeof(struct uffd_params),
+	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_MISSING_HUGETLBFS,
+		   .uffd_ioctls = COPY_IOCTLS, .hugetlb_2m = true },
+	.needs_for = uffd_needs_for,
 	.restore = uffd_huge_restore,
 	.fixup = uffd_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
@@ -476,8 +385,11 @@ const struct wpc_strategy wpc_strategy_uffd_hybrid = {
 		       "(64 KiB growing to 4 MiB while no fault interrupts, CRIU lazy-pages "
 		       "style), optionally prefetching a recorded fault order first; detached "
 		       "when the loaders finish",
-	.params = uffd_hybrid_params,
-	.probe = uffd_hybrid_probe,
+	.params = uffd_hybrid_param_specs,
+	.params_size = sizeof(struct uffd_params),
+	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_ioctls = COPY_IOCTLS },
+	.check = uffd_hybrid_check,
+	.needs_for = uffd_needs_for,
 	.restore = uffd_hybrid_restore,
 	.fixup = uffd_hybrid_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
@@ -490,8 +402,11 @@ const struct wpc_strategy wpc_strategy_uffd_move = {
 	.family = "userfaultfd",
 	.description = "anonymous region; faults resolved by pread into a staging buffer and "
 		       "UFFDIO_MOVE of its pages; the image is never mapped",
-	.params = uffd_move_params,
-	.probe = uffd_move_probe,
+	.params = uffd_param_specs,
+	.params_size = sizeof(struct uffd_params),
+	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_MOVE,
+		   .uffd_ioctls = 1ull << _UFFDIO_MOVE },
+	.needs_for = uffd_needs_for,
 	.restore = uffd_move_restore,
 	.fixup = uffd_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,
@@ -505,8 +420,11 @@ const struct wpc_strategy wpc_strategy_uffd_minor = {
 	.description = "image copied into a memfd at restore, mapped MAP_PRIVATE; MINOR faults "
 		       "map its pages (UFFDIO_CONTINUE), the first write copies on write; fixup "
 		       "copies the region off the memfd",
-	.params = uffd_minor_params,
-	.probe = uffd_minor_probe,
+	.params = uffd_param_specs,
+	.params_size = sizeof(struct uffd_params),
+	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_MINOR_SHMEM,
+		   .uffd_ioctls = 1ull << _UFFDIO_CONTINUE },
+	.needs_for = uffd_needs_for,
 	.restore = uffd_minor_restore,
 	.fixup = uffd_minor_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,

@@ -21,6 +21,10 @@
 #include "compat.h"
 #include "uffd_loader.h"
 
+struct sigbus_params {
+	uint64_t chunk;		/* fault-around bytes resolved per SIGBUS */
+};
+
 /*
  * The signal handler's only way to its run: a handler takes no argument.
  * One uffd-sigbus run per process at a time (sigbus_claimed); sigbus_owner is
@@ -105,14 +109,9 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 	errno = saved_errno;
 }
 
-static int sigbus_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	(void)p;
-	return wpc_uffd_probe_features(WPC_KFAULTS_NO, UFFD_FEATURE_SIGBUS, why, len);
-}
-
 static int sigbus_restore(struct wpc_run *run)
 {
+	const struct sigbus_params *params = run->params;
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_RESTART };
 	struct wpc_uffd *u;
 	bool unclaimed = false;
@@ -127,10 +126,10 @@ static int sigbus_restore(struct wpc_run *run)
 		return wpc_fail(run, ENOMEM, "out of memory for the userfaultfd state");
 	}
 	run->priv = u;
-	ret = wpc_uffd_init(run, u, WPC_FILL_COPY, WPC_PAGE, UFFD_FEATURE_SIGBUS, WPC_KFAULTS_NO);
+	ret = wpc_uffd_init(run, u, WPC_FILL_COPY, WPC_PAGE);
 	if (ret)
 		return ret;
-	u->chunk = run->params.chunk > WPC_PAGE ? run->params.chunk : WPC_PAGE;
+	u->chunk = params->chunk > WPC_PAGE ? params->chunk : WPC_PAGE;
 
 	void *p = mmap(NULL, u->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
@@ -185,10 +184,10 @@ static void sigbus_teardown(struct wpc_run *run)
 	atomic_store(&sigbus_claimed, false);
 }
 
-static const struct wpc_param_spec sigbus_params[] = {
+static const struct wpc_param_spec sigbus_param_specs[] = {
 	{ "chunk", WPC_PARAM_SIZE, "4K|8K|16K|32K|64K|128K|256K|512K|1M|2M", "4K",
 	  "bytes resolved per fault (fault-around), the aligned block around the faulting page",
-	  offsetof(struct wpc_params, chunk), 0, 0 },
+	  offsetof(struct sigbus_params, chunk), 0, 0 },
 	{ 0 },
 };
 
@@ -197,8 +196,14 @@ const struct wpc_strategy wpc_strategy_uffd_sigbus = {
 	.family = "userfaultfd",
 	.description = "anonymous region registered with UFFD_FEATURE_SIGBUS: the faulting "
 		       "thread copies its own page in a SIGBUS handler, no context switch",
-	.params = sigbus_params,
-	.probe = sigbus_probe,
+	.params = sigbus_param_specs,
+	.params_size = sizeof(struct sigbus_params),
+	/*
+	 * A fault inside a syscall cannot be delivered as a signal: user mode
+	 * only, so nothing waits for a handler that is not there, and no privilege.
+	 */
+	.needs = { .uffd = WPC_UFFD_USER_MODE, .uffd_features = UFFD_FEATURE_SIGBUS,
+		   .uffd_ioctls = 1ull << _UFFDIO_COPY },
 	.restore = sigbus_restore,
 	.fixup = sigbus_fixup,
 	.fixup_pause_ns = sigbus_fixup_pause_ns,

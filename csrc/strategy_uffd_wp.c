@@ -46,6 +46,13 @@ enum uffd_wp_fixup {
 	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | \
 	 UFFD_FEATURE_WP_UNPOPULATED)
 
+struct uffd_wp_params {
+	uint64_t chunk;
+	int fixup;		/* enum uffd_wp_fixup */
+	int handler_cpu;	/* enum wpc_handler_cpu */
+	int copy;		/* enum wpc_chunk_copy */
+};
+
 struct uffd_wp_ctx {
 	struct wpc_chunks chunks;
 	bool chunks_ready;
@@ -56,89 +63,24 @@ struct uffd_wp_ctx {
 	_Atomic uint64_t unexpected;
 };
 
-static const struct {
-	uint64_t bit;
-	const char *since;
-} required_features[] = {
-	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "5.7" },
-	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "5.19" },
-	{ UFFD_FEATURE_WP_UNPOPULATED, "6.4" },
-};
-
-static int check_features(uint64_t available, char *why, size_t len)
-{
-	for (size_t i = 0; i < WPC_ARRAY_SIZE(required_features); i++) {
-		uint64_t bit = required_features[i].bit;
-
-		if (!(available & bit)) {
-			wpc_why(why, len, "kernel lacks %s (needs Linux %s)",
-				wpc_uffd_feature_name(__builtin_ctzll(bit)), required_features[i].since);
-			return -EOPNOTSUPP;
-		}
-	}
-	return 0;
-}
-
-/* uffd-wp always opens for kernel-mode faults too (no UFFD_USER_MODE_ONLY fallback). */
-static int open_error(int err, char *why, size_t len)
-{
-	int ret = wpc_uffd_open_why(err, O_CLOEXEC, why, len);
-
-	return ret == -EPERM ? -EPERM : -EOPNOTSUPP;
-}
-
-static int uffd_wp_probe(const struct wpc_params *p, char *why, size_t len)
-{
-	uint64_t available = 0;
-	int fd, ret = wpc_handler_probe(p->handler_cpu, why, len);
-
-	if (ret)
-		return ret;
-	fd = wpc_uffd_open(O_CLOEXEC, 0, &available);
-	if (fd < 0)
-		return open_error(fd, why, len);
-	close(fd);
-	return check_features(available, why, len);
-}
-
 static int register_wp(struct wpc_run *run, struct uffd_wp_ctx *ctx)
 {
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)run->region, .len = run->region_len },
-		.mode = UFFDIO_REGISTER_MODE_WP,
-	};
 	struct uffdio_writeprotect wp = {
-		.range = reg.range,
+		.range = { .start = (uintptr_t)run->region, .len = run->region_len },
 		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
 	};
-	uint64_t available = 0, need = (1ull << _UFFDIO_WRITEPROTECT) | (1ull << _UFFDIO_WAKE);
-	char why[WPC_REASON_LEN];
 	int ret;
 
-	/* Through probe.c's opener: the feature masking tests apply to us too. */
-	ctx->uffd = wpc_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_WP_FEATURES, &available);
+	ctx->uffd = wpc_run_open_uffd(run, O_NONBLOCK, NULL);
 	if (ctx->uffd < 0) {
 		ret = ctx->uffd;
 		ctx->uffd = -1;
-		/* EINVAL from UFFDIO_API: a feature is missing; ask for none to learn which. */
-		if (ret == -EINVAL) {
-			int fd = wpc_uffd_open(O_CLOEXEC, 0, &available);
-			if (fd >= 0) {
-				close(fd);
-				if (check_features(available, why, sizeof(why)))
-					return wpc_fail(run, EOPNOTSUPP, "%s", why);
-			}
-		}
-		ret = open_error(ret, why, sizeof(why));
-		return wpc_fail(run, -ret, "%s", why);
+		return ret;
 	}
-	if (check_features(available, why, sizeof(why)))
-		return wpc_fail(run, EOPNOTSUPP, "%s", why);
-	if (ioctl(ctx->uffd, UFFDIO_REGISTER, &reg) < 0)
-		return wpc_fail(run, errno, "UFFDIO_REGISTER (write-protect) of the shmem region failed: %s",
-				strerror(errno));
-	if ((reg.ioctls & need) != need)
-		return wpc_fail(run, EOPNOTSUPP, "the registered range offers no UFFDIO_WRITEPROTECT/WAKE");
+	ret = wpc_run_uffd_register(run, ctx->uffd, run->region, run->region_len,
+				    UFFDIO_REGISTER_MODE_WP);
+	if (ret)
+		return ret;
 	/* Unpopulated pages too (WP_UNPOPULATED, markers on shmem): nothing is read yet. */
 	if (ioctl(ctx->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
 		return wpc_fail(run, errno, "UFFDIO_WRITEPROTECT of the region failed: %s", strerror(errno));
@@ -225,6 +167,7 @@ static const struct wpc_handler_ops handler_ops = {
 
 static int uffd_wp_restore(struct wpc_run *run)
 {
+	const struct uffd_wp_params *params = run->params;
 	struct uffd_wp_ctx *ctx = calloc(1, sizeof(*ctx));
 	int memfd = -1, ret;
 
@@ -248,7 +191,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 	 * freed. copy=read keeps the descriptor to read chunks from (an open
 	 * descriptor is not a mapping: detached still means mapped nowhere).
 	 */
-	if (!ret && run->params.copy == WPC_CHUNK_COPY_READ)
+	if (!ret && params->copy == WPC_CHUNK_COPY_READ)
 		ctx->memfd_for_read = memfd;
 	else if (memfd >= 0)
 		close(memfd);
@@ -258,7 +201,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ret = register_wp(run, ctx);
 	if (ret)
 		return ret;
-	ret = wpc_chunks_init(&ctx->chunks, run, run->params.chunk, ctx->memfd_for_read);
+	ret = wpc_chunks_init(&ctx->chunks, run, params->chunk, ctx->memfd_for_read);
 	ctx->chunks_ready = true;
 	if (ret)
 		return wpc_fail(run, -ret, "cannot set up %llu chunks and a %zu-byte shadow: %s",
@@ -266,11 +209,11 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ctx->chunks.degrade = uffd_wp_degrade;
 	ctx->chunks.owner = ctx;
 
-	ret = wpc_handler_start(&ctx->handler, run, ctx->uffd, run->params.handler_cpu, &handler_ops,
+	ret = wpc_handler_start(&ctx->handler, run, ctx->uffd, params->handler_cpu, &handler_ops,
 				ctx);
 	if (ret)
 		return ret;
-	if (run->params.fixup == UFFD_WP_FIXUP_BACKGROUND) {
+	if (params->fixup == UFFD_WP_FIXUP_BACKGROUND) {
 		ret = wpc_chunks_start_background(&ctx->chunks);
 		if (ret)
 			return wpc_fail(run, -ret, "cannot start the background fixup thread: %s",
@@ -293,8 +236,9 @@ static int uffd_wp_health(struct wpc_run *run)
 
 static int uffd_wp_fixup(struct wpc_run *run)
 {
+	const struct uffd_wp_params *params = run->params;
 	struct uffd_wp_ctx *ctx = run->priv;
-	int ret = wpc_chunks_finish(&ctx->chunks, run->params.fixup == UFFD_WP_FIXUP_AT_CHECKPOINT);
+	int ret = wpc_chunks_finish(&ctx->chunks, params->fixup == UFFD_WP_FIXUP_AT_CHECKPOINT);
 
 	/*
 	 * Every chunk is anonymous (or unprotected after a failure): no fault
@@ -347,14 +291,21 @@ static void uffd_wp_teardown(struct wpc_run *run)
 	run->priv = NULL;
 }
 
-static const struct wpc_param_spec uffd_wp_params[] = {
-	WPC_CHUNK_PARAM_SPECS,
+static void uffd_wp_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct uffd_wp_params *p = params;
+
+	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+}
+
+static const struct wpc_param_spec uffd_wp_param_specs[] = {
+	WPC_CHUNK_PARAM_SPECS(struct uffd_wp_params),
 	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
-	  offsetof(struct wpc_params, handler_cpu), 0, 0 },
+	  offsetof(struct uffd_wp_params, handler_cpu), 0, 0 },
 	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "
 	  "which leaves the region's page tables empty for mremap",
-	  offsetof(struct wpc_params, copy), 0, 0 },
+	  offsetof(struct uffd_wp_params, copy), 0, 0 },
 	{ NULL },
 };
 
@@ -363,8 +314,15 @@ const struct wpc_strategy wpc_strategy_uffd_wp = {
 	.family = "uffd",
 	.description = "image copied into a memfd, mapped MAP_PRIVATE and write-protected; a handler "
 		       "thread copies each written chunk into anonymous memory and mremaps it over",
-	.params = uffd_wp_params,
-	.probe = uffd_wp_probe,
+	.params = uffd_wp_param_specs,
+	.params_size = sizeof(struct uffd_wp_params),
+	/*
+	 * Kernel-mode faults or nothing: a read(2) into a protected chunk must
+	 * wait for the handler, as an application's write does (see above).
+	 */
+	.needs = { .uffd = WPC_UFFD_KERNEL_MODE, .uffd_features = UFFD_WP_FEATURES,
+		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT | 1ull << _UFFDIO_WAKE },
+	.needs_for = uffd_wp_needs_for,
 	.restore = uffd_wp_restore,
 	.fixup = uffd_wp_fixup,
 	.dirty_pages = uffd_wp_dirty_pages,

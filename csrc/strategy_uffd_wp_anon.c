@@ -36,6 +36,11 @@
 #include "handler.h"
 #include "internal.h"
 
+struct wp_anon_params {
+	int handler_cpu;	/* enum wpc_handler_cpu */
+	uint64_t chunk;		/* bytes unprotected (and reported dirty) per fault */
+};
+
 struct wp_anon {
 	struct wpc_run *run;
 	int uffd;
@@ -53,21 +58,21 @@ struct wp_anon {
 	uint64_t unexpected;		/* messages that were not write-protect faults */
 };
 
-static const struct wpc_param_spec wp_anon_params[] = {
+static const struct wpc_param_spec wp_anon_param_specs[] = {
 	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
-	  offsetof(struct wpc_params, handler_cpu), 0, 0 },
+	  offsetof(struct wp_anon_params, handler_cpu), 0, 0 },
 	{ "chunk", WPC_PARAM_SIZE, "4K|16K|64K|256K|2M", "4K",
 	  "bytes unprotected per fault; the whole chunk is reported dirty, so chunks above "
 	  "4K trade fewer faults for a coarser dirty set",
-	  offsetof(struct wpc_params, chunk), 0, 0 },
+	  offsetof(struct wp_anon_params, chunk), 0, 0 },
 	{ NULL, 0, NULL, NULL, NULL, 0, 0, 0 },
 };
 
-static int wp_anon_probe(const struct wpc_params *p, char *why, size_t len)
+static void wp_anon_needs_for(const void *params, struct wpc_needs *needs)
 {
-	int ret = wpc_handler_probe(p->handler_cpu, why, len);
+	const struct wp_anon_params *p = params;
 
-	return ret ? ret : wpc_wp_probe_uffd(UFFD_FEATURE_PAGEFAULT_FLAG_WP, why, len);
+	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
 }
 
 /* The handler could not unprotect: drop the registration so no writer stays blocked. */
@@ -133,8 +138,10 @@ static const struct wpc_handler_ops handler_ops = {
 
 static int wp_anon_restore(struct wpc_run *run)
 {
+	const struct wp_anon_params *params = run->params;
 	struct wp_anon *wa = calloc(1, sizeof(*wa));
 	uint64_t t0, t1, t2, t3;
+	bool user_mode_only = true;
 	int ret;
 
 	if (!wa)
@@ -142,49 +149,34 @@ static int wp_anon_restore(struct wpc_run *run)
 	run->priv = wa;
 	wa->run = run;
 	wa->uffd = -1;
-	wa->chunk = run->params.chunk;
+	wa->chunk = params->chunk;
 	wpc_handler_init(&wa->handler);
 	wa->dirty = calloc((run->npages + 7) / 8, 1);
 	if (!wa->dirty)
 		return wpc_fail(run, ENOMEM, "out of memory for the dirty bitmap");
 
-	void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-	if (p == MAP_FAILED)
-		return wpc_fail(run, errno, "mmap of %zu anonymous bytes failed: %s", run->region_len,
-				strerror(errno));
-	run->region = p;
-
+	/* As `read` restores: from here on nothing refers to the image. */
 	t0 = wpc_now_ns();
-	ret = wpc_run_read_image(run, run->region);
+	ret = wpc_run_read_into_anonymous(run);
 	if (ret)
 		return ret;
-	/* From here on nothing refers to the image: the registration is on anonymous memory. */
-	wpc_run_mark_detached(run);
 	t1 = wpc_now_ns();
 
 	/*
 	 * Without UFFD_USER_MODE_ONLY the kernel's own writes into the region
 	 * (read(2) into a protected page) wait for the handler like the
 	 * application's; user mode only, they would fail with EFAULT. That
-	 * needs privilege, so unprivileged runs fall back to user mode only.
+	 * needs privilege, so unprivileged runs fall back to user mode only
+	 * (the row's WPC_UFFD_AUTO).
 	 */
-	wa->uffd = wpc_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
-	wpc_counter_set(run, "kernel_faults", wa->uffd >= 0);
-	if (wa->uffd == -EPERM)
-		wa->uffd = wpc_uffd_open(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY,
-					 UFFD_FEATURE_PAGEFAULT_FLAG_WP, NULL);
-	if (wa->uffd < 0) {
-		char why[WPC_REASON_LEN];
-
-		wpc_uffd_open_why(wa->uffd, O_CLOEXEC | UFFD_USER_MODE_ONLY, why, sizeof(why));
-		return wpc_fail(run, -wa->uffd, "cannot open a userfaultfd with write-protect faults: %s",
-				why);
-	}
-	ret = wpc_uffd_register_wp(wa->uffd, run->region, run->region_len);
+	wa->uffd = wpc_run_open_uffd(run, O_NONBLOCK, &user_mode_only);
+	wpc_counter_set(run, "kernel_faults", wa->uffd >= 0 && !user_mode_only);
+	if (wa->uffd < 0)
+		return wa->uffd;
+	ret = wpc_run_uffd_register(run, wa->uffd, run->region, run->region_len,
+				    UFFDIO_REGISTER_MODE_WP);
 	if (ret)
-		return wpc_fail(run, -ret, "UFFDIO_REGISTER (MODE_WP) of the region failed: %s",
-				strerror(-ret));
+		return ret;
 	wa->registered = true;
 	t2 = wpc_now_ns();
 	ret = wpc_uffd_writeprotect(wa->uffd, run->region, run->region_len, true);
@@ -196,7 +188,7 @@ static int wp_anon_restore(struct wpc_run *run)
 	wpc_counter_set(run, "read_ns", t1 - t0);
 	wpc_counter_set(run, "register_ns", t2 - t1);
 	wpc_counter_set(run, "protect_ns", t3 - t2);
-	return wpc_handler_start(&wa->handler, run, wa->uffd, run->params.handler_cpu, &handler_ops, wa);
+	return wpc_handler_start(&wa->handler, run, wa->uffd, params->handler_cpu, &handler_ops, wa);
 }
 
 /*
@@ -272,8 +264,11 @@ const struct wpc_strategy wpc_strategy_uffd_wp_anon = {
 	.family = "uffd",
 	.description = "anonymous memory filled with pread(), then write-protected with userfaultfd; "
 		       "a handler thread unprotects each first write: the pure cost of a sync WP fault",
-	.params = wp_anon_params,
-	.probe = wp_anon_probe,
+	.params = wp_anon_param_specs,
+	.params_size = sizeof(struct wp_anon_params),
+	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT },
+	.needs_for = wp_anon_needs_for,
 	.restore = wp_anon_restore,
 	.fixup = wp_anon_fixup,
 	.dirty_pages = wp_anon_dirty_pages,

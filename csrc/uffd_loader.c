@@ -47,38 +47,6 @@ static uint64_t pages_of(uint64_t bytes)
 	return bytes / WPC_PAGE;
 }
 
-static long huge_count(const char *name)
-{
-	char path[96];
-	FILE *f;
-	long n = -1;
-
-	snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-2048kB/%s", name);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	if (fscanf(f, "%ld", &n) != 1)
-		n = -EIO;
-	fclose(f);
-	return n;
-}
-
-/*
- * Free pages include those another process has reserved (a MAP_PRIVATE or
- * shared hugetlb mapping reserves its pages when made, and takes them off
- * free only when it faults them in): available = free - reserved.
- */
-int wpc_huge_pool(struct wpc_huge_pool *pool)
-{
-	pool->total = huge_count("nr_hugepages");
-	pool->free = huge_count("free_hugepages");
-	pool->reserved = huge_count("resv_hugepages");
-	if (pool->total < 0 || pool->free < 0 || pool->reserved < 0)
-		return (int)(pool->total < 0 ? pool->total : pool->free < 0 ? pool->free : pool->reserved);
-	pool->available = pool->free > pool->reserved ? pool->free - pool->reserved : 0;
-	return 0;
-}
-
 /* ---- opening ---- */
 
 static void set_err(struct wpc_uffd *u, int err, const char *what)
@@ -90,49 +58,11 @@ static void set_err(struct wpc_uffd *u, int err, const char *what)
 		u->err_what = what;
 }
 
-static int open_uffd(struct wpc_uffd *u, uint64_t features, int kernel_faults)
+int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fill, size_t unit)
 {
-	struct wpc_run *run = u->run;
-	int flags = O_CLOEXEC | O_NONBLOCK;
-	uint64_t avail = 0;
-	int fd;
+	struct wpc_needs needs;
 
-	if (kernel_faults == WPC_KFAULTS_NO || u->sigbus) {
-		/* With UFFD_FEATURE_SIGBUS nobody waits in the kernel anyway. */
-		fd = wpc_uffd_open(flags | UFFD_USER_MODE_ONLY, features, &avail);
-		u->user_mode_only = true;
-	} else {
-		fd = wpc_uffd_open(flags, features, &avail);
-		if (fd == -EPERM && kernel_faults == WPC_KFAULTS_AUTO) {
-			fd = wpc_uffd_open(flags | UFFD_USER_MODE_ONLY, features, &avail);
-			u->user_mode_only = true;
-		}
-	}
-	if (fd == -EPERM && !u->user_mode_only)
-		return wpc_fail(run, -fd, "userfaultfd handling kernel-mode faults needs "
-				"CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to "
-				"/dev/userfaultfd; or use kernel-faults=no (UFFD_USER_MODE_ONLY)");
-	if (fd == -EINVAL) {
-		int bit = features ? 63 - __builtin_clzll(features) : -1;
-		const char *name = bit >= 0 ? wpc_uffd_feature_name(bit) : NULL;
-
-		return wpc_fail(run, EOPNOTSUPP, "UFFDIO_API refused features %#" PRIx64
-				": this kernel lacks %s", features,
-				name && !(features & (features - 1)) ? name : "one of them");
-	}
-	if (fd < 0) {
-		char why[WPC_REASON_LEN];
-
-		wpc_uffd_open_why(fd, flags | (u->user_mode_only ? UFFD_USER_MODE_ONLY : 0), why, sizeof(why));
-		return wpc_fail(run, -fd, "%s", why);
-	}
-	u->fd = fd;
-	return 0;
-}
-
-int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fill,
-		  size_t unit, uint64_t features, int kernel_faults)
-{
+	wpc_strategy_needs(run->strategy, run->params, &needs);
 	memset(u, 0, sizeof(*u));
 	u->run = run;
 	u->fill = fill;
@@ -143,7 +73,7 @@ int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fi
 	u->chunk = unit;
 	u->map_len = wpc_align_up(run->region_len, unit);
 	u->nunits = u->map_len / unit;
-	u->sigbus = features & UFFD_FEATURE_SIGBUS;
+	u->sigbus = needs.uffd_features & UFFD_FEATURE_SIGBUS;
 
 	u->loaded = calloc(u->nunits, sizeof(*u->loaded));
 	u->hist = malloc(sizeof(*u->hist));
@@ -151,33 +81,14 @@ int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fi
 		return wpc_fail(run, ENOMEM, "out of memory for the userfaultfd state");
 	wpc_hist_reset(u->hist);
 	wpc_handler_init(&u->handler);
-	return open_uffd(u, features, kernel_faults);
+	u->fd = wpc_run_open_uffd(run, O_NONBLOCK, &u->user_mode_only);
+	return u->fd < 0 ? u->fd : 0;
 }
 
 int wpc_uffd_register(struct wpc_uffd *u, uint64_t mode)
 {
-	static const struct {
-		enum wpc_uffd_fill fill;
-		uint64_t bit;
-		const char *name;
-	} needs[] = {
-		{ WPC_FILL_COPY, 1ull << _UFFDIO_COPY, "UFFDIO_COPY" },
-		{ WPC_FILL_MOVE, 1ull << _UFFDIO_MOVE, "UFFDIO_MOVE" },
-		{ WPC_FILL_CONTINUE, 1ull << _UFFDIO_CONTINUE, "UFFDIO_CONTINUE" },
-	};
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)u->run->region, .len = u->map_len },
-		.mode = mode,
-	};
-
-	if (ioctl(u->fd, UFFDIO_REGISTER, &reg) < 0)
-		return wpc_fail(u->run, errno, "UFFDIO_REGISTER of %zu bytes: %s", u->map_len,
-				strerror(errno));
-	for (size_t i = 0; i < WPC_ARRAY_SIZE(needs); i++)
-		if (needs[i].fill == u->fill && !(reg.ioctls & needs[i].bit))
-			return wpc_fail(u->run, EOPNOTSUPP, "the registered range does not offer %s",
-					needs[i].name);
-	return 0;
+	/* The ioctls a fill uses are in its row's needs: the same check, worded once. */
+	return wpc_run_uffd_register(u->run, u->fd, u->run->region, u->map_len, mode);
 }
 
 int wpc_uffd_map_view(struct wpc_uffd *u)

@@ -26,7 +26,11 @@ enum wpc_uffd_fill {
 	WPC_FILL_CONTINUE,	/* UFFDIO_CONTINUE: the page already sits in the memfd */
 };
 
-/* Parameter kernel-faults: may the kernel (syscalls) fault on not-yet-loaded pages? */
+/*
+ * Parameter kernel-faults: may the kernel (syscalls) fault on not-yet-loaded
+ * pages? In the order of WPC_KFAULTS_CHOICES; strategy_uffd.c turns it into
+ * the wpc_uffd_access its runs need.
+ */
 enum wpc_kernel_faults {
 	WPC_KFAULTS_AUTO,	/* yes if privileges allow, else UFFD_USER_MODE_ONLY */
 	WPC_KFAULTS_YES,
@@ -121,9 +125,11 @@ struct wpc_uffd {
 	struct wpc_uffd_stats st;
 };
 
-/* Set up: everything but the region. `features`: UFFD_FEATURE_* the strategy needs. */
-int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fill,
-		  size_t unit, uint64_t features, int kernel_faults);
+/*
+ * Set up: everything but the region. The userfaultfd is opened as the run's
+ * strategy needs (wpc_run_open_uffd): its mode and UFFD_FEATURE_* bits.
+ */
+int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fill, size_t unit);
 /* Register [region, region + map_len) in `mode` (UFFDIO_REGISTER_MODE_*), check its ioctls. */
 int wpc_uffd_register(struct wpc_uffd *u, uint64_t mode);
 /* Map the read-only shared view of the image that WPC_FILL_COPY copies from. */
@@ -155,19 +161,5 @@ int wpc_uffd_load_order(struct wpc_uffd *u, const char *path);
 void wpc_uffd_publish(struct wpc_uffd *u);
 /* Undo everything, in an order that leaves no thread blocked. Safe on a partial init. */
 void wpc_uffd_teardown(struct wpc_uffd *u);
-
-/* Probes (strategy_uffd.c): 0, or -errno and an actionable why. */
-int wpc_uffd_probe_features(int kernel_faults, uint64_t need, char *why, size_t len);
-/* Enough free 2 MiB pages for image_bytes (0: at least one)? */
-int wpc_probe_huge_pages(uint64_t image_bytes, char *why, size_t len);
-
-/* The 2 MiB huge-page pool now: every count, or -errno from reading sysfs. */
-struct wpc_huge_pool {
-	long total;	/* nr_hugepages */
-	long free;	/* free_hugepages: includes pages others have reserved */
-	long reserved;	/* resv_hugepages: promised to mappings, not yet faulted in */
-	long available;	/* free - reserved: what a new mapping can have */
-};
-int wpc_huge_pool(struct wpc_huge_pool *pool);
 
 #endif /* WPC_UFFD_LOADER_H */

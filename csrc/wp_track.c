@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Write tracking with userfaultfd write-protection, shared by uffd-wp-anon
- * and mmap-wp-async: probing the features, registering and protecting a
- * range, and reading the kernel's written set back with PAGEMAP_SCAN.
+ * and mmap-wp-async: registering and protecting a range, and reading the
+ * kernel's written set back with PAGEMAP_SCAN. Whether the kernel offers
+ * them is probe.c's to say (wpc_needs_check).
  *
  * The end of the file holds a test-only tracker (declared in wpcompare.h)
  * that arms the same tracking on a bare mapping, so tests can check the
@@ -22,77 +23,6 @@
 #include "internal.h"
 
 #define SCAN_VEC_LEN 256	/* regions per PAGEMAP_SCAN call; the walk resumes at walk_end */
-
-/* The first kernel with each feature the write-protect strategies need. */
-static const struct {
-	uint64_t bit;
-	const char *since;
-} feature_since[] = {
-	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "5.7" },
-	{ UFFD_FEATURE_WP_UNPOPULATED, "6.4" },
-	{ UFFD_FEATURE_WP_ASYNC, "6.7" },
-};
-
-static const char *linux_since(uint64_t bit)
-{
-	for (size_t i = 0; i < WPC_ARRAY_SIZE(feature_since); i++)
-		if (feature_since[i].bit == bit)
-			return feature_since[i].since;
-	return "a newer kernel";
-}
-
-static const char *mask_note(void)
-{
-	const char *mask = getenv("WPCOMPARE_UFFD_FEATURE_MASK");
-
-	return mask && *mask ? " [masked: WPCOMPARE_UFFD_FEATURE_MASK is set]" : "";
-}
-
-int wpc_wp_probe_uffd(uint64_t need, char *why, size_t len)
-{
-	uint64_t avail = 0;
-	int fd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, 0, &avail);
-
-	if (fd < 0) {
-		int ret = wpc_uffd_open_why(fd, O_CLOEXEC | UFFD_USER_MODE_ONLY, why, len);
-
-		return ret == -EPERM ? -EPERM : -EOPNOTSUPP;
-	}
-	close(fd);
-
-	uint64_t missing = need & ~avail;
-	if (missing) {
-		uint64_t bit = missing & -missing;
-		const char *name = wpc_uffd_feature_name(__builtin_ctzll(bit));
-
-		wpc_why(why, len, "kernel lacks %s (needs Linux %s)%s", name ? name : "a userfaultfd feature",
-			linux_since(bit), mask_note());
-		return -EOPNOTSUPP;
-	}
-	fd = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, need, NULL);
-	if (fd < 0) {
-		wpc_why(why, len, "UFFDIO_API refused features 0x%llx: %s%s", (unsigned long long)need,
-			strerror(-fd), mask_note());
-		return fd == -EPERM ? -EPERM : -EOPNOTSUPP;
-	}
-	close(fd);
-	return 0;
-}
-
-int wpc_uffd_register_wp(int uffd, void *addr, size_t len)
-{
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_WP,
-	};
-
-	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
-		return -errno;
-	/* A VMA type without write-protect support registers but offers no WRITEPROTECT. */
-	if (!(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)))
-		return -EOPNOTSUPP;
-	return 0;
-}
 
 int wpc_uffd_unregister(int uffd, void *addr, size_t len)
 {
@@ -117,49 +47,6 @@ int wpc_pagemap_open(void)
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 
 	return fd < 0 ? -errno : fd;
-}
-
-/*
- * Test-only: WPCOMPARE_HIDE_PAGEMAP_SCAN=1 makes the probe answer as a
- * kernel older than 6.7 would, to exercise the skip path.
- */
-int wpc_pagemap_scan_probe(char *why, size_t len)
-{
-	static const char old_kernel[] =
-		"kernel lacks the PAGEMAP_SCAN ioctl on /proc/self/pagemap (needs Linux 6.7)";
-	const char *hide = getenv("WPCOMPARE_HIDE_PAGEMAP_SCAN");
-	uint64_t word = 0;
-	struct page_region region;
-	uint64_t page = (uintptr_t)&word & ~(uint64_t)(WPC_PAGE - 1);
-	struct pm_scan_arg arg = {
-		.size = sizeof(arg),
-		.start = page,
-		.end = page + WPC_PAGE,
-		.vec = (uintptr_t)&region,
-		.vec_len = 1,
-		.category_anyof_mask = PAGE_IS_PRESENT,
-		.return_mask = PAGE_IS_PRESENT,
-	};
-	int fd, ret = 0;
-
-	if (hide && *hide && strcmp(hide, "0")) {
-		wpc_why(why, len, "%s [hidden: WPCOMPARE_HIDE_PAGEMAP_SCAN is set]", old_kernel);
-		return -EOPNOTSUPP;
-	}
-	fd = wpc_pagemap_open();
-	if (fd < 0) {
-		wpc_why(why, len, "cannot open /proc/self/pagemap: %s", strerror(-fd));
-		return -EOPNOTSUPP;
-	}
-	if (ioctl(fd, PAGEMAP_SCAN, &arg) < 0) {
-		if (errno == ENOTTY || errno == EINVAL)
-			wpc_why(why, len, "%s", old_kernel);
-		else
-			wpc_why(why, len, "PAGEMAP_SCAN on /proc/self/pagemap failed: %s", strerror(errno));
-		ret = -EOPNOTSUPP;
-	}
-	close(fd);
-	return ret;
 }
 
 static void set_bits(uint8_t *bitmap, uint64_t first, uint64_t end)
@@ -239,7 +126,13 @@ void wpc_wp_tracker_close(struct wpc_wp_tracker *t)
 int wpc_wp_tracker_open(int fd, uint64_t len, int populate, struct wpc_wp_tracker **out, char *why,
 			size_t why_len)
 {
-	const uint64_t features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+	/* What mmap-wp-async needs, so the tests see the kernel the strategy would. */
+	static const struct wpc_needs needs = {
+		.uffd = WPC_UFFD_USER_MODE,
+		.uffd_features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
+		.uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT,
+		.pagemap_scan = true,
+	};
 	struct wpc_wp_tracker *t = calloc(1, sizeof(*t));
 	int flags = MAP_PRIVATE | (fd < 0 ? MAP_ANONYMOUS : 0) | (populate ? MAP_POPULATE : 0);
 	int ret;
@@ -249,9 +142,7 @@ int wpc_wp_tracker_open(int fd, uint64_t len, int populate, struct wpc_wp_tracke
 		return -ENOMEM;
 	t->uffd = t->pagemap_fd = -1;
 	t->len = wpc_align_up(len, WPC_PAGE);
-	ret = wpc_wp_probe_uffd(features, why, why_len);
-	if (!ret)
-		ret = wpc_pagemap_scan_probe(why, why_len);
+	ret = wpc_needs_check(&needs, 0, why, why_len);
 	if (ret)
 		goto fail;
 
@@ -262,12 +153,14 @@ int wpc_wp_tracker_open(int fd, uint64_t len, int populate, struct wpc_wp_tracke
 		goto fail;
 	}
 	t->addr = p;
+	t->uffd = ret = wpc_uffd_open_for(&needs, 0, NULL, why, why_len);
+	if (ret >= 0)
+		ret = wpc_uffd_register_for(&needs, t->uffd, t->addr, t->len, UFFDIO_REGISTER_MODE_WP,
+					    why, why_len);
+	if (ret < 0)
+		goto fail;
 	t->pagemap_fd = ret = wpc_pagemap_open();
 	if (ret >= 0)
-		t->uffd = ret = wpc_uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY, features, NULL);
-	if (ret >= 0)
-		ret = wpc_uffd_register_wp(t->uffd, t->addr, t->len);
-	if (!ret)
 		ret = wpc_uffd_writeprotect(t->uffd, t->addr, t->len, true);
 	if (ret < 0) {
 		wpc_why(why, why_len, "arming WP_ASYNC tracking failed: %s", strerror(-ret));

@@ -97,12 +97,16 @@ struct wpc_workload {
 	double write_fraction;
 };
 
+struct wpc_choice;
+
 struct wpc_config {
 	const char *image_path;
 	int64_t image_seed;	/* >= 0: generated from this seed; verify against the generator */
 	int image_kind;		/* enum wpc_image_kind, with image_seed */
 	const char *strategy;	/* a name from the strategy table */
 	const char *params;	/* "name=value,name=value" or NULL for defaults */
+	/* Non-NULL: the strategy and its parameters parsed already (wpc_choice_parse); strategy and params are not read. */
+	const struct wpc_choice *choice;
 	struct wpc_workload workload;
 	/*
 	 * Repeated checkpoints: non-NULL makes this run cycle history_len + 1 of
@@ -193,9 +197,19 @@ int wpc_strategy_param(int index, int param, struct wpc_param_info *out);
 int wpc_strategy_find(const char *name);
 int wpc_params_validate(const char *strategy, const char *params, char *why, size_t len);
 /*
+ * A strategy with its parameters parsed once into the strategy's own struct,
+ * then handed to wpc_choice_probe and to wpc_run_create (wpc_config.choice).
+ * 0, or -ENOENT (unknown strategy) / -EINVAL (a parameter) and why.
+ */
+int wpc_choice_parse(const char *strategy, const char *params, struct wpc_choice **out, char *why,
+		     size_t len);
+void wpc_choice_free(struct wpc_choice *choice);
+/*
  * 0: the strategy can run here with these params on an image of image_bytes
  * (0: size not known yet, e.g. for `wpcompare info`); else -errno and why.
  */
+int wpc_choice_probe(const struct wpc_choice *choice, uint64_t image_bytes, char *why, size_t len);
+/* wpc_choice_parse, wpc_choice_probe and wpc_choice_free in one call. */
 int wpc_strategy_probe(const char *strategy, const char *params, uint64_t image_bytes, char *why,
 		       size_t len);
 

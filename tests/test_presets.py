@@ -35,11 +35,6 @@ def test_list_names_every_preset_with_its_strategies():
             assert "not in this build" not in block
 
 
-def test_full_names_every_final_strategy():
-    assert set(presets.PRESETS["full"].strategies) == set(presets.EVERY_STRATEGY)
-    assert _table_names() <= set(presets.EVERY_STRATEGY), "a strategy of the table is missing from full"
-
-
 @pytest.mark.parametrize("name", list(presets.PRESETS))
 def test_every_preset_runs_at_a_small_size(name, tmp_path):
     target = tmp_path / "out.json"

@@ -91,11 +91,28 @@ def validate_params(strategy, params):
     check(lib.wpc_params_validate(strategy.encode(), _optional(params), why, len(why)), why)
 
 
+class Choice:
+    """A strategy with its parameters parsed once by the C core (wpc_choice_parse), to hand
+    to probe_strategy and Run as they are: neither parses them again."""
+
+    def __init__(self, strategy, params):
+        out = ffi.new("struct wpc_choice **")
+        why = _why_buffer()
+        check(lib.wpc_choice_parse(strategy.encode(), _optional(params), out, why, len(why)), why)
+        self.strategy = strategy
+        self.params = params
+        self._choice = ffi.gc(out[0], lib.wpc_choice_free)
+
+
 def probe_strategy(strategy, params, image_bytes=0):
-    """Raise the reason this strategy cannot run here (on an image of image_bytes, 0: any)."""
+    """Raise the reason this strategy cannot run here (on an image of image_bytes, 0: any).
+    params: the "name=value,..." text, or a Choice parsed already (for strategy)."""
     why = _why_buffer()
-    check(lib.wpc_strategy_probe(strategy.encode(), _optional(params), image_bytes, why, len(why)),
-          why)
+    if isinstance(params, Choice):
+        rc = lib.wpc_choice_probe(params._choice, image_bytes, why, len(why))
+    else:
+        rc = lib.wpc_strategy_probe(strategy.encode(), _optional(params), image_bytes, why, len(why))
+    check(rc, why)
 
 
 # ---- one run ----
@@ -140,16 +157,20 @@ class Run:
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
                  op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.0,
                  history=None, latency="none", latency_every=0, image_bytes=0):
-        """history: for a cycle of a chain, the workloads (fill_workload dicts) of the earlier
+        """params: the "name=value,..." text, or a Choice parsed already (for strategy).
+        history: for a cycle of a chain, the workloads (fill_workload dicts) of the earlier
         cycles, oldest first, whose writes the image holds; None for a run of its own.
         latency: how touch times first accesses (LATENCY_MODES; "sample" every latency_every-th
         on average); "none" leaves the clock out of the loop, so touch's time is the application's."""
         # cffi frees what ffi.new returned when the Python object dies, so the
         # strings the config points at live as long as the run.
+        choice = params if isinstance(params, Choice) else None
         self._keep = [ffi.new("char[]", image_path.encode()),
-                      ffi.new("char[]", strategy.encode()), _optional(params)]
+                      ffi.new("char[]", strategy.encode()), _optional(None if choice else params)]
         cfg = ffi.new("struct wpc_config *")
         cfg.image_path, cfg.strategy, cfg.params = self._keep
+        if choice is not None:
+            cfg.choice = choice._choice     # parsed once, by the caller
         cfg.image_seed = -1 if image_seed is None else image_seed
         cfg.image_kind = IMAGE_KINDS[image_kind or "mixed"]
         cfg.image_bytes = image_bytes or 0     # the size fixed when the image was opened

@@ -234,7 +234,9 @@ def run_spec(spec, note=_no_note):
     injection = parse_injection(spec["inject"]) if spec["inject"] else None
     latency, latency_every = parse_run_latency(spec["latency"])
     try:
-        binding.probe_strategy(spec["strategy"], params, _image_bytes(spec["image"]))
+        # Parsed once, here: the probe and the run take the same parsed parameters.
+        choice = binding.Choice(spec["strategy"], params)
+        binding.probe_strategy(spec["strategy"], choice, _image_bytes(spec["image"]))
     except WpcError as error:
         row.update(status="skipped", reason=error.reason)
         return row
@@ -244,7 +246,7 @@ def run_spec(spec, note=_no_note):
     try:
         run = binding.Run(
             image_path=spec["image"], image_seed=spec["image_seed"], image_kind=spec["image_kind"],
-            strategy=spec["strategy"], params=params, op=spec["op"],
+            strategy=spec["strategy"], params=choice, op=spec["op"],
             pattern=parse_pattern(spec["pattern"]), threads=spec["threads"],
             overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"],
             write_fraction=spec["write_fraction"], latency=latency, latency_every=latency_every,
