@@ -31,9 +31,8 @@
 /* The help of every handler-cpu parameter. */
 #define WPC_HANDLER_CPU_HELP								\
 	"CPU of the fault handler thread: same (workload thread 0's, as a signal handler "	\
-	"runs on the faulting thread), other (another one; skipped on a one-CPU machine) "	\
-	"or any (not pinned)"
-
+	"runs on the faulting thread), other (the second this process may use; skipped "	\
+	"where it may use one) or any (not pinned)"
 
 struct wpc_handler_ops {
 	/*
