@@ -2,9 +2,11 @@
 /*
  * The run's context, as every layer below the phases uses it: failing with a
  * reason a person can act on, counters, the CPUs this process may use and
- * pinning, starting and watching threads, and the region's small chores.
- * run.c (the phases) and the strategy table are above it; workload.c,
- * verify.c, model.c, params.c and every strategy call into it, never into run.c.
+ * pinning, starting and watching threads, and the region's small chores
+ * (opening and registering its userfaultfd as the strategy needs, with
+ * probe.c). run.c (the phases) and the strategy table are above it;
+ * workload.c, verify.c, model.c and every strategy call into it, never into
+ * run.c or the table.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -17,17 +19,6 @@
 #include <sys/stat.h>
 
 #include "internal.h"
-
-void wpc_why(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-}
 
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
 {

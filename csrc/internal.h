@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -67,6 +68,23 @@ static inline uint64_t wpc_write_value(uint64_t seed, uint64_t page, int thread)
 static inline uint64_t wpc_align_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
+}
+
+/*
+ * Write one line to a caller's why buffer (NULL or 0 length: nowhere). Here,
+ * not in context.c: every layer words reasons, the lowest (image.c, probe.c,
+ * fault_inject.c) too, and this depends on nothing.
+ */
+static inline __attribute__((format(printf, 3, 4))) void wpc_why(char *why, size_t len,
+								 const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
 }
 
 /* ---- parameters ---- */
@@ -306,8 +324,7 @@ struct wpc_run {
 /* Record the run's reason (printf-style) and return -err (-EIO for 0). */
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Write one line to a caller's why buffer (NULL or 0 length: nowhere). */
-void wpc_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 void wpc_counter_add(struct wpc_run *run, const char *name, uint64_t delta);
 void wpc_counter_set(struct wpc_run *run, const char *name, uint64_t value);
 void wpc_run_mark_detached(struct wpc_run *run);
