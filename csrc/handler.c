@@ -70,6 +70,10 @@ static int drain(struct wpc_handler *h, bool all)
 	struct uffd_msg msgs[MSG_BATCH];
 
 	for (;;) {
+		/* Test-only: a read() failing as the kernel's would. */
+		if (wpc_inject_handler_error(h->faults))
+			return -EIO;
+
 		ssize_t n = read(h->uffd, msgs, sizeof(msgs));
 
 		if (n < 0 && errno == EINTR)

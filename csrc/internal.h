@@ -445,6 +445,9 @@ void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
  *                                      once vm.max_map_count is reached
  *   WPCOMPARE_INJECT_HANDLER_EXIT=N    a strategy's fault handler thread
  *                                      exits after serving N faults
+ *   WPCOMPARE_INJECT_HANDLER_ERROR=N   ... its read() of fault messages
+ *                                      fails with EIO once it has served N
+ *                                      faults: the handler's own error path
  *   WPCOMPARE_INJECT_HOLD=N            every thread reaching a hold point
  *                                      (WPC_HOLD_*) for chunk or unit N stops
  *                                      there until the test releases it
@@ -466,6 +469,8 @@ bool wpc_inject_no_dontunmap(void);
 bool wpc_inject_mremap_enomem(void);
 /* Whether a handler thread that has served `served` faults must exit now. */
 bool wpc_inject_handler_exit(uint64_t served);
+/* Whether a handler thread that has served `served` faults must fail its next read() (EIO). */
+bool wpc_inject_handler_error(uint64_t served);
 
 /*
  * Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC,
@@ -586,7 +591,13 @@ int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
 
 /* ---- userfaultfd write-protection and PAGEMAP_SCAN (wp_track.c) ---- */
 
+/*
+ * UFFDIO_UNREGISTER. It wakes the threads waiting in MISSING faults on the
+ * range, not those in write-protect faults (fs/userfaultfd.c): wake those.
+ */
 int wpc_uffd_unregister(int uffd, void *addr, size_t len);
+/* UFFDIO_WAKE: every thread waiting in a fault on the range retries it. */
+int wpc_uffd_wake(int uffd, void *addr, size_t len);
 /* protect=false also wakes writers blocked on the range. */
 int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
 

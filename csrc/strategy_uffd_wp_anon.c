@@ -75,14 +75,29 @@ static void wp_anon_needs_for(const void *params, struct wpc_needs *needs)
 	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
 }
 
-/* The handler could not unprotect: drop the registration so no writer stays blocked. */
+/*
+ * Nobody will unprotect any more: drop the registration (which clears the
+ * write-protection) and wake the writers waiting in write-protect faults,
+ * which unregistering alone leaves asleep; they retry onto writable pages.
+ */
+static int release_writers(struct wp_anon *wa)
+{
+	struct wpc_run *run = wa->run;
+	int ret = wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
+
+	if (!ret)
+		wa->registered = false;
+	return ret ? ret : wpc_uffd_wake(wa->uffd, run->region, run->region_len);
+}
+
+/* The handler could not unprotect: no writer may stay blocked. */
 static void handler_fail(struct wp_anon *wa, int err, const char *what)
 {
 	if (!wa->err) {
 		wa->err = err;
 		wa->err_what = what;
 	}
-	wpc_uffd_unregister(wa->uffd, wa->run->region, wa->run->region_len);
+	release_writers(wa);
 }
 
 static void mark_dirty(struct wp_anon *wa, uint64_t first, uint64_t end)
@@ -120,20 +135,18 @@ static bool serve_fault(void *owner, const struct uffd_msg *msg)
 	return true;
 }
 
-/* Nobody will serve faults any more: drop the registration, which wakes every writer. */
+/* Nobody will serve faults any more: release every writer. */
 static bool orphaned(void *owner, int err)
 {
-	struct wp_anon *wa = owner;
-
 	(void)err;
-	return wpc_uffd_unregister(wa->uffd, wa->run->region, wa->run->region_len) == 0;
+	return release_writers(owner) == 0;
 }
 
 static const struct wpc_handler_ops handler_ops = {
 	.serve = serve_fault,
 	.orphaned = orphaned,
 	.stranded = "writers blocked in write-protect faults would never be woken",
-	.released = "the region was unregistered, so no writer waits",
+	.released = "the region was unregistered and its writers woken",
 };
 
 static int wp_anon_restore(struct wpc_run *run)
@@ -192,7 +205,7 @@ static int wp_anon_restore(struct wpc_run *run)
 }
 
 /*
- * A handler that ended on an error unregistered the region first (orphaned),
+ * A handler that ended on an error released the writers first (orphaned),
  * so no writer waits on it. One that is gone without (a crash, or the test
  * hook) leaves every later writer blocked in the kernel: health says so now.
  */

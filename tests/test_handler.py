@@ -1,7 +1,10 @@
-"""Where a fault handler thread runs (handler-cpu=same|other|any, csrc/handler.h): the same in
-every strategy with a handler thread. On a process allowed one CPU, `other` is a skipped row
-that says why (and a run made without the probe fails at restore with the same reason): never
-a silent fallback to the same CPU or to unpinned, whose figures it would report as other's."""
+"""The one fault-handler thread (csrc/handler.c) of every strategy that has one.
+
+Where it runs (handler-cpu=same|other|any, csrc/handler.h) means the same in each. On a
+process allowed one CPU, `other` is a skipped row that says why (and a run made without the
+probe fails at restore with the same reason): never a silent fallback to the same CPU or to
+unpinned, whose figures it would report as other's. Its own errors end the run the same way
+in each, with the handler named (a handler that vanishes: tests/test_faults.py)."""
 import os
 
 import pytest
@@ -82,3 +85,33 @@ def test_the_reason_reaches_a_row_run_through_the_runner(image):
 
     row = runner.call_in_fresh_process(one_cpu_run, _spec(image, "uffd", "handler-cpu=other"))
     assert row["status"] == "skipped" and "handler-cpu=other needs a second CPU" in row["reason"]
+
+
+# Released by the strategy's orphaned op (unprotected, unregistered): the writers go on, fixup says why.
+RELEASES_WAITERS = {"uffd-wp": "the rest of the region was unprotected in place",
+                    "uffd-wp-anon": "the region was unregistered and its writers woken"}
+
+
+@pytest.mark.parametrize("strategy", WITH_HANDLER)
+def test_a_handler_error_ends_the_run_with_its_reason(make_image, run_strategy, monkeypatch, strategy):
+    """The handler's read() fails after its first fault: the run fails naming the handler and
+    the error, never by the watchdog; waiters are released only where the strategy can do so
+    without handing out pages it never loaded."""
+    skip_unless_available(strategy)
+    image = make_image(8 << 20)
+    monkeypatch.setenv("WPCOMPARE_INJECT_HANDLER_ERROR", "1")
+    # Every write faults: no background fixup or loader serves a page before the handler does.
+    row_params = strategies.find(strategy)
+    params = ("fixup=on-write-only" if row_params.param("fixup")
+              else "loader-threads=0" if row_params.param("loader-threads") else None)
+    row = run_strategy(image, strategy, params=params, op="write", threads=4)
+    assert row["status"] == "failed", row
+    assert "timed out" not in row["reason"], row["reason"]
+    assert ("the userfaultfd handler thread stopped: reading fault messages failed: "
+            "Input/output error; ") in row["reason"], row["reason"]
+    if strategy in RELEASES_WAITERS:
+        assert row["failed_phase"] == "fixup", row
+        assert row["reason"].endswith(RELEASES_WAITERS[strategy]), row["reason"]
+    else:
+        assert row["failed_phase"] in ("touch", "fixup"), row
+        assert row["reason"].endswith("would never be served"), row["reason"]
