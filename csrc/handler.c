@@ -55,7 +55,7 @@ static int serve_one(struct wpc_handler *h, const struct uffd_msg *msg)
 
 	if (!h->ops->serve(h->owner, msg))
 		return 0;
-	wpc_hist_record(&h->hist, wpc_now_ns() - t0);
+	wpc_hist_record(h->hist, wpc_now_ns() - t0);
 	h->faults++;
 	/* Test-only: vanish as a crashed handler would, leaving faults unserved. */
 	return wpc_inject_handler_exit(h->faults) ? VANISHED : 0;
@@ -132,7 +132,6 @@ void wpc_handler_init(struct wpc_handler *h)
 	h->uffd = -1;
 	h->stop_fd = -1;
 	h->cpu = -1;
-	wpc_hist_reset(&h->hist);
 }
 
 int wpc_handler_start(struct wpc_handler *h, struct wpc_run *run, int uffd, int placement,
@@ -204,8 +203,6 @@ int wpc_handler_error(struct wpc_handler *h)
 void wpc_handler_publish(struct wpc_handler *h, struct wpc_run *run)
 {
 	wpc_counter_set(run, "fault_reads", h->reads);
-	wpc_hist_merge(&run->res->handler, &h->hist);
-	wpc_hist_reset(&h->hist);	/* published once */
 }
 
 void wpc_handler_destroy(struct wpc_handler *h)

@@ -62,7 +62,14 @@ struct wpc_handler {
 	int uffd;		/* O_NONBLOCK; the strategy's, never closed here */
 	int stop_fd;		/* eventfd: readable once asked to stop */
 	int cpu;		/* where it runs; -1: not pinned */
+	/* Set before wpc_handler_start: */
 	uint64_t delay_ns;	/* before each batch of messages: a simulated slow page source */
+	/*
+	 * Service time of each fault: the strategy's histogram (one it has
+	 * anyway, faulted in already), this thread its only recorder meanwhile.
+	 */
+	struct wpc_hist *hist;
+
 	pthread_t tid;
 	bool started;		/* running, or ended and not joined yet */
 	bool gone;		/* ended by itself (an error, a crash, the test hook), joined */
@@ -73,7 +80,6 @@ struct wpc_handler {
 	bool released;		/* ops->orphaned released every waiter */
 	uint64_t reads;		/* read() calls that returned messages */
 	uint64_t faults;	/* faults served */
-	struct wpc_hist hist;	/* service time of each fault */
 };
 
 /* Before anything else, so that stop, destroy and publish are safe on it. */
@@ -98,7 +104,7 @@ void wpc_handler_stop(struct wpc_handler *h);
 int wpc_handler_health(struct wpc_handler *h);
 /* After wpc_handler_stop: 0, or wpc_fail()'s -errno if an error ended the handler. */
 int wpc_handler_error(struct wpc_handler *h);
-/* Counter fault_reads and the service times into the run's result (once). */
+/* Counter fault_reads into the run's result. */
 void wpc_handler_publish(struct wpc_handler *h, struct wpc_run *run);
 /* Close the stop eventfd (after wpc_handler_stop). */
 void wpc_handler_destroy(struct wpc_handler *h);

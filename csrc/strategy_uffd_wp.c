@@ -209,6 +209,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ctx->chunks.degrade = uffd_wp_degrade;
 	ctx->chunks.owner = ctx;
 
+	ctx->handler.hist = ctx->chunks.hist;
 	ret = wpc_handler_start(&ctx->handler, run, ctx->uffd, params->handler_cpu, &handler_ops,
 				ctx);
 	if (ret)

@@ -56,6 +56,7 @@ struct wp_anon {
 	uint64_t repeat_faults;		/* on a chunk already unprotected (racing writers) */
 	uint64_t eagain;		/* UFFDIO_WRITEPROTECT retried on EAGAIN */
 	uint64_t unexpected;		/* messages that were not write-protect faults */
+	struct wpc_hist hist;		/* per fault: message in hand to unprotect returned */
 };
 
 static const struct wpc_param_spec wp_anon_param_specs[] = {
@@ -164,6 +165,7 @@ static int wp_anon_restore(struct wpc_run *run)
 	wa->uffd = -1;
 	wa->chunk = params->chunk;
 	wpc_handler_init(&wa->handler);
+	wpc_hist_reset(&wa->hist);
 	wa->dirty = calloc((run->npages + 7) / 8, 1);
 	if (!wa->dirty)
 		return wpc_fail(run, ENOMEM, "out of memory for the dirty bitmap");
@@ -201,6 +203,7 @@ static int wp_anon_restore(struct wpc_run *run)
 	wpc_counter_set(run, "read_ns", t1 - t0);
 	wpc_counter_set(run, "register_ns", t2 - t1);
 	wpc_counter_set(run, "protect_ns", t3 - t2);
+	wa->handler.hist = &wa->hist;
 	return wpc_handler_start(&wa->handler, run, wa->uffd, params->handler_cpu, &handler_ops, wa);
 }
 
@@ -225,6 +228,7 @@ static int wp_anon_fixup(struct wpc_run *run)
 
 	wpc_handler_stop(&wa->handler);
 	wpc_handler_publish(&wa->handler, run);
+	wpc_hist_merge(&run->res->handler, &wa->hist);
 	wpc_counter_set(run, "wp_faults", wa->faults);
 	wpc_counter_set(run, "repeat_faults", wa->repeat_faults);
 	wpc_counter_set(run, "wp_eagain", wa->eagain);

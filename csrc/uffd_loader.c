@@ -410,6 +410,7 @@ int wpc_uffd_start_handler(struct wpc_uffd *u, int placement)
 	int ret;
 
 	u->handler.delay_ns = u->fault_delay_ns;
+	u->handler.hist = u->hist;
 	ret = wpc_handler_start(&u->handler, u->run, u->fd, placement, &handler_ops, u);
 
 	u->handler_cpu = u->handler.cpu;
@@ -740,7 +741,6 @@ void wpc_uffd_publish(struct wpc_uffd *u)
 		wpc_counter_set(run, counters[i].name, atomic_load(counters[i].value));
 	wpc_counter_set(run, "user_mode_only", u->user_mode_only);
 	wpc_counter_set(run, "chunk_bytes", u->chunk);
-	/* Service times: the handler thread's, or the SIGBUS handler's (uffd-sigbus). */
 	wpc_handler_publish(&u->handler, run);
 	if (u->hist && !u->hist_published) {
 		wpc_hist_merge(&run->res->handler, u->hist);

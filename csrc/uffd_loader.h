@@ -100,7 +100,7 @@ struct wpc_uffd {
 
 	struct wpc_handler handler;
 	int handler_cpu;		/* the handler's CPU; -1: not pinned */
-	struct wpc_hist *hist;		/* uffd-sigbus: the SIGBUS handler's service times */
+	struct wpc_hist *hist;		/* service times: the handler thread's, or uffd-sigbus's SIGBUS handlers' */
 	_Atomic uint64_t fault_gen;	/* bumped per fault: loaders fall back to small transfers */
 
 	/* uffd-hybrid: the loader threads and their work queue. */
