@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from wpcompare import cli, progress, runner
+from wpcompare.rows import RunSpec
 from wpcompare.cli import main
 
 
@@ -22,7 +23,8 @@ class Clock:
 
 
 def _spec(label="uffd", op="write", repetition=1, warmup=False, latency="none"):
-    return {"label": label, "op": op, "repetition": repetition, "warmup": warmup, "latency": latency}
+    return RunSpec.from_json({"image": "image", "strategy": label.partition(":")[0], "label": label, "op": op,
+                              "repetition": repetition, "warmup": warmup, "latency": latency})
 
 
 def test_silent_unless_a_terminal_and_not_quiet():

@@ -4,6 +4,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wpcompare import binding, report, results
 from wpcompare.errors import InvalidArgument
@@ -40,6 +42,17 @@ def test_percentiles_agree_with_the_c_core():
     assert exported["count"] == len(values)
     assert sum(count for _, _, count in exported["buckets"]) == len(values)
     for q in (0.0, 0.1, 0.25, 0.5, 0.5001, 0.75, 0.9, 0.99, 0.999, 1.0):
+        assert results.histogram_percentile(exported, q) == binding.histogram_quantile(hist, q), q
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1 << 40), min_size=1, max_size=300),
+       st.lists(st.floats(min_value=-0.5, max_value=1.5, allow_nan=False), min_size=1, max_size=8))
+def test_percentile_is_the_c_quantile_for_any_values(values, quantiles):
+    """The Python percentile of an exported histogram is wpc_hist_quantile of the C histogram:
+    one definition, whatever was recorded and whatever q."""
+    hist = binding.histogram_from_values(values)
+    exported = binding.export_histogram(hist)
+    for q in quantiles + [0.0, 0.5, 0.99, 1.0]:
         assert results.histogram_percentile(exported, q) == binding.histogram_quantile(hist, q), q
 
 

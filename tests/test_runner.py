@@ -71,18 +71,18 @@ def _matrix(image, names, **fields):
 def test_plan_puts_warmups_first_and_marks_them(image):
     specs = runner.plan(_matrix(image, ["mmap", "read"], repeat=3, warmup=2))
     assert len(specs) == 2 * 2 * 5
-    first = [(s["strategy"], s["op"], s["warmup"], s["repetition"]) for s in specs[:5]]
+    first = [(s.strategy, s.op, s.warmup, s.repetition) for s in specs[:5]]
     assert first == [("mmap", "read", True, 1), ("mmap", "read", True, 2),
                      ("mmap", "read", False, 1), ("mmap", "read", False, 2), ("mmap", "read", False, 3)]
-    assert all(s["image_seed"] == image.seed and s["image_kind"] == image.kind for s in specs)
-    assert {s["latency"] for s in specs} == {"none"}, "latency off: no instrumented runs"
+    assert all(s.image_seed == image.seed and s.image_kind == image.kind for s in specs)
+    assert {str(s.latency) for s in specs} == {"none"}, "latency off: no instrumented runs"
 
 
 def test_plan_adds_instrumented_runs_after_the_measured_ones_and_bounds_first(image):
     matrix = _matrix(image, ["mmap"], ops=["read"], repeat=2, warmup=1, latency=Latency("sample", 16),
                      latency_runs=3, bounds=strategies.bound_choices()[:1])
     specs = runner.plan(matrix)
-    kinds = [(s["label"], s["warmup"], s["latency"]) for s in specs]
+    kinds = [(s.label, s.warmup, str(s.latency)) for s in specs]
     # A bound's touch is of memory already loaded: no instrumented runs for it.
     assert kinds == [("bound-copy", True, "none"), ("bound-copy", False, "none"), ("bound-copy", False, "none"),
                      ("mmap", True, "none"), ("mmap", False, "none"), ("mmap", False, "none"),
@@ -115,7 +115,7 @@ def test_an_unavailable_strategy_is_one_skipped_row_per_op(image, monkeypatch):
 
     class Recorder(runner.Progress):
         def started(self, index, total, spec):
-            started.append((spec["strategy"], spec["op"]))
+            started.append((spec.strategy, spec.op))
 
     rows = runner.run_matrix(_matrix(image, ["mmap-populate", "read"]), Recorder())
     skipped = [row for row in rows if row["status"] == "skipped"]

@@ -10,7 +10,8 @@ from wpcompare.cli import main
 
 
 def _row(label="uffd", op="read", restore=1000, app_cpu=0, handler_cpu=None, status="ok", reason=None):
-    row = {"strategy": label.partition(":")[0], "params": "", "label": label, "op": op, "pattern": "random",
+    row = {"strategy": label.partition(":")[0], "params": label.partition(":")[2], "label": label, "op": op,
+           "pattern": "random",
            "threads": 1, "overlap": False, "seed": 1, "repetition": 1, "warmup": False,
            "status": status, "reason": reason, "failed_phase": None, "phases": None}
     if status == "ok":

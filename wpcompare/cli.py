@@ -10,11 +10,10 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
 
 import click
 
-from wpcompare import __version__, binding, compare, plot, presets, probe, published, report, results, runner
+from wpcompare import __version__, binding, compare, export, plot, presets, probe, published, report, results, runner
 from wpcompare import strategies
 from wpcompare import image as images
 from wpcompare.errors import InvalidArgument, WpcError
@@ -24,6 +23,7 @@ from wpcompare import cycle as chains
 from wpcompare import cycle_report, cycle_results
 from wpcompare import output as output_files
 from wpcompare import leftovers
+from wpcompare import metadata as document_metadata
 from wpcompare import cache as image_cache
 from wpcompare.options import human_bytes
 
@@ -172,9 +172,6 @@ class InjectionType(click.ParamType):
         return runner.Injection(kind, target or None)
 
 
-EXPORT_EXTENSIONS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
-
-
 class _Commands(click.Group):
     """The command group; standard output that cannot be written (a full disk, /dev/full)
     is one error line and exit 1, never a traceback."""
@@ -266,7 +263,7 @@ def main():
 @click.option("--bounds/--no-bounds", default=True, show_default=True,
               help="Measure the physical bounds (one copy of the image into anonymous memory) beside "
                    "the strategies; `x bound` divides by bound-copy.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(report.FORMATS), default=None,
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every run has finished; the table still goes to stdout.")
@@ -334,7 +331,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = _metadata(matrix, facts, time.monotonic() - started, cache_state)
+    metadata = document_metadata.run(matrix, facts, time.monotonic() - started, cache_state, sys.argv)
     if preset is not None:
         rows = _in_preset_order(preset, rows, missing, matrix)
         metadata["preset"] = {
@@ -344,7 +341,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         }
     document = results.build_document(rows, metadata)
 
-    _show_and_export(document, report, fmt, output)
+    _show_and_export(document, report.KIND, fmt, output)
 
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
@@ -356,27 +353,25 @@ PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "th
 _FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
-def _show_and_export(document, renderer, fmt, output, kind="run"):
+def _show_and_export(document, kind, fmt, output):
     """The table on stdout (or fmt without --output) first, then the export in fmt or the
-    format its extension names, written to output (wpcompare.output); warnings on stderr
-    when stdout is data. A failed write is one error line (exit 1) after everything else
-    was done, and the document is kept somewhere safe, named in that line."""
+    format its extension names (export.FORMATS), written to output (wpcompare.output); the
+    kind's warnings on stderr when stdout is data. A failed write is one error line (exit 1)
+    after everything else was done, and the document is kept somewhere safe, named in that line."""
     if output:
-        export_format = fmt or EXPORT_EXTENSIONS.get(os.path.splitext(output)[1].lower(), "table")
-        if export_format not in renderer.FORMATS:
-            export_format = "table"
-        terminal_format = "table"
+        export_format = fmt or export.format_of(kind, output)
+        terminal_format = export.DEFAULT
     else:
-        terminal_format = fmt or "table"
+        terminal_format = fmt or export.DEFAULT
     problems, lost = [], False
-    if not _echo_stdout(renderer.render(document, terminal_format), problems):
+    if not _echo_stdout(export.render(kind, document, terminal_format), problems):
         lost = not output
-    if terminal_format in ("json", "csv") and hasattr(renderer, "warnings"):
-        for warning in renderer.warnings(document):
+    if export.is_data(terminal_format):
+        for warning in kind.warnings(document):
             click.echo(f"warning: {warning}", err=True)
     if output:
         try:
-            note = output_files.write_export(output, renderer.render(document, export_format))
+            note = output_files.write_export(output, export.render(kind, document, export_format))
         except OSError as error:
             problems.append(f"cannot write {output}: {error.strerror or error}")
             lost = True
@@ -384,7 +379,7 @@ def _show_and_export(document, renderer, fmt, output, kind="run"):
             if note:
                 click.echo(f"note: {note}", err=True)
     if lost:
-        kept = output_files.keep_safe(results.dumps(document), kind)
+        kept = output_files.keep_safe(kind.dumps(document), kind.name)
         problems.append(f"the results are kept in {kept}" if kept
                         else "the results could not be kept anywhere (no writable directory)")
     if problems:
@@ -471,32 +466,6 @@ def _in_preset_order(preset, rows, missing, matrix):
     return ordered
 
 
-def _metadata(matrix, facts, elapsed, cache_state):
-    """Everything a reader of the results needs besides the rows."""
-    return {
-        "wpcompare_version": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": sys.argv,
-        "elapsed_s": round(elapsed, 3),
-        "system": facts,
-        "timer_overhead_ns": facts.get("timer_overhead_ns"),
-        "image": matrix.image.describe(),
-        "cache": cache_state,
-        "latency": {"mode": str(matrix.latency), "every": matrix.latency.every or None,
-                    "runs": (matrix.repeat if matrix.latency_runs is None else matrix.latency_runs)
-                    if matrix.latency.mode != "off" else 0,
-                    "where": "runs of their own, after the measured runs of each row"},
-        "bounds": [choice.label for choice in matrix.bounds],
-        "reference_bound": strategies.REFERENCE_BOUND if matrix.bounds else None,
-        "options": {
-            "strategies": [choice.label for choice in matrix.choices], "ops": matrix.ops,
-            "pattern": str(matrix.pattern), "threads": matrix.threads, "overlap": matrix.overlap,
-            "pin_threads": matrix.pin_threads, "repeat": matrix.repeat, "warmup": matrix.warmup, "seed": matrix.seed,
-            "timeout": matrix.timeout,
-        },
-    }
-
-
 @main.command(name="compare")
 @click.argument("a", type=ResultFileType(), metavar="A.json")
 @click.argument("b", type=ResultFileType(), metavar="B.json")
@@ -510,7 +479,7 @@ def _metadata(matrix, facts, elapsed, cache_state):
 def compare_results(a, b, alpha, fmt, output):
     """Compare two result files row by row: B's medians against A's, with a significance test."""
     comparison = compare.compare_documents(a, b, alpha)
-    _show_and_export(comparison, compare, fmt, output, kind="compare")
+    _show_and_export(comparison, compare.KIND, fmt, output)
 
 
 @main.command(name="plot")
@@ -666,9 +635,9 @@ def cycle_command(choices, cycles, dirty, pattern, threads, overlap, pin, size, 
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     document = cycle_results.build_document(
-        done, cycle_results.metadata(plan, facts, time.monotonic() - started, sys.argv))
+        done, document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv))
 
-    _show_and_export(document, cycle_report, fmt, output, kind="cycle")
+    _show_and_export(document, cycle_report.KIND, fmt, output)
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:

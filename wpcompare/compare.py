@@ -1,8 +1,9 @@
 """`wpcompare compare A.json B.json`: is B faster or slower than A, row by row, and can we tell?
 
-Rows are matched by strategy with its parameters (as labelled: the values
-that differ from the defaults, sizes compared as numbers), op, pattern,
-thread count and overlap. For every timing both files measured, the
+Rows are matched by strategy with its parameters (the values that differ
+from the defaults, sizes compared as numbers), op, pattern,
+thread count and overlap. For every metric the registry
+has `compare` test (wpcompare.metrics), the
 comparison gives the ratio of B's median to A's, the two-sided Mann-Whitney
 U test (wpcompare.mannwhitney) on the per-run values kept in the files,
 and a verdict in words: "1.80x faster" or "1.25x slower" when p < alpha,
@@ -13,32 +14,14 @@ Rows only one file has are listed, as are rows either file could not run.
 import json
 from dataclasses import dataclass
 
-
-from wpcompare import mannwhitney, report, results
-from wpcompare.report import format_ns
+from wpcompare import export, mannwhitney, metrics, results, strategies
 from wpcompare.errors import InvalidArgument
+from wpcompare.export import Bullet, Listed, Table, format_ns
 from wpcompare.options import parse_size
+from wpcompare.rows import params_pairs
 
 SCHEMA = "wpcompare.compare/1"
 DEFAULT_ALPHA = 0.05
-FORMATS = ("table", "markdown", "json")
-
-# metric -> column name in the run table; lower is better for every one of them.
-METRICS = {
-    "restore_ns": "restore",
-    "touch_ns": "touch",
-    "page_p50_ns": "p50/page",
-    "page_p99_ns": "p99/page",
-    "fixup_ns": "fixup",
-    "time_to_detached_ns": "to detached",
-    "touched_and_detached_ns": "touched+detached",
-}
-
-
-# What a run without the value means.
-_MISSING = {"time_to_detached_ns": "never detached", "fixup_ns": "no fixup",
-            "touched_and_detached_ns": "never detached (or a run/1 file)",
-            "touch_ns": "no touch without a clock in the loop (run/1 files time every access)"}
 
 
 @dataclass(frozen=True)
@@ -56,14 +39,21 @@ def _normal_value(value):
 
 
 def row_key(group):
-    """What makes two rows of different files the same measurement."""
-    name, _, params = (group.get("label") or group["strategy"]).partition(":")
-    pairs = []
-    for item in filter(None, params.split(",")):
-        key, _, value = item.partition("=")
-        pairs.append((key, _normal_value(value)))
-    return (name, tuple(sorted(pairs)), group["op"], group["pattern"], group["threads"],
+    """What makes two rows of different files the same measurement: the strategy, the values
+    of its parameters that differ from their defaults (where this build knows the strategy;
+    sizes compared as numbers), op, pattern, threads and overlap."""
+    pairs = [(name, _normal_value(value)) for name, value in _chosen(group["strategy"], group.get("params"))]
+    return (group["strategy"], tuple(sorted(pairs)), group["op"], group["pattern"], group["threads"],
             bool(group.get("overlap")))
+
+
+def _chosen(name, params):
+    """The (name, value) parameters of a row that are not the strategy's defaults."""
+    pairs = params_pairs(params)
+    try:
+        return strategies.find(name).changed(pairs)
+    except InvalidArgument:
+        return pairs          # a strategy this build lacks: every parameter as given
 
 
 def describe_key(group):
@@ -145,10 +135,9 @@ def compare_documents(a, b, alpha=DEFAULT_ALPHA):
             "pattern": group_a["pattern"], "threads": group_a["threads"],
             "overlap": bool(group_a.get("overlap")),
             "label_b": group_b["label"],
-            "metrics": {metric: compare_values(measured_values(rows_a, metric),
-                                               measured_values(rows_b, metric), alpha,
-                                               _MISSING.get(metric, "no values"))
-                        for metric in METRICS},
+            "metrics": {metric.name: compare_values(measured_values(rows_a, metric.name),
+                                                    measured_values(rows_b, metric.name), alpha, metric.missing)
+                        for metric in metrics.compared_metrics()},
         })
     only_a = [describe_key(group) for key, (group, _) in groups_a.items() if key not in groups_b]
     only_b = [describe_key(group) for key, (group, _) in groups_b.items() if key not in groups_a]
@@ -214,7 +203,7 @@ def _runs_needed(alpha):
 
 def _format_median(metric, summary):
     if summary["median"] is None:
-        return "never" if metric == "time_to_detached_ns" else "-"
+        return metric.compare_absent
     return f"{format_ns(summary['median'])} ({summary['n']})"
 
 
@@ -223,10 +212,10 @@ def table_rows(comparison):
     lines = []
     for row in comparison["rows"]:
         first = True
-        for metric, column in METRICS.items():
-            entry = row["metrics"][metric]
+        for metric in metrics.compared_metrics():
+            entry = row["metrics"][metric.name]
             lines.append([
-                row["label"] if first else "", row["op"] if first else "", column,
+                row["label"] if first else "", row["op"] if first else "", metric.column,
                 _format_median(metric, entry["a"]), _format_median(metric, entry["b"]),
                 "-" if entry["ratio"] is None else f"{entry['ratio']:.3f}",
                 "-" if entry["p"] is None else f"{entry['p']:.3g}",
@@ -236,35 +225,35 @@ def table_rows(comparison):
     return header, lines
 
 
-def _text(comparison, tablefmt, bullet):
+def layout(comparison):
+    """The text report's blocks (export.text)."""
     test = comparison["test"]
-    parts = [f"A: {comparison['a']['path']} ({comparison['a']['timestamp'] or 'no timestamp'})",
-             f"B: {comparison['b']['path']} ({comparison['b']['timestamp'] or 'no timestamp'})", ""]
     header, lines = table_rows(comparison)
-    if lines:
-        parts.append(report.table(lines, header, tablefmt))
-    else:
-        parts.append("no row was measured in both files")
-    listed = [("only in A", comparison["only_in_a"]), ("only in B", comparison["only_in_b"])]
-    for title, rows in listed:
+    blocks = [[f"A: {comparison['a']['path']} ({comparison['a']['timestamp'] or 'no timestamp'})",
+               f"B: {comparison['b']['path']} ({comparison['b']['timestamp'] or 'no timestamp'})"],
+              [Table(header, lines) if lines else "no row was measured in both files"]]
+    for title, rows in (("only in A", comparison["only_in_a"]), ("only in B", comparison["only_in_b"])):
         if rows:
-            parts += ["", f"{title}:"] + [f"{bullet or '  '}{row}" for row in rows]
+            blocks.append([f"{title}:"] + [Listed(row) for row in rows])
     if comparison["not_compared"]:
-        parts += ["", "not compared (not measured in both):"]
-        parts += [f"{bullet or '  '}{item['row']}: {item['why']}" for item in comparison["not_compared"]]
-    if comparison["warnings"]:
-        parts.append("")
-        parts += [f"{bullet}warning: {text}" for text in comparison["warnings"]]
-    parts += ["", f"{bullet}B/A: ratio of the medians over the measured runs (below 1: B is faster); "
-              f"p: two-sided {test['name']} test on the per-run values (exact up to "
-              f"{test['exact_up_to']} runs in all, else normal approximation); "
-              f"a difference is significant when p < {test['alpha']:g}"]
-    return "\n".join(parts) + "\n"
+        blocks.append(["not compared (not measured in both):"]
+                      + [Listed(f"{item['row']}: {item['why']}") for item in comparison["not_compared"]])
+    blocks.append([Bullet(f"warning: {text}") for text in comparison["warnings"]])
+    blocks.append([Bullet(
+        "B/A: ratio of the medians over the measured runs (below 1: B is faster); "
+        f"p: two-sided {test['name']} test on the per-run values (exact up to "
+        f"{test['exact_up_to']} runs in all, else normal approximation); "
+        f"a difference is significant when p < {test['alpha']:g}")])
+    return blocks
+
+
+def dumps(comparison):
+    return json.dumps(comparison, indent=2) + "\n"
+
+
+KIND = export.Kind("compare", layout, dumps)
+FORMATS = export.names(KIND)
 
 
 def render(comparison, fmt):
-    if fmt == "json":
-        return json.dumps(comparison, indent=2) + "\n"
-    if fmt == "markdown":
-        return _text(comparison, "github", "- ")
-    return _text(comparison, "simple", "")
+    return export.render(KIND, comparison, fmt)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from wpcompare import binding, leftovers, runner
 from wpcompare.errors import UnsupportedError, WpcError
-from wpcompare.options import parse_pattern
+from wpcompare.rows import Chain, CycleRow
 from wpcompare.worker import result_fields
 
 # When image k is deleted. after-checkpoint: once image k+1 is written and
@@ -54,14 +54,16 @@ class ChainPlan:
 
 
 def cycle_workload(plan, cycle):
-    """Cycle `cycle`'s workload, JSON-able: its own seed, so each cycle reads and writes other pages."""
-    return {"op": "mixed", "pattern": str(plan.pattern), "seed": plan.seed + cycle,
+    """Cycle `cycle`'s workload (binding.fill_workload's keywords, the pattern an options.Pattern):
+    its own seed, so each cycle reads and writes other pages."""
+    return {"op": "mixed", "pattern": plan.pattern, "seed": plan.seed + cycle,
             "threads": plan.threads, "overlap": plan.overlap, "pin_threads": plan.pin_threads,
             "write_fraction": plan.dirty}
 
 
-def _c_workload(workload):
-    return dict(workload, pattern=parse_pattern(workload["pattern"]))
+def shown_workload(workload):
+    """A workload as a cycle's row shows it: the pattern as people type it."""
+    return dict(workload, pattern=str(workload["pattern"]))
 
 
 def run_chains(plan):
@@ -74,16 +76,15 @@ def run_chains(plan):
 
 def run_chain(plan, choice):
     """Every cycle of one strategy, each in a fresh process; stops at the first failed cycle."""
-    chain = {"label": choice.label, "strategy": choice.strategy.name, "params": choice.params_text,
-             "status": "ok", "reason": None, "cycles": []}
+    chain = Chain.for_choice(choice)
     # In a child, as every run's probe: probing may open a userfaultfd or reserve huge pages.
     try:
         unavailable = runner.call_in_fresh_process(
             _probe, [choice.strategy.name, choice.params_text, plan.image.size], plan.timeout)
     except runner.WorkerFailure as failure:
-        return dict(chain, status="failed", reason=f"probe: {failure.reason}")
+        return chain.end("failed", f"probe: {failure.reason}").to_json()
     if unavailable:
-        return dict(chain, status="skipped", reason=unavailable)
+        return chain.end("skipped", unavailable).to_json()
 
     directory = leftovers.private_directory(plan.directory)
     try:
@@ -91,24 +92,24 @@ def run_chain(plan, choice):
         try:
             copy_image(plan.image.path, _image_path(directory, 1))
         except OSError as error:
-            return dict(chain, status="failed",
-                        reason=f"cannot copy the image into {directory}: {error.strerror}")
+            return chain.end("failed", f"cannot copy the image into {directory}: {error.strerror}").to_json()
         history = []
         for cycle in range(1, plan.cycles + 1):
             spec = _cycle_spec(plan, choice, directory, cycle, history)
             try:
                 row = runner.call_in_fresh_process(run_cycle, spec, plan.timeout)
             except runner.WorkerFailure as failure:
-                row = {"cycle": cycle, "status": "failed", "reason": failure.reason,
-                       "failed_phase": None}
-            chain["cycles"].append(row)
+                dead = chain.row(cycle)
+                dead.fail(failure.reason)
+                row = dead.to_json()
+            chain.cycles.append(row)
             if row["status"] != "ok":
-                chain.update(status="failed", reason=f"cycle {cycle}: {row['reason']}")
+                chain.end("failed", f"cycle {cycle}: {row['reason']}")
                 break
             history.append(spec["workload"])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return chain
+    return chain.to_json()
 
 
 def _probe(argument):
@@ -204,24 +205,24 @@ def run_cycle(spec):
     """One cycle in this process (the runner's fresh child): the row, JSON-able."""
     cycle, image, base = spec["cycle"], spec["image"], spec["base"]
     workload = spec["workload"]
-    row = {"label": spec["label"], "strategy": spec["strategy"], "params": spec["params"],
-           "cycle": cycle, "status": "ok", "reason": None, "failed_phase": None,
-           "workload": workload, "old_image_deleted": None}
+    row = CycleRow(spec["label"], spec["strategy"], spec["params"], cycle)
+    data = row.measurements
+    data.update(workload=shown_workload(workload), old_image_deleted=None)
     full_path = spec["next_image"] + ".full"
     incremental_path = spec["next_image"] + ".incremental"
 
     def fail(phase, reason):
-        row.update(status="failed", failed_phase=phase, reason=reason)
-        return row
+        row.fail(reason, phase)
+        return row.to_json()
 
     def delete_old(when):
         destroy_image(image)
-        row["old_image_deleted"] = when
+        data["old_image_deleted"] = when
 
-    history = [_c_workload(earlier) for earlier in spec["history"]]
-    current = _c_workload(workload)
+    history = list(spec["history"])
+    current = workload
     pages = -(-base["bytes"] // binding.PAGE_SIZE)
-    row["written_pages"] = binding.written_pages(current, pages)[0]
+    data["written_pages"] = binding.written_pages(current, pages)[0]
     try:
         run = binding.Run(image_path=image, image_seed=base["seed"], image_kind=base["kind"],
                           strategy=spec["strategy"], params=spec["params"] or None, op="mixed",
@@ -235,7 +236,7 @@ def run_cycle(spec):
     # incremental_unavailable: "no dirty set" or "old image deleted", with the reason in words.
     checkpoint = {"full": None, "incremental": None, "incremental_unavailable": None,
                   "incremental_reason": None, "kept": None, "incremental_equals_full": None}
-    row["checkpoint"] = checkpoint
+    data["checkpoint"] = checkpoint
     mode = spec["delete_old"]
     with run:
         phase = "restore"
@@ -247,15 +248,15 @@ def run_cycle(spec):
             run.touch()
             phase = "fixup"
             run.fixup()
-            row["fixup_pause_ns"] = run.fixup_pause_ns()
-            if mode == "when-detached" and row["old_image_deleted"] is None:
+            data["fixup_pause_ns"] = run.fixup_pause_ns()
+            if mode == "when-detached" and data["old_image_deleted"] is None:
                 delete_old("fixup")
             phase = "checkpoint"
             checkpoint["full"] = run.checkpoint(full_path, incremental=False)
-            if row["old_image_deleted"]:
+            if data["old_image_deleted"]:
                 checkpoint["incremental_unavailable"] = "old image deleted"
                 checkpoint["incremental_reason"] = (
-                    f"image {cycle} was deleted at {row['old_image_deleted']} "
+                    f"image {cycle} was deleted at {data['old_image_deleted']} "
                     f"(--delete-old {mode}) and an incremental dump takes its clean pages from it")
             else:
                 try:
@@ -265,27 +266,27 @@ def run_cycle(spec):
                     checkpoint["incremental_reason"] = error.reason
             phase = "steady"
             # The fastest of a few passes: the steady state, not whatever else the CPUs were doing.
-            row["steady_passes_ns"] = [run.steady() for _ in range(STEADY_PASSES)]
-            row["steady_ns"] = min(row["steady_passes_ns"])
+            data["steady_passes_ns"] = [run.steady() for _ in range(STEADY_PASSES)]
+            data["steady_ns"] = min(data["steady_passes_ns"])
             phase = "verify"
             run.verify()
         except WpcError as error:
             fail(phase, error.reason)
-        row.update(result_fields(run.result))
-    if row["status"] != "ok":
-        return row
+        data.update(result_fields(run.result))
+    if row.status != "ok":
+        return row.to_json()
 
     kept = incremental_path if checkpoint["incremental"] else full_path
     checkpoint["kept"] = "incremental" if checkpoint["incremental"] else "full"
     if spec.get("lose_write"):
-        row["lost_write_page"] = _lose_one_write(current, pages, image, kept)
+        data["lost_write_page"] = _lose_one_write(current, pages, image, kept)
 
     model = history + [current]
     checks = {"full": binding.image_check(full_path, base["bytes"], base["seed"], base["kind"], model)}
     if checkpoint["incremental"]:
         checks["incremental"] = binding.image_check(incremental_path, base["bytes"], base["seed"],
                                                     base["kind"], model)
-    row["image_check"] = checks
+    data["image_check"] = checks
     for name in ("incremental", "full"):
         if name in checks and not checks[name]["verified"]:
             return fail("image-check", f"{name} dump of image {cycle + 1}: {checks[name]['reason']}")
@@ -300,6 +301,6 @@ def run_cycle(spec):
     for leftover in (full_path, incremental_path):
         if os.path.exists(leftover):
             os.unlink(leftover)
-    if row["old_image_deleted"] is None:
+    if data["old_image_deleted"] is None:
         delete_old("checkpoint")
-    return row
+    return row.to_json()

@@ -1,36 +1,24 @@
-"""Rendering a wpcompare.cycle/2 document: the terminal table, markdown, csv and json.
+"""What a wpcompare.cycle/2 document shows: its kind in the format registry (export.KIND).
 
 One line per cycle and one total per strategy, the reasons for what was
 skipped, failed or could not be dumped incrementally, then the ranking. As
 in `run`'s report, csv holds raw numbers (ns, bytes) and json the whole
 document.
 """
-import csv
-import io
-
-
-from wpcompare import cycle_results, report, results
+from wpcompare import cycle_results, export, metrics, results
+from wpcompare.export import Bullet, Table, format_ns
 from wpcompare.options import human_bytes
-from wpcompare.report import format_count, format_ns
 
-FORMATS = ("table", "json", "csv", "markdown")
+# The table's metric columns, in its order (titles and units: metrics.CYCLE_METRICS).
+TABLE_METRICS = ("restore_ns", "work_ns", "slowdown", "fixup_ns", "full_dump_ns", "incremental_dump_ns",
+                 "bytes_written", "pause_ns", "cycle_ns", "vmas", "peak_rss_kb")
 
-COLUMNS = (
-    ("strategy", None),
-    ("cycle", None),
-    ("restore", "restore_ns"),
-    ("work", "work_ns"),
-    ("slowdown", "slowdown"),
-    ("fixup", "fixup_ns"),
-    ("full dump", "full_dump_ns"),
-    ("incr. dump", "incremental_dump_ns"),
-    ("written", "bytes_written"),
-    ("pause", "pause_ns"),
-    ("cycle time", "cycle_ns"),
-    ("VMAs", "vmas"),
-    ("peak RSS", "peak_rss_kb"),
-    ("verified", None),
-)
+
+def columns():
+    shown = [metrics.CYCLE_BY_NAME[name] for name in TABLE_METRICS]
+    return [("strategy", None), ("cycle", None)] + [(metric.column, metric.name) for metric in shown] \
+        + [("verified", None)]
+
 
 DEFINITIONS = (
     "work: the workload's first access to each page of the pattern (the share --dirty written, "
@@ -41,18 +29,8 @@ DEFINITIONS = (
     "fixup + the kept dump; totals: sums, VMAs and peak RSS the maximum")
 
 
-def _format(metric, value):
-    if value is None:
-        return "-"
-    if metric == "slowdown":
-        return f"{value:.3g}x"
-    if metric.startswith("bytes_"):
-        return human_bytes(value)
-    if metric == "peak_rss_kb":
-        return human_bytes(value * 1024)
-    if metric == "vmas":
-        return format_count(value)
-    return format_ns(value)
+def _format(name, value):
+    return export.format_value(metrics.CYCLE_BY_NAME[name].unit, value)
 
 
 def table_rows(document):
@@ -60,7 +38,8 @@ def table_rows(document):
 
     verified: "yes", "NO" (bytes differ from the model), or "not checked" for a cycle that
     failed before its checks ran (a full disk, a timeout, a crash)."""
-    header = [name for name, _ in COLUMNS]
+    shown = columns()
+    header = [name for name, _ in shown]
     rows, notes = [], []
 
     def note(text):
@@ -72,23 +51,23 @@ def table_rows(document):
         if chain["status"] == "skipped" or not chain["cycles"]:
             # A chain that failed before its first cycle (its probe) is a row too.
             marker = note(f"{label}: {chain['status']}: {chain['reason']}")
-            rows.append([label, "-", f"{chain['status']} {marker}"] + [""] * (len(COLUMNS) - 3))
+            rows.append([label, "-", f"{chain['status']} {marker}"] + [""] * (len(shown) - 3))
             continue
         for row in chain["cycles"]:
             if row["status"] != "ok":
                 phase = f" in {row['failed_phase']}" if row.get("failed_phase") else ""
                 marker = note(f"{label} cycle {row['cycle']}: failed{phase}: {row['reason']}")
                 rows.append([label, str(row["cycle"]), f"failed {marker}"]
-                            + [""] * (len(COLUMNS) - 4) + [VERDICT_TEXT[cycle_verdict(row)]])
+                            + [""] * (len(shown) - 4) + [VERDICT_TEXT[cycle_verdict(row)]])
                 continue
-            metrics = cycle_results.cycle_metrics(row)
+            values = cycle_results.cycle_metrics(row)
             rows.append([label, str(row["cycle"])]
-                        + [_format(metric, metrics[metric]) for _, metric in COLUMNS[2:-1]] + ["yes"])
+                        + [_format(metric, values[metric]) for _, metric in shown[2:-1]] + ["yes"])
         totals = chain.get("totals")
         if totals:
             verified = VERDICT_TEXT[chain_verdict(chain)]
             rows.append([label, f"all {totals['cycles']}"]
-                        + [_format(metric, totals[metric]) for _, metric in COLUMNS[2:-1]] + [verified])
+                        + [_format(metric, totals[metric]) for _, metric in shown[2:-1]] + [verified])
     return header, rows, notes
 
 
@@ -179,67 +158,52 @@ def warnings(document):
     return found
 
 
-def _text_report(document, tablefmt, bullet):
+def layout(document):
+    """The text report's blocks (export.text)."""
     header, rows, notes = table_rows(document)
-    parts = [context_line(document), "", report.table(rows, header, tablefmt)]
-    if notes:
-        parts.append("")
-        parts += [f"{bullet}[{number}] {text}" for number, text in enumerate(notes, 1)]
-    dumps = dump_notes(document)
-    if dumps:
-        parts.append("")
-        parts += [f"{bullet}{text}" for text in dumps]
     rank_header, rank_rows = ranking_rows(document)
+    blocks = [[context_line(document)], [Table(header, rows)],
+              [Bullet(f"[{number}] {text}") for number, text in enumerate(notes, 1)],
+              [Bullet(text) for text in dump_notes(document)]]
     if rank_rows:
-        parts += ["", report.table(rank_rows, rank_header, tablefmt)]
-    for text in warnings(document):
-        parts += ["", f"{bullet}warning: {text}"]
-    parts += ["", bullet + DEFINITIONS]
-    return "\n".join(parts) + "\n"
-
-
-def render_table(document):
-    return _text_report(document, "simple", "")
-
-
-def render_markdown(document):
-    return _text_report(document, "github", "- ")
+        blocks.append([Table(rank_header, rank_rows)])
+    blocks += [[Bullet(f"warning: {text}")] for text in warnings(document)]
+    blocks.append([Bullet(DEFINITIONS)])
+    return blocks
 
 
 CSV_IDENTITY = ("label", "strategy", "params", "status", "reason", "cycle")
 CSV_EXTRA = ("checkpoint_kind", "copy_fallback", "old_image_deleted", "verified")
 
 
-def render_csv(document):
+def records(document):
     """A line per cycle and a total per strategy (cycle "total"); ns, bytes, KiB as measured."""
-    header = list(CSV_IDENTITY) + list(cycle_results.METRICS) + list(CSV_EXTRA)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    names = [metric.name for metric in metrics.CYCLE_METRICS]
+    header = list(CSV_IDENTITY) + names + list(CSV_EXTRA)
+    lines = []
     for chain in document["chains"]:
         identity = [chain["label"], chain["strategy"], chain["params"]]
         if chain["status"] == "skipped":
-            writer.writerow(identity + ["skipped", chain["reason"]] + [""] * (len(header) - 5))
+            lines.append(identity + ["skipped", chain["reason"]] + [None] * (len(header) - 5))
             continue
         for row in chain["cycles"]:
-            metrics = cycle_results.cycle_metrics(row)
+            values = cycle_results.cycle_metrics(row)
             checkpoint = row.get("checkpoint") or {}
             kept = checkpoint.get(checkpoint.get("kept") or "", None) or {}
-            line = identity + [row["status"], row.get("reason"), row["cycle"]]
-            line += [metrics[name] for name in cycle_results.METRICS]
-            line += [checkpoint.get("kept"), kept.get("fallback"), row.get("old_image_deleted"),
-                     cycle_verdict(row)]
-            writer.writerow(["" if value is None else value for value in line])
+            lines.append(identity + [row["status"], row.get("reason"), row["cycle"]]
+                         + [values[name] for name in names]
+                         + [checkpoint.get("kept"), kept.get("fallback"), row.get("old_image_deleted"),
+                            cycle_verdict(row)])
         totals = chain.get("totals")
         if totals:
-            line = identity + [chain["status"], chain["reason"], "total"]
-            line += [totals[name] for name in cycle_results.METRICS]
-            line += [None, None, None, chain_verdict(chain)]
-            writer.writerow(["" if value is None else value for value in line])
-    return out.getvalue()
+            lines.append(identity + [chain["status"], chain["reason"], "total"]
+                         + [totals[name] for name in names] + [None, None, None, chain_verdict(chain)])
+    return header, lines
+
+
+KIND = export.Kind("cycle", layout, results.dumps, records, warnings)
+FORMATS = export.names(KIND)
 
 
 def render(document, fmt):
-    renderers = {"table": render_table, "markdown": render_markdown,
-                 "csv": render_csv, "json": results.dumps}
-    return renderers[fmt](document)
+    return export.render(KIND, document, fmt)

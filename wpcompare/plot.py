@@ -15,12 +15,13 @@ is imported only here, with the Agg backend, which needs no display.
 import io
 import os
 
-from wpcompare import cycle_plot, cycle_results, documents, report, results
+from wpcompare import cycle_plot, cycle_results, documents, metrics, report, results
 from wpcompare.errors import InvalidArgument, WpcError
 
 IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
-PHASES = (("restore", "restore_ns", "#4c72b0"), ("touch", "touch_ns", "#dd8452"),
-          ("fixup", "fixup_ns", "#55a868"))
+# The stacked bars: metrics of the registry, each titled as its table column.
+PHASES = tuple((metrics.find(name).column, name, color)
+               for name, color in (("restore_ns", "#4c72b0"), ("touch_ns", "#dd8452"), ("fixup_ns", "#55a868")))
 MISSING_MATPLOTLIB = ("wpcompare plot needs matplotlib, which is not installed: "
                       "pip install 'wpcompare[plot]' (in a checkout: pip install '.[plot]')")
 

@@ -11,6 +11,7 @@ from typing import Optional
 
 from wpcompare import strategies
 from wpcompare.errors import InvalidArgument
+from wpcompare.rows import Row, RunSpec, params_pairs
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,9 @@ def resolve(preset):
 def missing_rows(missing, ops, pattern, threads, overlap, seed):
     """One skipped row per op for a strategy the preset names but this build lacks."""
     name, _, params = missing.text.partition(":")
-    return [{"strategy": name, "params": params, "label": missing.text, "op": op, "pattern": str(pattern),
-             "threads": threads, "overlap": overlap, "seed": seed, "repetition": 0, "warmup": False,
-             "status": "skipped", "reason": missing.reason, "failed_phase": None}
-            for op in ops]
+    spec = RunSpec(strategy=name, params=params_pairs(params), label=missing.text, pattern=pattern,
+                   threads=threads, overlap=overlap, seed=seed)
+    return [Row.skipped(spec.replace(op=op), missing.reason).to_json() for op in ops]
 
 
 def describe(preset):

@@ -70,15 +70,15 @@ class TerminalProgress(Progress):
             self.width = 0
 
     def describe(self, spec):
-        if spec.get("warmup"):
+        if spec.warmup:
             of = f"/{self.warmup}" if self.warmup else ""
-            which = f"warmup {spec['repetition']}{of}"
-        elif spec.get("latency", "none") != "none":
-            which = f"instrumented run {spec['repetition']} ({spec['latency']})"
+            which = f"warmup {spec.repetition}{of}"
+        elif spec.instrumented:
+            which = f"instrumented run {spec.repetition} ({spec.latency})"
         else:
             of = f"/{self.repeat}" if self.repeat else ""
-            which = f"run {spec['repetition']}{of}"
-        return f"{spec['label']} {spec['op']}, {which}"
+            which = f"run {spec.repetition}{of}"
+        return f"{spec.label} {spec.op}, {which}"
 
     def estimate_left(self, index, total):
         """Seconds left when run `index` starts: the mean time of the runs so far times the runs

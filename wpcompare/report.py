@@ -1,40 +1,27 @@
-"""Rendering a result document: the terminal table, and exports (markdown, csv, json).
+"""What a `run` result document shows: its kind in the format registry (export.KIND).
 
-The terminal view is for people: medians in human units with their spread,
-skipped and failed rows with their reasons, warnings underneath. Exports are
-for tools: csv holds raw numbers (ns, counts), json the whole document.
+The text view (table, markdown) is for people: medians in human units with their spread,
+skipped and failed rows with their reasons, warnings underneath; its columns are the
+metrics of the registry (wpcompare.metrics) that have one. The records (csv) are for
+tools: raw numbers (ns, counts) of every metric; json is the whole document.
 """
-import csv
-import io
 import re
 
-from tabulate import tabulate
-
-from wpcompare import output, published, results
+from wpcompare import export, metrics, output, published, results
+from wpcompare.export import Bullet, Table, format_count, format_ns
 from wpcompare.options import human_bytes
+from wpcompare.rows import params_pairs, params_text
 
-FORMATS = ("table", "json", "csv", "markdown")
 
-COLUMNS = (
-    ("strategy", None),
-    ("op", None),
-    ("restore", "restore_ns"),
-    ("touch", "touch_ns"),
-    ("p50/page", "page_p50_ns"),
-    ("p99/page", "page_p99_ns"),
-    ("max/page", "page_max_ns"),
-    ("p50/fault", "fault_p50_ns"),
-    ("p99/fault", "fault_p99_ns"),
-    ("fixup", "fixup_ns"),
-    ("to detached", "time_to_detached_ns"),
-    ("x bound", "x_bound:time_to_detached_ns"),
-    ("touched+detached", "touched_and_detached_ns"),
-    ("x bound", "x_bound:touched_and_detached_ns"),
-    ("faults", "touch_faults"),
-    ("VMAs", "vmas_after_fixup"),
-    ("verified", None),
-    ("detached", None),
-)
+def columns():
+    """(title, key) of the table's columns: the registry's metrics that have a column, each
+    ratio to the bound after its metric (key "x_bound:NAME")."""
+    shown = [("strategy", None), ("op", None)]
+    for metric in metrics.table_metrics():
+        shown.append((metric.column, metric.name))
+        if metric.bound_ratio:
+            shown.append(("x bound", f"x_bound:{metric.name}"))
+    return shown + [("verified", None), ("detached", None)]
 
 
 def legend(document):
@@ -74,32 +61,7 @@ def _reference_rows(document):
     return " and ".join(labels) if labels else "none measured"
 
 
-def table(rows, header, tablefmt):
-    """tabulate's table; in markdown (github) a `|` inside a cell is escaped, so a label such as
-    `-s uffd-hybrid:path=a|b` stays in its column."""
-    if tablefmt == "github":
-        rows = [[_markdown_cell(cell) for cell in row] for row in rows]
-        header = [_markdown_cell(cell) for cell in header]
-    return tabulate(rows, header, tablefmt=tablefmt, disable_numparse=True)
-
-
-def _markdown_cell(cell):
-    return cell.replace("|", "\\|") if isinstance(cell, str) else cell
-
-
-def format_ns(ns):
-    """850 -> "850 ns", 12345 -> "12.3 µs", 45600000 -> "45.6 ms"."""
-    if ns is None:
-        return "-"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            value = ns / scale
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{ns:.0f} ns"
-
-
-def format_count(value):
-    return "-" if value is None else f"{round(value):,}"
+table = export.table
 
 
 def _with_spread(summary, formatter, always):
@@ -112,12 +74,11 @@ def _with_spread(summary, formatter, always):
 
 
 def _cell(metric, summary):
-    if metric in ("time_to_detached_ns", "touched_and_detached_ns") and summary is None:
-        return "never"
-    if metric in ("touch_faults", "vmas_after_fixup"):
-        # Counts are mostly exact: a spread is shown only where there is one.
-        return _with_spread(summary, format_count, always=False) or "-"
-    return _with_spread(summary, format_ns, always=True) or "-"
+    if summary is None:
+        return metric.absent
+    # Counts are mostly exact: a spread is shown only where there is one.
+    return _with_spread(summary, lambda value: export.format_value(metric.unit, value),
+                        always=metric.unit == "ns")
 
 
 def _yes_no(group):
@@ -134,20 +95,21 @@ def _yes_no(group):
 
 def table_rows(document):
     """(header, rows, notes): the table cells and the numbered reasons of skipped/failed rows."""
-    header = [name for name, _ in COLUMNS]
+    shown = columns()
+    header = [name for name, _ in shown]
     rows, notes = [], []
     for group in document["groups"]:
         row = [group["label"], group["op"]]
         if group["status"] != "ok":
             notes.append(f"{group['label']} {group['op']}: {group['status']}: {group['reason']}")
             row.append(f"{group['status']} [{len(notes)}]")
-            row += [""] * (len(COLUMNS) - len(row))
+            row += [""] * (len(shown) - len(row))
         else:
-            for _, metric in COLUMNS[2:-2]:
-                if metric.startswith("x_bound:"):
-                    row.append(_times((group.get("x_bound") or {}).get(metric.partition(":")[2])))
+            for _, key in shown[2:-2]:
+                if key.startswith("x_bound:"):
+                    row.append(_times((group.get("x_bound") or {}).get(key.partition(":")[2])))
                 else:
-                    row.append(_cell(metric, group["metrics"][metric]))
+                    row.append(_cell(metrics.find(key), group["metrics"][key]))
             row += list(_yes_no(group))
         rows.append(row)
     return header, rows, notes
@@ -208,10 +170,6 @@ def warnings(document):
 
 
 SPREAD_LIMIT_PCT = 10
-# The timings a reader compares; max/page is one sample per run and always noisy.
-SPREAD_CHECKED = {"restore_ns": "restore", "touch_ns": "touch", "page_p50_ns": "p50/page",
-                  "page_p99_ns": "p99/page", "fixup_ns": "fixup", "time_to_detached_ns": "to detached",
-                  "touched_and_detached_ns": "touched+detached"}
 
 
 def _spread_warning(document):
@@ -219,10 +177,10 @@ def _spread_warning(document):
     for group in document["groups"]:
         if group["status"] != "ok":
             continue
-        for metric, column in SPREAD_CHECKED.items():
-            summary = group["metrics"].get(metric)
+        for metric in metrics.spread_checked_metrics():
+            summary = group["metrics"].get(metric.name)
             if summary and summary["n"] > 1 and summary["spread_pct"] > SPREAD_LIMIT_PCT:
-                wide.append(f"{group['label']} {group['op']} {column} ±{summary['spread_pct']:.0f}%")
+                wide.append(f"{group['label']} {group['op']} {metric.column} ±{summary['spread_pct']:.0f}%")
     if not wide:
         return None
     repeat = (document["metadata"].get("options") or {}).get("repeat") or 5
@@ -291,22 +249,22 @@ def _in_a_vm(document):
 def _handler_placement_warnings(document):
     if not _in_a_vm(document):
         return []
-    by_label = {}
+    by_label, same_cpu = {}, {}
     for group in document["groups"]:
         placement = group.get("placement") or {}
         if group["status"] == "ok" and placement.get("handler") in ("other", "mixed"):
             by_label.setdefault(group["label"], []).append(group["op"])
+            same_cpu.setdefault(group["label"], _on_the_same_cpu(group))
     return [f"{label} ({', '.join(ops)}): the fault handler ran on another CPU than the workload; "
             "in a VM each such fault pays a cross-vCPU wakeup, often several times a same-CPU fault: "
-            f"measure it beside -s {_on_the_same_cpu(label)}"
+            f"measure it beside -s {same_cpu[label]}"
             for label, ops in by_label.items()]
 
 
-def _on_the_same_cpu(label):
-    """The label with handler-cpu=same in place of its handler-cpu, other parameters kept."""
-    name, _, params = label.partition(":")
-    kept = [item for item in filter(None, params.split(",")) if not item.startswith("handler-cpu=")]
-    return f"{name}:" + ",".join(kept + ["handler-cpu=same"])
+def _on_the_same_cpu(group):
+    """The group's strategy and parameters with handler-cpu=same in place of its handler-cpu."""
+    kept = [(name, value) for name, value in params_pairs(group.get("params")) if name != "handler-cpu"]
+    return f"{group['strategy']}:" + params_text(kept + [("handler-cpu", "same")])
 
 
 def placement_notes(document):
@@ -325,36 +283,27 @@ def _cpus(numbers):
     return "CPU " + ", ".join(map(str, numbers)) if numbers else "no pinned CPU"
 
 
-def _text_report(document, tablefmt, bullet):
+def layout(document):
+    """The text report's blocks (export.text): what was measured, the table, the reasons of
+    skipped and failed rows, handler placement, published figures, warnings, the legend."""
     header, rows, notes = table_rows(document)
-    parts = [context_line(document)]
-    cache = cache_line(document)
-    if cache:
-        parts.append(cache)
-    parts += ["", table(rows, header, tablefmt)]
-    if notes:
-        parts.append("")
-        parts += [f"{bullet}[{number}] {note}" for number, note in enumerate(notes, 1)]
-    placements = placement_notes(document)
-    if placements:
-        parts.append("")
-        parts += [f"{bullet}handler placement: {note}" for note in placements]
+    blocks = [[context_line(document)] + list(filter(None, [cache_line(document)])),
+              [Table(header, rows)],
+              [Bullet(f"[{number}] {note}") for number, note in enumerate(notes, 1)],
+              [Bullet(f"handler placement: {note}") for note in placement_notes(document)]]
     reference = (document["metadata"].get("preset") or {}).get("reference")
     if reference:
-        parts += [""] + reference_lines(document, reference, tablefmt, bullet)
-    found = warnings(document)
-    if found:
-        parts.append("")
-        parts += [f"{bullet}warning: {text}" for text in found]
-    parts += ["", bullet + legend(document)]
-    return "\n".join(parts) + "\n"
+        blocks += reference_blocks(document, reference)
+    blocks.append([Bullet(f"warning: {text}") for text in warnings(document)])
+    blocks.append([Bullet(legend(document))])
+    return blocks
 
 
 def _times(value):
     return "-" if value is None else f"{value:.2g}x" if value < 10 else f"{value:.0f}x"
 
 
-def reference_lines(document, reference, tablefmt="simple", bullet=""):
+def reference_blocks(document, reference):
     """The published figures with this run's beside them."""
     compared = published.beside_reference(document, reference)
     show_published_per_page = any(line["published_per_page_ns"] is not None for line in compared)
@@ -372,52 +321,52 @@ def reference_lines(document, reference, tablefmt="simple", bullet=""):
         if show_published_per_page:
             row.append(format_ns(line["published_per_page_ns"]))
         rows.append(row)
-    return [f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}",
-            "",
-            table(rows, header, tablefmt),
-            "",
-            f"{bullet}per page here: the mean of the timed first accesses (each between two clock "
-            "reads, as the published figures were taken), median over the instrumented runs; "
-            "x mmap: over mmap's; app per page: the measured runs' touch time (no clock in the loop) "
-            "over the pages touched, what the application itself takes"]
+    return [[f"published beside this run: {reference['source']} ({reference['setup']}), {reference['url']}"],
+            [Table(header, rows)],
+            [Bullet("per page here: the mean of the timed first accesses (each between two clock "
+                    "reads, as the published figures were taken), median over the instrumented runs; "
+                    "x mmap: over mmap's; app per page: the measured runs' touch time (no clock in the loop) "
+                    "over the pages touched, what the application itself takes")]]
 
 
-def render_table(document):
-    return _text_report(document, "simple", "")
+CSV_IDENTITY = ("strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
+                "runs", "failed_runs", "verified", "detached_runs")
+CSV_STATISTICS = ("median", "min", "max", "spread_pct")
 
 
-def render_markdown(document):
-    return _text_report(document, "github", "- ")
-
-
-def render_csv(document):
-    """One line per group; times in ns, raw medians and spreads."""
-    metric_names = list(results.METRICS)
-    header = ["strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
-              "runs", "failed_runs", "verified", "detached_runs"]
-    for name in metric_names:
-        header += [f"{name}_median", f"{name}_min", f"{name}_max", f"{name}_spread_pct"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+def records(document):
+    """One line per group: its identity, then each metric's median, min, max and spread
+    (raw: ns, counts)."""
+    header = list(CSV_IDENTITY)
+    for metric in metrics.RUN_METRICS:
+        header += [f"{metric.name}_{statistic}" for statistic in CSV_STATISTICS]
+    lines = []
     for group in document["groups"]:
-        line = [group.get(key) for key in header[:13]]
-        for name in metric_names:
-            summary = group["metrics"][name]
+        line = [group.get(key) for key in CSV_IDENTITY]
+        for metric in metrics.RUN_METRICS:
+            summary = group["metrics"][metric.name]
             if summary is None:
-                line += [None] * 4
+                line += [None] * len(CSV_STATISTICS)
             else:
                 line += [summary["median"], summary["min"], summary["max"], round(summary["spread_pct"], 2)]
-        writer.writerow(["" if value is None else value for value in line])
-    return out.getvalue()
+        lines.append(line)
+    return header, lines
+
+
+KIND = export.Kind("run", layout, results.dumps, records, warnings)
+FORMATS = export.names(KIND)
 
 
 def render(document, fmt):
-    renderers = {"table": render_table, "markdown": render_markdown,
-                 "csv": render_csv, "json": results.dumps}
-    return renderers[fmt](document)
+    return export.render(KIND, document, fmt)
 
 
-def write_export(path, text):
-    """Write text (or bytes) to path as wpcompare.output says (kept here for callers)."""
-    return output.write_export(path, text)
+def render_table(document):
+    return render(document, "table")
+
+
+def render_csv(document):
+    return render(document, "csv")
+
+
+write_export = output.write_export     # kept for callers

@@ -17,68 +17,16 @@ min-max range as a percentage of the median. `x bound` is a median over the
 reference bound's median (bound-copy, same op and pattern).
 """
 import json
-import math
 import re
 import statistics
 
-from wpcompare import documents
+from wpcompare import documents, histograms, metrics
 
 SCHEMA = "wpcompare.run/2"
 # Read as well: run/1 files, whose every run timed each access in touch.
 READABLE_SCHEMAS = ("wpcompare.run/1", SCHEMA)
 
-
-def histogram_percentile(hist, q):
-    """Latency at quantile q (0..1) of an exported histogram, as wpc_hist_quantile computes it.
-
-    The rank is ceil(q * count), at least 1, so q = 0.5 of 4 values is the
-    2nd smallest; the value is the midpoint of the bucket holding that rank,
-    kept within the exactly known min and max (q <= 0 and q >= 1 give them).
-    """
-    if not hist or not hist["count"]:
-        return None
-    if q <= 0:
-        return hist["min_ns"]
-    if q >= 1:
-        return hist["max_ns"]
-    rank = max(1, math.ceil(q * hist["count"]))
-    seen = 0
-    for low, high, count in hist["buckets"]:
-        seen += count
-        if seen >= rank:
-            return min(max(low + (high - low) // 2, hist["min_ns"]), hist["max_ns"])
-    return hist["max_ns"]
-
-
-def _phase(name, key="ns"):
-    def extract(row):
-        phases = row.get("phases")
-        return phases[name][key] if phases else None
-    return extract
-
-
-def _percentile(histogram, q):
-    def extract(row):
-        return histogram_percentile((row.get("histograms") or {}).get(histogram), q)
-    return extract
-
-
-def _touch_faults(row):
-    phases = row.get("phases")
-    if not phases:
-        return None
-    return phases["touch"]["minflt"] + phases["touch"]["majflt"]
-
-
-def _touch_max(row):
-    hist = (row.get("histograms") or {}).get("touch")
-    return hist["max_ns"] if hist and hist["count"] else None
-
-
-def _touched_and_detached(row):
-    """From restore's start until every page was touched and the region detached, the later of both."""
-    touched, detached = row.get("time_to_touched_ns"), row.get("time_to_detached_ns")
-    return None if touched is None or detached is None else max(touched, detached)
+histogram_percentile = histograms.percentile
 
 
 def is_instrumented(row):
@@ -88,43 +36,18 @@ def is_instrumented(row):
     return row.get("latency", "every") != "none"
 
 
-# name -> how to read it from a row; the order is the report's.
-METRICS = {
-    "restore_ns": _phase("restore"),
-    # The application's time: from the measured runs, whose touch loop reads no clock.
-    "touch_ns": _phase("touch"),
-    # The instrumented runs' touch: inflated by the clock reads that time each access.
-    "touch_instrumented_ns": _phase("touch"),
-    "page_p50_ns": _percentile("touch", 0.50),
-    "page_p99_ns": _percentile("touch", 0.99),
-    "page_max_ns": _touch_max,
-    # The strategy's own service time of one fault, where it measures one: for a
-    # chunked strategy most first accesses find their chunk done, so the page
-    # percentiles hide what one fault costs.
-    "fault_p50_ns": _percentile("handler", 0.50),
-    "fault_p99_ns": _percentile("handler", 0.99),
-    "fixup_ns": _phase("fixup"),
-    "time_to_detached_ns": lambda row: row.get("time_to_detached_ns"),
-    "touched_and_detached_ns": _touched_and_detached,
-    "touch_faults": _touch_faults,
-    "vmas_after_fixup": _phase("fixup", "vmas"),
-    "verify_ns": _phase("verify"),
-    "peak_rss_kb": lambda row: row.get("peak_rss_kb"),
-}
-# Read from the instrumented runs; every other metric from the measured runs (or, in a
-# run/1 file that has none, from its rows, all instrumented -- except touch_ns, which
-# such a file never measured).
-LATENCY_METRICS = ("touch_instrumented_ns", "page_p50_ns", "page_p99_ns", "page_max_ns")
-_NEVER_FROM_INSTRUMENTED = ("touch_ns",)
 # Ratios of a group's median to the reference bound's, for the same op, pattern and threads.
-BOUND_RATIOS = ("time_to_detached_ns", "touched_and_detached_ns")
+BOUND_RATIOS = tuple(metric.name for metric in metrics.bound_ratio_metrics())
 
 
 def rows_for(metric, measured, instrumented):
-    """The runs a metric is read from, given a group's measured and instrumented runs."""
-    if metric in LATENCY_METRICS:
+    """The runs a metric is read from, given a group's measured and instrumented runs: the
+    instrumented ones for a latency, else the measured ones (in a run/1 file, which has none,
+    its rows, all instrumented -- except touch_ns, which such a file never measured)."""
+    runs = metrics.find(metric).runs
+    if runs == metrics.INSTRUMENTED:
         return instrumented
-    if measured or metric in _NEVER_FROM_INSTRUMENTED:
+    if measured or runs == metrics.MEASURED_ONLY:
         return measured
     return instrumented
 
@@ -137,7 +60,7 @@ def split_runs(rows):
 
 def metric_values(rows, metric):
     """The values of metric over the runs of one group it is read from (see rows_for)."""
-    extract = METRICS[metric]
+    extract = metrics.find(metric).value
     values = (extract(row) for row in rows_for(metric, *split_runs(rows)))
     return [value for value in values if value is not None]
 
@@ -221,7 +144,8 @@ def _summarize_group(members):
         latency=sorted({row.get("latency", "every") for row in instrumented}),
         failed_runs=len(failed),
         failures=sorted({_failure_text(row) for row in failed}),
-        metrics={name: summarize_values(metric_values(members, name)) for name in METRICS},
+        metrics={metric.name: summarize_values(metric_values(members, metric.name))
+                 for metric in metrics.RUN_METRICS},
         verified=all(row.get("verified") for row in ok) if ok else None,
         detached_runs=sum(1 for row in counted if row.get("detached")),
         placement=handler_placement(counted),

@@ -30,6 +30,7 @@ from wpcompare import leftovers, strategies, worker
 from wpcompare.errors import CacheStateError
 from wpcompare.image import CacheMode, PageCache
 from wpcompare.options import Latency
+from wpcompare.rows import NO_LATENCY, Row, RunSpec
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -129,15 +130,15 @@ def _passes(matrix, choice):
     """(warmup, runs, latency) of each kind of run a row gets: warmups and measured runs with
     no clock in the touch loop, then the instrumented runs (none for a bound, whose touch is
     of memory already loaded)."""
-    passes = [(True, matrix.warmup, "none"), (False, matrix.repeat, "none")]
+    passes = [(True, matrix.warmup, NO_LATENCY), (False, matrix.repeat, NO_LATENCY)]
     if matrix.latency.mode != "off" and choice.strategy.family != strategies.BOUND_FAMILY:
         runs = matrix.repeat if matrix.latency_runs is None else matrix.latency_runs
-        passes.append((False, runs, str(matrix.latency)))
+        passes.append((False, runs, matrix.latency))
     return passes
 
 
 def plan(matrix, image_path=None):
-    """Every run's worker spec, in order: bounds first, then per strategy and op, warmups first.
+    """Every run's rows.RunSpec, in order: bounds first, then per strategy and op, warmups first.
 
     image_path: the file the runs restore from, if not the image's own (a copy the page
     cache state was made with)."""
@@ -147,30 +148,23 @@ def plan(matrix, image_path=None):
         for op in matrix.ops:
             for warmup, count, latency in _passes(matrix, choice):
                 for repetition in range(1, count + 1):
-                    specs.append({
-                        "image": image_path or matrix.image.path,
-                        "image_seed": matrix.image.seed,
-                        "image_kind": matrix.image.kind,
-                        "image_bytes": matrix.image.size,     # fixed when the image was opened
-                        "strategy": choice.strategy.name,
-                        "params": choice.params_text,
-                        "label": choice.label,
-                        "op": op,
-                        "pattern": str(matrix.pattern),
-                        "threads": matrix.threads,
-                        "overlap": matrix.overlap,
-                        "pin_threads": matrix.pin_threads,
-                        "seed": matrix.seed,
-                        "repetition": repetition,
-                        "warmup": warmup,
-                        "latency": latency,
-                        "inject": inject,
-                    })
+                    specs.append(RunSpec.for_choice(
+                        choice,
+                        image=image_path or matrix.image.path,
+                        image_seed=matrix.image.seed,
+                        image_kind=matrix.image.kind,
+                        image_bytes=matrix.image.size,     # fixed when the image was opened
+                        op=op,
+                        pattern=matrix.pattern,
+                        threads=matrix.threads,
+                        overlap=matrix.overlap,
+                        pin_threads=matrix.pin_threads,
+                        seed=matrix.seed,
+                        repetition=repetition,
+                        warmup=warmup,
+                        latency=latency,
+                        inject=inject))
     return specs
-
-
-def _identity(spec):
-    return {key: spec.get(key) for key in worker.IDENTITY}
 
 
 def run_matrix(matrix, progress=None, page_cache=None):
@@ -187,19 +181,17 @@ def run_matrix(matrix, progress=None, page_cache=None):
     unavailable = {}           # label -> reason, from the first worker that probed it
     reported = set()           # (label, op) that already have their skipped row
     for index, spec in enumerate(specs):
-        label, op = spec["label"], spec["op"]
+        label, op = spec.label, spec.op
         if label in unavailable:
             if (label, op) not in reported:
-                rows.append(dict(_identity(spec), status="skipped", reason=unavailable[label],
-                                 failed_phase=None))
+                rows.append(Row.skipped(spec, unavailable[label]).to_json())
                 reported.add((label, op))
             continue
         progress.started(index, len(specs), spec)
         try:
             page_cache.before_run()
         except CacheStateError as error:
-            row = dict(_identity(spec), status="failed", reason=error.reason, failed_phase="cache",
-                       phases=None)
+            row = Row.failed(spec, error.reason, "cache").to_json()
         else:
             row = run_isolated(spec, matrix.timeout)
         progress.finished(index, len(specs), spec, row)
@@ -212,12 +204,13 @@ def run_matrix(matrix, progress=None, page_cache=None):
 
 
 def run_isolated(spec, timeout=DEFAULT_TIMEOUT):
-    """The worker's row for spec, or a failed row saying how its process died, and in which phase."""
+    """The worker's row for spec (a rows.RunSpec, or its JSON object), or a failed row saying
+    how its process died, and in which phase."""
+    spec = RunSpec.coerce(spec)
     try:
         return call_in_fresh_process(worker.run_spec, spec, timeout, noted=True)
     except WorkerFailure as failure:
-        return dict(_identity(spec), status="failed", reason=failure.reason,
-                    failed_phase=failure.phase, phases=None)
+        return Row.failed(spec, failure.reason, failure.phase).to_json()
 
 
 def call_in_fresh_process(function, argument, timeout=DEFAULT_TIMEOUT, noted=False):

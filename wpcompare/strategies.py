@@ -49,6 +49,15 @@ class Strategy:
                 return spec
         return None
 
+    def changed(self, params):
+        """The (name, value) pairs of params that differ from their defaults (unknown names kept)."""
+        kept = []
+        for name, value in params:
+            spec = self.param(name)
+            if spec is None or spec.canonical(value) != spec.canonical(spec.default):
+                kept.append((name, value))
+        return kept
+
 
 @dataclass(frozen=True)
 class StrategyChoice:
@@ -65,12 +74,8 @@ class StrategyChoice:
     @property
     def label(self):
         """NAME or NAME:param=value for the parameters that differ from their defaults."""
-        changed = []
-        for name, value in self.params:
-            spec = self.strategy.param(name)
-            if spec.canonical(value) != spec.canonical(spec.default):
-                changed.append(f"{name}={value}")
-        return self.strategy.name + (":" + ",".join(changed) if changed else "")
+        changed = ",".join(f"{name}={value}" for name, value in self.strategy.changed(self.params))
+        return self.strategy.name + (":" + changed if changed else "")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,22 +1,15 @@
 """One isolated run: probe, restore, touch, fixup, verify, and the result as JSON-able data.
 
-The runner calls run_spec() in a fresh process for every run. Stand-alone:
+The runner calls run_spec() with a rows.RunSpec in a fresh process for every run. Stand-alone:
 
     python -m wpcompare.worker < spec.json
 
-prints the row. A spec is a JSON object:
-
-    image        path of the image file (required)
-    image_seed   seed it was generated from, or null for a user's file
-    image_kind   "mixed" or "random" with image_seed
-    image_bytes  the size the image had when it was opened (a file of another size is refused)
-    strategy     strategy name (required); params "name=value,..."; label for display
-    op           "read", "write" or "mixed" (write_fraction of the pages written, the rest read)
-    pattern      "seq", "random", "sparse:F", "stride:N"
-    threads, overlap, pin_threads, seed, repetition, warmup
-    latency      "none" (default: no clock inside the touch loop, so touch's time is the
-                 application's), "every" (every first access timed), "sample:N"
-    inject       tests only: a failure to cause (INJECTIONS), as KIND or KIND:N
+prints the row. A spec file is rows.RunSpec.to_json()'s object: image (required), strategy
+(required), params {name: value}, label, image_seed, image_kind, image_bytes, op, write_fraction,
+pattern {kind, fraction, stride} (or as typed: "seq", "random", "sparse:F", "stride:N"), threads,
+overlap, pin_threads, seed, repetition, warmup, latency ("none": no clock inside the touch loop,
+so touch's time is the application's; "every"; "sample:N"), inject (tests only: a failure to
+cause, INJECTIONS, as KIND or KIND:N).
 """
 import json
 import mmap
@@ -26,30 +19,10 @@ import signal
 import sys
 import time
 
-from wpcompare import binding
-from wpcompare.errors import InvalidArgument, WpcError
-from wpcompare.options import parse_latency, parse_pattern
+from wpcompare import binding, metrics
+from wpcompare.errors import WpcError
+from wpcompare.rows import Row, RunSpec
 
-SPEC_DEFAULTS = {
-    "image_seed": None,
-    "image_kind": None,
-    "image_bytes": 0,
-    "params": "",
-    "label": None,
-    "op": "read",
-    "write_fraction": 0.5,
-    "pattern": "random",
-    "threads": 1,
-    "overlap": False,
-    "pin_threads": True,
-    "seed": 1,
-    "repetition": 0,
-    "warmup": False,
-    "latency": "none",
-    "inject": None,
-}
-IDENTITY = ("strategy", "params", "label", "op", "pattern", "threads", "overlap", "seed",
-            "repetition", "warmup", "latency")
 # Failures tests cause on purpose. Right after restore: "segv", "abort", "kill" (as
 # the OOM killer would), "hang", "truncate" (the image file cut to half while
 # the region may still map it), "hugepages" (every free 2 MiB huge page taken
@@ -79,34 +52,12 @@ def parse_injection(text):
     return kind, int(count)
 
 
-def complete_spec(spec):
-    """spec with defaults filled in; ValueError naming what is missing or unknown."""
-    missing = [key for key in ("image", "strategy") if not spec.get(key)]
-    if missing:
-        raise ValueError(f"worker spec lacks {', '.join(missing)}")
-    unknown = set(spec) - set(SPEC_DEFAULTS) - {"image", "strategy"}
-    if unknown:
-        raise ValueError(f"worker spec has unknown keys: {', '.join(sorted(unknown))}")
-    full = dict(SPEC_DEFAULTS, **spec)
-    if full["label"] is None:
-        full["label"] = full["strategy"]
-    if full["inject"] is not None:
-        parse_injection(full["inject"])
-    parse_run_latency(full["latency"])
-    return full
-
-
-def parse_run_latency(text):
-    """(mode, every) for binding.Run from a spec's latency: "none", "every" or "sample:N"."""
-    if text == "none":
-        return "none", 0
-    try:
-        latency = parse_latency(text)
-    except InvalidArgument as error:
-        raise ValueError(error.reason) from None
-    if latency.mode == "off":
-        raise ValueError("a worker's latency is none, every or sample:N, not off")
-    return latency.mode, latency.every
+def check_spec(spec):
+    """spec as a RunSpec, its injection checked; ValueError naming what is wrong."""
+    spec = RunSpec.coerce(spec)
+    if spec.inject is not None:
+        parse_injection(spec.inject)
+    return spec
 
 
 def _negative_as_none(value):
@@ -114,7 +65,8 @@ def _negative_as_none(value):
 
 
 def result_fields(result):
-    """The measurements of a struct wpc_result, as far as the run got."""
+    """The measurements of a struct wpc_result, as far as the run got: a row's fields besides
+    its identity, and every metric the registry copies from a C field (metrics.c_fields)."""
     phases = {}
     for index, name in enumerate(binding.PHASES):
         stats = result.phase[index]
@@ -128,9 +80,8 @@ def result_fields(result):
     if result.dirty_known:
         dirty = {"reported": result.dirty_reported, "missing": result.dirty_missing,
                  "extra": result.dirty_extra}
-    return {
+    fields = {
         "phases": phases,
-        "time_to_detached_ns": _negative_as_none(result.time_to_detached_ns),
         "time_to_touched_ns": _negative_as_none(result.time_to_touched_ns),
         "image_bytes": result.image_bytes,
         "region_bytes": result.region_bytes,
@@ -145,7 +96,6 @@ def result_fields(result):
         "image_mapped": bool(result.image_mapped),
         "foreign_vmas": _negative_as_none(result.foreign_vmas),
         "dirty": dirty,
-        "peak_rss_kb": result.peak_rss_kb,
         "app_cpu": _negative_as_none(result.app_cpu),
         "handler_cpu": _negative_as_none(result.handler_cpu),
         "histograms": {"touch": binding.export_histogram(result.touch),
@@ -153,6 +103,9 @@ def result_fields(result):
         "counters": {binding.result_text(result.counters[i].name): result.counters[i].value
                      for i in range(result.ncounters)},
     }
+    for key, name in metrics.c_fields():
+        fields[key] = _negative_as_none(getattr(result, name))
+    return fields
 
 
 _hog = []     # what "hugepages" took: held until the process exits
@@ -200,9 +153,9 @@ def _inject(kind, spec):
         while True:
             time.sleep(3600)
     elif kind == "truncate":
-        size = os.stat(spec["image"]).st_size
-        os.truncate(spec["image"], size // 2 // binding.PAGE_SIZE * binding.PAGE_SIZE)
-        return {"truncated_to": os.stat(spec["image"]).st_size}
+        size = os.stat(spec.image).st_size
+        os.truncate(spec.image, size // 2 // binding.PAGE_SIZE * binding.PAGE_SIZE)
+        return {"truncated_to": os.stat(spec.image).st_size}
     elif kind == "hugepages":
         taken, free = _take_every_huge_page()
         return {"hugepages_taken": taken, "hugepages_free_after": free}
@@ -222,59 +175,57 @@ def _image_bytes(path):
 
 
 def run_spec(spec, note=_no_note):
-    """Run what spec asks for in this process and return the row.
+    """Run what spec (a rows.RunSpec, or its JSON object) asks for in this process and return
+    the row, JSON-able.
 
     note(phase) is called as each phase starts and note("") as it ends, so a
     runner that sees the process die knows where it was.
     """
-    spec = complete_spec(spec)
-    row = {key: spec[key] for key in IDENTITY}
-    row.update(status="ok", reason=None, failed_phase=None)
-    params = spec["params"] or None
-    injection = parse_injection(spec["inject"]) if spec["inject"] else None
-    latency, latency_every = parse_run_latency(spec["latency"])
+    spec = check_spec(spec)
+    row = Row(spec)
+    params = spec.params_text or None
+    injection = parse_injection(spec.inject) if spec.inject else None
     try:
         # Parsed once, here: the probe and the run take the same parsed parameters.
-        choice = binding.Choice(spec["strategy"], params)
-        binding.probe_strategy(spec["strategy"], choice, _image_bytes(spec["image"]))
+        choice = binding.Choice(spec.strategy, params)
+        binding.probe_strategy(spec.strategy, choice, _image_bytes(spec.image))
     except WpcError as error:
-        row.update(status="skipped", reason=error.reason)
-        return row
+        return Row.skipped(spec, error.reason).to_json()
     if injection and injection[0] in _INJECTION_ENVIRONMENT:
         # Read by wpc_run_create; this process is the run's alone.
         os.environ[_INJECTION_ENVIRONMENT[injection[0]]] = str(injection[1])
     try:
         run = binding.Run(
-            image_path=spec["image"], image_seed=spec["image_seed"], image_kind=spec["image_kind"],
-            strategy=spec["strategy"], params=choice, op=spec["op"],
-            pattern=parse_pattern(spec["pattern"]), threads=spec["threads"],
-            overlap=spec["overlap"], seed=spec["seed"], pin_threads=spec["pin_threads"],
-            write_fraction=spec["write_fraction"], latency=latency, latency_every=latency_every,
-            image_bytes=spec["image_bytes"])
+            image_path=spec.image, image_seed=spec.image_seed, image_kind=spec.image_kind,
+            strategy=spec.strategy, params=choice, op=spec.op, pattern=spec.pattern,
+            threads=spec.threads, overlap=spec.overlap, seed=spec.seed, pin_threads=spec.pin_threads,
+            write_fraction=spec.write_fraction, latency=spec.latency.mode,
+            latency_every=spec.latency.every, image_bytes=spec.image_bytes)
     except WpcError as error:
-        row.update(status="failed", reason=error.reason, failed_phase="create")
-        return row
+        row.fail(error.reason, "create")
+        row.measurements = {}
+        return row.to_json()
     with run:
         for phase in binding.PHASES:
             note(phase)
             try:
                 getattr(run, phase)()
             except WpcError as error:
-                row.update(status="failed", reason=error.reason, failed_phase=phase)
+                row.fail(error.reason, phase)
                 break
             finally:
                 note("")
             if phase == "restore" and injection and injection[0] not in _INJECTION_ENVIRONMENT:
-                row["injection"] = _inject(injection[0], spec)
-        row.update(result_fields(run.result))
-    return row
+                row.injection = _inject(injection[0], spec)
+        row.measurements = result_fields(run.result)
+    return row.to_json()
 
 
 def main():
     try:
         spec = json.load(sys.stdin)
         row = run_spec(spec)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, KeyError) as error:
         print(f"wpcompare.worker: {error}", file=sys.stderr)
         return 2
     json.dump(row, sys.stdout)

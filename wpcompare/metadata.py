@@ -1,0 +1,64 @@
+"""The metadata of a result document: what a reader needs besides the rows or chains.
+
+`run` and `cycle` share its first part (version, time, command line, elapsed, the machine's
+facts, the image: common()), and add what their runs were (run(), cycle()).
+"""
+import os
+import tempfile
+from datetime import datetime, timezone
+
+from wpcompare import __version__, strategies
+from wpcompare.image import filesystem_type
+
+
+def common(image, facts, elapsed, command_line):
+    return {
+        "wpcompare_version": __version__,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": command_line,
+        "elapsed_s": round(elapsed, 3),
+        "system": facts,
+        "timer_overhead_ns": facts.get("timer_overhead_ns"),
+        "image": image.describe(),
+    }
+
+
+def _options(choices, plan, names):
+    return dict({"strategies": [choice.label for choice in choices]},
+                **{name: str(getattr(plan, name)) if name == "pattern" else getattr(plan, name)
+                   for name in names})
+
+
+def run(matrix, facts, elapsed, cache_state, command_line):
+    """A `run` document's: its runner.Matrix, the page cache's state, the latency runs, the bounds."""
+    latency_runs = matrix.repeat if matrix.latency_runs is None else matrix.latency_runs
+    return dict(
+        common(matrix.image, facts, elapsed, command_line),
+        cache=cache_state,
+        latency={"mode": str(matrix.latency), "every": matrix.latency.every or None,
+                 "runs": latency_runs if matrix.latency.mode != "off" else 0,
+                 "where": "runs of their own, after the measured runs of each row"},
+        bounds=[choice.label for choice in matrix.bounds],
+        reference_bound=strategies.REFERENCE_BOUND if matrix.bounds else None,
+        options=_options(matrix.choices, matrix, ("ops", "pattern", "threads", "overlap", "pin_threads",
+                                                  "repeat", "warmup", "seed", "timeout")))
+
+
+def cycle(plan, facts, elapsed, command_line):
+    """A `cycle` document's: its cycle.ChainPlan, where the images lived, the load."""
+    directory = plan.directory or tempfile.gettempdir()
+    common_part = common(plan.image, facts, elapsed, command_line)
+    image = common_part.pop("image")
+    return dict(
+        common_part,
+        # 1, 5 and 15 minutes at the end: whether other work shared the CPUs with the chains.
+        load_average=list(os.getloadavg()),
+        image=image,
+        # Each image is restored right after the previous cycle wrote it (the first: copied
+        # with copy_file_range); the work pass times no access, as run's measured runs.
+        cache={"mode": "written", "kind": "written",
+               "state": "each image restored right after the previous cycle wrote it"},
+        latency={"mode": "off", "runs": 0},
+        images_directory={"path": directory, "filesystem": filesystem_type(directory)},
+        options=_options(plan.choices, plan, ("cycles", "dirty", "pattern", "threads", "overlap",
+                                              "pin_threads", "seed", "delete_old", "timeout")))
