@@ -95,11 +95,10 @@ int wpc_chunks_init(struct wpc_chunks *c, struct wpc_run *run, size_t chunk, int
 	}
 	c->state = calloc(c->nchunks, sizeof(*c->state));
 	c->marks = calloc(c->nchunks, sizeof(*c->marks));
-	c->hists = malloc(WPC_CHUNK_HIST_SLOTS * sizeof(*c->hists));
-	if (!c->state || !c->marks || !c->hists)
+	c->hist = malloc(sizeof(*c->hist));
+	if (!c->state || !c->marks || !c->hist)
 		return -ENOMEM;
-	for (int i = 0; i < WPC_CHUNK_HIST_SLOTS; i++)
-		wpc_hist_reset(&c->hists[i]);
+	wpc_hist_reset(c->hist);
 	return 0;
 }
 
@@ -111,10 +110,10 @@ void wpc_chunks_destroy(struct wpc_chunks *c)
 	c->shadow = NULL;
 	free((void *)c->state);
 	free((void *)c->marks);
-	free(c->hists);
+	free(c->hist);
 	c->state = NULL;
 	c->marks = NULL;
-	c->hists = NULL;
+	c->hist = NULL;
 }
 
 /*
@@ -317,16 +316,7 @@ int wpc_chunks_write_fault(struct wpc_chunks *c, uintptr_t addr)
 
 void wpc_chunks_record(struct wpc_chunks *c, uint64_t ns)
 {
-	for (;;) {
-		for (int i = 0; i < WPC_CHUNK_HIST_SLOTS; i++) {
-			if (atomic_exchange_explicit(&c->hist_busy[i], 1, memory_order_acquire))
-				continue;
-			wpc_hist_record(&c->hists[i], ns);
-			atomic_store_explicit(&c->hist_busy[i], 0, memory_order_release);
-			return;
-		}
-		sched_yield();
-	}
+	wpc_hist_record_concurrent(c->hist, ns);
 }
 
 /*
@@ -457,9 +447,8 @@ void wpc_chunks_publish(struct wpc_chunks *c)
 	wpc_counter_set(run, "waits_on_copy", atomic_load(&c->waits));
 	wpc_counter_set(run, "background_ns", c->background_ns);
 	wpc_counter_set(run, "fixup_pause_ns", c->pause_ns);
-	wpc_hist_reset(&run->res->handler);
-	for (int i = 0; i < WPC_CHUNK_HIST_SLOTS; i++)
-		wpc_hist_merge(&run->res->handler, &c->hists[i]);
+	wpc_hist_merge(&run->res->handler, c->hist);
+	wpc_hist_reset(c->hist);	/* published once */
 }
 
 int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap)

@@ -155,15 +155,25 @@ int wpc_pin_self(int cpu)
 	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
-int wpc_handler_cpu_for(const struct wpc_run *run, int placement)
+int wpc_handler_cpu_for(const int *cpus, int ncpus, int placement, int *cpu, char *why, size_t len)
 {
+	*cpu = -1;
 	switch (placement) {
 	case WPC_HANDLER_SAME:
-		return wpc_cpu_nth(run, 0);
+		if (ncpus > 0)
+			*cpu = cpus[0];
+		return 0;
 	case WPC_HANDLER_OTHER:
-		return run->ncpus > 1 ? wpc_cpu_nth(run, 1) : -1;
+		if (ncpus < 2) {
+			wpc_why(why, len, "handler-cpu=other needs a second CPU, and this process may run "
+				"on %d (CPU %d): allow it two CPUs (taskset) or use handler-cpu=same",
+				ncpus, ncpus ? cpus[0] : -1);
+			return -EOPNOTSUPP;
+		}
+		*cpu = cpus[1];
+		return 0;
 	default:
-		return -1;
+		return 0;
 	}
 }
 
@@ -175,16 +185,22 @@ bool wpc_thread_exited(pthread_t tid, bool *started)
 	return true;
 }
 
-void wpc_run_load_cpus(struct wpc_run *run)
+int wpc_allowed_cpus(int *cpus, int max)
 {
 	cpu_set_t set;
+	int n = 0;
 
-	run->ncpus = 0;
 	if (sched_getaffinity(0, sizeof(set), &set) < 0)
-		return;
-	for (int c = 0; c < CPU_SETSIZE && (size_t)run->ncpus < WPC_ARRAY_SIZE(run->cpus); c++)
+		return 0;
+	for (int c = 0; c < CPU_SETSIZE && n < max; c++)
 		if (CPU_ISSET(c, &set))
-			run->cpus[run->ncpus++] = c;
+			cpus[n++] = c;
+	return n;
+}
+
+void wpc_run_load_cpus(struct wpc_run *run)
+{
+	run->ncpus = wpc_allowed_cpus(run->cpus, (int)WPC_ARRAY_SIZE(run->cpus));
 }
 
 int wpc_thread_start_quiet(pthread_t *tid, int cpu, void *(*fn)(void *), void *arg)

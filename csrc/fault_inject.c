@@ -28,6 +28,8 @@
 static _Atomic int64_t mremaps_left = NEVER;
 /* Faults a handler thread serves before it exits. */
 static _Atomic int64_t handler_faults = NEVER;
+/* Faults a handler thread serves before its next read() fails. */
+static _Atomic int64_t handler_error_faults = NEVER;
 /* Chunked copy-and-remap behaves as on a kernel without MREMAP_DONTUNMAP. */
 static _Atomic bool mremap_dontunmap_off;
 
@@ -68,11 +70,13 @@ static int read_number(const char *name, long long min, int64_t *out, char *why,
 
 int wpc_inject_load(char *why, size_t len)
 {
-	int64_t mremap_nth, handler_after, unit, no_dontunmap;
+	int64_t mremap_nth, handler_after, error_after, unit, no_dontunmap;
 	int ret = read_number("WPCOMPARE_INJECT_MREMAP_ENOMEM", 1, &mremap_nth, why, len);
 
 	if (!ret)
 		ret = read_number("WPCOMPARE_INJECT_HANDLER_EXIT", 1, &handler_after, why, len);
+	if (!ret)
+		ret = read_number("WPCOMPARE_INJECT_HANDLER_ERROR", 1, &error_after, why, len);
 	if (!ret)
 		ret = read_number("WPCOMPARE_INJECT_HOLD", 0, &unit, why, len);
 	if (!ret)
@@ -89,6 +93,7 @@ int wpc_inject_load(char *why, size_t len)
 	/* The N-th call fails: N - 1 go through first. */
 	atomic_store(&mremaps_left, mremap_nth == NEVER ? NEVER : mremap_nth - 1);
 	atomic_store(&handler_faults, handler_after);
+	atomic_store(&handler_error_faults, error_after);
 	return 0;
 }
 
@@ -97,6 +102,13 @@ bool wpc_inject_mremap_enomem(void)
 	if (atomic_load_explicit(&mremaps_left, memory_order_relaxed) == NEVER)
 		return false;
 	return atomic_fetch_sub(&mremaps_left, 1) <= 0;
+}
+
+bool wpc_inject_handler_error(uint64_t served)
+{
+	int64_t after = atomic_load_explicit(&handler_error_faults, memory_order_relaxed);
+
+	return after != NEVER && served >= (uint64_t)after;
 }
 
 bool wpc_inject_handler_exit(uint64_t served)

@@ -5,6 +5,9 @@
  * (0.8 %) of itself from 256 ns to 2^40 ns. Recording is a few instructions
  * and touches one counter, cheap enough to sit inside a timed loop's tail.
  */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "internal.h"
@@ -66,6 +69,31 @@ void wpc_hist_record(struct wpc_hist *h, uint64_t ns)
 		h->max_ns = ns;
 }
 
+/*
+ * For a histogram several threads or signal handlers record into at once
+ * (sigsegv's and uffd-sigbus's handlers run on every faulting thread): every
+ * field is updated by an atomic read-modify-write, min and max by
+ * compare-and-swap, so no record is lost and no lock is taken (it is
+ * async-signal-safe: a handler interrupting a recorder cannot wait for it).
+ * Relaxed order: read the histogram only once its recorders are done.
+ */
+void wpc_hist_record_concurrent(struct wpc_hist *h, uint64_t ns)
+{
+	uint64_t seen;
+
+	__atomic_fetch_add(&h->buckets[wpc_hist_index(ns)], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&h->count, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
+	seen = __atomic_load_n(&h->min_ns, __ATOMIC_RELAXED);
+	while (ns < seen && !__atomic_compare_exchange_n(&h->min_ns, &seen, ns, true,
+							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	seen = __atomic_load_n(&h->max_ns, __ATOMIC_RELAXED);
+	while (ns > seen && !__atomic_compare_exchange_n(&h->max_ns, &seen, ns, true,
+							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
 void wpc_hist_merge(struct wpc_hist *dst, const struct wpc_hist *src)
 {
 	if (!src->count)
@@ -112,4 +140,48 @@ uint64_t wpc_hist_quantile(const struct wpc_hist *h, double q)
 		}
 	}
 	return h->max_ns;
+}
+
+/* ---- test-only: contention (wpcompare.h) ---- */
+
+struct contender {
+	struct wpc_hist *h;
+	uint64_t first, count;
+	_Atomic int *gate;
+	pthread_t tid;
+};
+
+static void *contend(void *arg)
+{
+	struct contender *c = arg;
+
+	atomic_fetch_sub(c->gate, 1);
+	while (atomic_load(c->gate) > 0)
+		sched_yield();	/* until every thread is here: they start recording together */
+	for (uint64_t v = c->first; v < c->first + c->count; v++)
+		wpc_hist_record_concurrent(c->h, v);
+	return NULL;
+}
+
+int wpc_test_hist_contend(struct wpc_hist *h, int threads, uint64_t per_thread)
+{
+	struct contender c[WPC_MAX_THREADS];
+	_Atomic int gate = threads;
+	int started = 0, ret = 0;
+
+	if (threads < 1 || threads > WPC_MAX_THREADS)
+		return -EINVAL;
+	for (; started < threads && !ret; started++) {
+		c[started] = (struct contender){ .h = h, .first = (uint64_t)started * per_thread + 1,
+						 .count = per_thread, .gate = &gate };
+		ret = -pthread_create(&c[started].tid, NULL, contend, &c[started]);
+	}
+	if (ret) {
+		/* Open the gate for those started: they record, and are joined. */
+		started--;
+		atomic_store(&gate, 0);
+	}
+	for (int t = 0; t < started; t++)
+		pthread_join(c[t].tid, NULL);
+	return ret;
 }

@@ -115,7 +115,7 @@ struct wpc_param_spec {
 	int64_t min, max;	/* WPC_PARAM_INT, WPC_PARAM_SIZE (0, 0: unbounded) */
 };
 
-/* Handler placement, shared by every strategy with a handler thread. */
+/* Handler placement, shared by every strategy with a handler thread (handler.h says what each means). */
 enum wpc_handler_cpu {
 	WPC_HANDLER_SAME,
 	WPC_HANDLER_OTHER,
@@ -149,6 +149,7 @@ struct wpc_needs {
 	bool pagemap_scan;		/* the PAGEMAP_SCAN ioctl of /proc/PID/pagemap */
 	bool hugetlb_2m;		/* 2 MiB hugetlb pages for the whole image */
 	bool thp;			/* transparent huge pages not "never" */
+	bool other_cpu;			/* handler-cpu=other: a second CPU this process may use */
 };
 
 /* 0 if this machine meets `needs` for an image of image_bytes (0: size unknown); else -errno and why. */
@@ -346,6 +347,14 @@ int wpc_run_add_image_identity(struct wpc_run *run, int fd);
 int wpc_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pread() the whole image into dst (run->image_size bytes); 0 or wpc_fail()'s -errno. */
 int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
+/*
+ * The image copied into a new memfd of len (>= image size) bytes, its tail
+ * zeros (memfd.c): how every strategy restoring from shmem gets it, timed
+ * (counter memfd_fill_ns) and recorded as the image
+ * (wpc_run_add_image_identity). *memfd is the descriptor, -1 if none was
+ * made; the caller closes it, also after a failure. 0 or wpc_fail()'s -errno.
+ */
+int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *memfd);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
 /*
@@ -358,13 +367,19 @@ int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only);
 /* wpc_uffd_register_for() of [addr, addr + len) with the run's strategy's needs. */
 int wpc_run_uffd_register(struct wpc_run *run, int uffd, void *addr, size_t len, uint64_t mode);
 
+/* The first max CPUs this process may run on, into cpus; how many (0: unknown). */
+int wpc_allowed_cpus(int *cpus, int max);
 /* The CPUs this process may run on, into run->cpus. */
 void wpc_run_load_cpus(struct wpc_run *run);
 /* CPU placement: the i-th CPU this process may use, and pinning. */
 int wpc_cpu_nth(const struct wpc_run *run, int i);
 int wpc_pin_self(int cpu);
-/* The CPU a handler should use for placement p, relative to workload thread 0. */
-int wpc_handler_cpu_for(const struct wpc_run *run, int placement);
+/*
+ * The CPU handler placement p (enum wpc_handler_cpu; handler.h says what each
+ * means) puts a fault handler thread on, among cpus[0..ncpus): 0 and *cpu
+ * (-1: not pinned), or -EOPNOTSUPP and why (other, with one CPU).
+ */
+int wpc_handler_cpu_for(const int *cpus, int ncpus, int placement, int *cpu, char *why, size_t len);
 /*
  * For a health op: whether the handler thread tid, started (*started) and not
  * asked to stop, has exited. If so it is joined here and *started cleared.
@@ -443,6 +458,9 @@ void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
  *                                      once vm.max_map_count is reached
  *   WPCOMPARE_INJECT_HANDLER_EXIT=N    a strategy's fault handler thread
  *                                      exits after serving N faults
+ *   WPCOMPARE_INJECT_HANDLER_ERROR=N   ... its read() of fault messages
+ *                                      fails with EIO once it has served N
+ *                                      faults: the handler's own error path
  *   WPCOMPARE_INJECT_HOLD=N            every thread reaching a hold point
  *                                      (WPC_HOLD_*) for chunk or unit N stops
  *                                      there until the test releases it
@@ -464,6 +482,8 @@ bool wpc_inject_no_dontunmap(void);
 bool wpc_inject_mremap_enomem(void);
 /* Whether a handler thread that has served `served` faults must exit now. */
 bool wpc_inject_handler_exit(uint64_t served);
+/* Whether a handler thread that has served `served` faults must fail its next read() (EIO). */
+bool wpc_inject_handler_error(uint64_t served);
 
 /*
  * Open a userfaultfd and negotiate `features` (mode_flags: O_CLOEXEC,
@@ -491,8 +511,6 @@ enum wpc_chunk_state {
 #define WPC_CHUNK_WRITTEN 1u		/* a write faulted on it */
 #define WPC_CHUNK_UNWATCHED 2u		/* remapped while the workload may still write it */
 #define WPC_CHUNK_MOVED 4u		/* anonymous now (DONE without it: given up) */
-
-#define WPC_CHUNK_HIST_SLOTS 8
 
 /* How a chunk's bytes reach the shadow; same order as WPC_CHUNK_COPY_CHOICES. */
 enum wpc_chunk_copy {
@@ -548,9 +566,8 @@ struct wpc_chunks {
 	_Atomic uint64_t at_fixup;
 	_Atomic uint64_t waits;
 
-	/* Service time of faults: a slot is taken with a try-lock, so handlers never share one. */
-	_Atomic int hist_busy[WPC_CHUNK_HIST_SLOTS];
-	struct wpc_hist *hists;
+	/* Service time of faults, recorded by any number of handlers at once (wpc_chunks_record). */
+	struct wpc_hist *hist;
 
 	pthread_t background;
 	bool background_started;
@@ -587,7 +604,13 @@ int wpc_chunks_dirty(struct wpc_chunks *c, uint8_t *bitmap);
 
 /* ---- userfaultfd write-protection and PAGEMAP_SCAN (wp_track.c) ---- */
 
+/*
+ * UFFDIO_UNREGISTER. It wakes the threads waiting in MISSING faults on the
+ * range, not those in write-protect faults (fs/userfaultfd.c): wake those.
+ */
 int wpc_uffd_unregister(int uffd, void *addr, size_t len);
+/* UFFDIO_WAKE: every thread waiting in a fault on the range retries it. */
+int wpc_uffd_wake(int uffd, void *addr, size_t len);
 /* protect=false also wakes writers blocked on the range. */
 int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
 

@@ -499,6 +499,14 @@ void wpc_strategy_needs(const struct wpc_strategy *s, const void *params, struct
 		s->needs_for(params, out);
 }
 
+/* A fault handler on another CPU than workload thread 0's: the same rule as the run's. */
+static int check_other_cpu(char *why, size_t len)
+{
+	int cpus[2], cpu;
+
+	return wpc_handler_cpu_for(cpus, wpc_allowed_cpus(cpus, 2), WPC_HANDLER_OTHER, &cpu, why, len);
+}
+
 int wpc_needs_check(const struct wpc_needs *needs, uint64_t image_bytes, char *why, size_t len)
 {
 	int ret = 0;
@@ -511,6 +519,8 @@ int wpc_needs_check(const struct wpc_needs *needs, uint64_t image_bytes, char *w
 		ret = check_hugetlb_2m(image_bytes, why, len);
 	if (!ret && needs->thp)
 		ret = check_thp(why, len);
+	if (!ret && needs->other_cpu)
+		ret = check_other_cpu(why, len);
 	return ret;
 }
 

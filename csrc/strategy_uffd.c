@@ -52,8 +52,7 @@ struct uffd_params {
 	  "faulting page", offsetof(struct uffd_params, chunk), 0, 0 }
 #define PARAM_HANDLER_CPU							\
 	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",	\
-	  "CPU of the fault handler thread: workload thread 0's, another, or unpinned", \
-	  offsetof(struct uffd_params, handler_cpu), 0, 0 }
+	  WPC_HANDLER_CPU_HELP, offsetof(struct uffd_params, handler_cpu), 0, 0 }
 #define PARAM_KERNEL_FAULTS							\
 	{ "kernel-faults", WPC_PARAM_CHOICE, WPC_KFAULTS_CHOICES, "auto",	\
 	  "also serve faults taken inside syscalls (needs privilege); no: "	\
@@ -88,6 +87,7 @@ static void uffd_needs_for(const void *params, struct wpc_needs *needs)
 
 	needs->uffd = kernel_faults_access[p->kernel_faults];
 	needs->without_privilege = "kernel-faults=auto or no works without";
+	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
 	if (p->page == WPC_HUGE_PAGE) {
 		needs->uffd_features |= UFFD_FEATURE_MISSING_HUGETLBFS;
 		needs->hugetlb_2m = true;
@@ -133,40 +133,15 @@ static int map_anonymous(struct wpc_run *run, struct wpc_uffd *u)
 
 /*
  * uffd-minor's source: the image copied once into a memfd (the state a VMM
- * or a checkpointer that keeps images in tmpfs starts from). Restore pays for
- * the copy; the region then maps the memfd MAP_PRIVATE, so a read maps the
- * shmem page itself and a write copies it, leaving the memfd untouched.
+ * or a checkpointer that keeps images in tmpfs starts from; memfd.c). Restore
+ * pays for the copy; the region then maps the memfd MAP_PRIVATE, so a read
+ * maps the shmem page itself and a write copies it, leaving the memfd
+ * untouched.
  */
-static int fill_memfd(struct wpc_run *run, struct wpc_uffd *u)
-{
-	uint64_t t0 = wpc_now_ns();
-	uint8_t *dst;
-
-	u->memfd = memfd_create("wpcompare-image", MFD_CLOEXEC);
-	if (u->memfd < 0)
-		return wpc_fail(run, errno, "memfd_create: %s", strerror(errno));
-	if (ftruncate(u->memfd, (off_t)u->map_len) < 0)
-		return wpc_fail(run, errno, "ftruncate of the memfd: %s", strerror(errno));
-	dst = mmap(NULL, u->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, u->memfd, 0);
-	if (dst == MAP_FAILED)
-		return wpc_fail(run, errno, "mmap of the memfd: %s", strerror(errno));
-	int err = -wpc_pread_full(run->image_fd, dst, run->image_size, 0);
-
-	munmap(dst, u->map_len);
-	if (err)
-		return wpc_fail(run, err, "copying the image into the memfd: %s", strerror(err));
-	wpc_counter_set(run, "memfd_fill_us", (wpc_now_ns() - t0) / 1000);
-
-	int ret = wpc_run_add_image_identity(run, u->memfd);
-	if (ret)
-		return wpc_fail(run, -ret, "cannot register the memfd as the image: %s", strerror(-ret));
-	return 0;
-}
-
 static int map_memfd(struct wpc_run *run, struct wpc_uffd *u)
 {
 	void *p;
-	int ret = fill_memfd(run, u);
+	int ret = wpc_run_image_memfd(run, u->map_len, &u->memfd);
 
 	if (ret)
 		return ret;

@@ -101,7 +101,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 		ret = wpc_uffd_resolve(u, addr, false);
 		if (ret)
 			die_unresolved(u, -ret);
-		wpc_hist_record_atomic(u->hist, wpc_now_ns() - t0);
+		wpc_hist_record_concurrent(u->hist, wpc_now_ns() - t0);
 	}
 	atomic_fetch_sub(&sigbus_active, 1);
 	if (!ours)

@@ -6,12 +6,12 @@
  * first copies the image into a memfd (shmem; a memfd rather than a tmpfs
  * file because it needs no mounted tmpfs and vanishes with its last
  * reference). That copy is part of the measured restore (and reported on
- * its own as shmem_copy_ns). The memfd is mapped MAP_PRIVATE, so the image
- * copy is never written, and write-protected as a whole.
+ * its own as memfd_fill_ns; memfd.c). The memfd is mapped MAP_PRIVATE, so
+ * the image copy is never written, and write-protected as a whole.
  *
  * A write blocks the writer in the kernel and queues a message; the handler
- * thread (placed by handler-cpu) copies the chunk into the shadow region and
- * remaps it over (chunk_fixup.c: the same per-chunk state, so the same
+ * thread (handler.c, placed by handler-cpu) copies the chunk into the shadow
+ * region and remaps it over (chunk_fixup.c: the same per-chunk state, so the same
  * no-lost-write guarantee: a write-protected chunk cannot change while it is
  * copied), then wakes every writer blocked on that chunk. The moved VMA is
  * not registered with the userfaultfd (registration lives in VMA flags,
@@ -25,17 +25,15 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "compat.h"
+#include "handler.h"
 #include "internal.h"
 
 enum uffd_wp_fixup {
@@ -47,7 +45,6 @@ enum uffd_wp_fixup {
 #define UFFD_WP_FEATURES \
 	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | \
 	 UFFD_FEATURE_WP_UNPOPULATED)
-#define UFFD_WP_MSG_BATCH 32
 
 struct uffd_wp_params {
 	uint64_t chunk;
@@ -60,41 +57,11 @@ struct uffd_wp_ctx {
 	struct wpc_chunks chunks;
 	bool chunks_ready;
 	int uffd;
-	int stop_fd;
 	int memfd_for_read;		/* copy=read: the memfd, else -1 */
-	pthread_t handler;
-	bool handler_started;
-	int handler_error;		/* -errno that ended the handler loop early */
+	struct wpc_handler handler;
 	_Atomic uint64_t wakes;
 	_Atomic uint64_t unexpected;
-	uint64_t shmem_copy_ns;
 };
-
-/* The image into a memfd of region_len bytes (the tail past EOF reads zeros). */
-static int image_to_memfd(struct wpc_run *run, int *out)
-{
-	int fd = memfd_create("wpcompare-image", MFD_CLOEXEC);
-	off_t off = 0;
-
-	if (fd < 0)
-		return wpc_fail(run, errno, "memfd_create failed: %s", strerror(errno));
-	*out = fd;
-	if (ftruncate(fd, (off_t)run->region_len) < 0)
-		return wpc_fail(run, errno, "cannot size the memfd to %zu bytes: %s (tmpfs full?)",
-				run->region_len, strerror(errno));
-	/* sendfile: one kernel copy from the page cache into shmem, no user buffer. */
-	while ((uint64_t)off < run->image_size) {
-		ssize_t n = sendfile(fd, run->image_fd, &off, run->image_size - (uint64_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return wpc_fail(run, n ? errno : ENODATA, "copying the image into the memfd at "
-					"byte %lld: %s", (long long)off,
-					n ? strerror(errno) : "unexpected end of file");
-	}
-	return 0;
-}
 
 static int register_wp(struct wpc_run *run, struct uffd_wp_ctx *ctx)
 {
@@ -160,18 +127,18 @@ static int uffd_wp_degrade(struct wpc_chunks *c)
 	return ret;
 }
 
-static void serve(struct uffd_wp_ctx *ctx, const struct uffd_msg *msg)
+static bool serve(void *owner, const struct uffd_msg *msg)
 {
+	struct uffd_wp_ctx *ctx = owner;
 	struct wpc_chunks *c = &ctx->chunks;
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
 
 	if (msg->event != UFFD_EVENT_PAGEFAULT || !(msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) ||
 	    !wpc_chunks_contains(c, addr)) {
 		atomic_fetch_add_explicit(&ctx->unexpected, 1, memory_order_relaxed);
-		return;
+		return false;
 	}
 
-	uint64_t t0 = wpc_now_ns();
 	uint64_t idx = (addr - (uintptr_t)c->region) / c->chunk;
 	size_t off = (size_t)idx * c->chunk;
 	size_t len = c->region_len - off < c->chunk ? c->region_len - off : c->chunk;
@@ -179,93 +146,24 @@ static void serve(struct uffd_wp_ctx *ctx, const struct uffd_msg *msg)
 	wpc_chunks_write_fault(c, addr);
 	/* Every writer blocked anywhere in the chunk: their messages may come later, or never be needed. */
 	wake_range(ctx, (uintptr_t)c->region + off, len);
-	wpc_chunks_record(c, wpc_now_ns() - t0);
-}
-
-#define HANDLER_VANISHES 1	/* drain(): the test-only hook says the handler is gone now */
-
-/* Serve every queued message; 0 when the queue is empty, else -errno (or HANDLER_VANISHES). */
-static int drain(struct uffd_wp_ctx *ctx)
-{
-	struct uffd_msg msgs[UFFD_WP_MSG_BATCH];
-
-	for (;;) {
-		ssize_t n = read(ctx->uffd, msgs, sizeof(msgs));
-
-		if (n < 0)
-			return errno == EAGAIN ? 0 : errno == EINTR ? 0 : -errno;
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			serve(ctx, &msgs[i]);
-			if (wpc_inject_handler_exit(atomic_load(&ctx->chunks.faults)))
-				return HANDLER_VANISHES;
-		}
-	}
+	return true;
 }
 
 /* Nobody will serve faults any more: unprotect the rest, or its writers block forever. */
-static void *handler_failed(struct uffd_wp_ctx *ctx, int err)
+static bool orphaned(void *owner, int err)
 {
-	ctx->handler_error = err;
-	wpc_chunks_give_up(&ctx->chunks, UINT64_MAX, err);
-	return NULL;
+	struct uffd_wp_ctx *ctx = owner;
+
+	wpc_chunks_give_up(&ctx->chunks, UINT64_MAX, -err);
+	return true;
 }
 
-static void *handler_main(void *arg)
-{
-	struct uffd_wp_ctx *ctx = arg;
-	struct pollfd fds[2] = {
-		{ .fd = ctx->uffd, .events = POLLIN },
-		{ .fd = ctx->stop_fd, .events = POLLIN },
-	};
-
-	for (;;) {
-		if (poll(fds, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return handler_failed(ctx, -errno);
-		}
-		int ret = drain(ctx);
-		/* Test-only: vanish as a crashed handler would, leaving its faults unserved. */
-		if (ret == HANDLER_VANISHES)
-			return NULL;
-		if (ret)
-			return handler_failed(ctx, ret);
-		/* Stop only with the queue drained: a late message still gets its wake. */
-		if (fds[1].revents)
-			return NULL;
-	}
-}
-
-static int start_handler(struct wpc_run *run, struct uffd_wp_ctx *ctx)
-{
-	const struct uffd_wp_params *params = run->params;
-	int cpu = wpc_handler_cpu_for(run, params->handler_cpu);
-	int ret;
-
-	ctx->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (ctx->stop_fd < 0)
-		return wpc_fail(run, errno, "eventfd failed: %s", strerror(errno));
-	ret = wpc_thread_start_quiet(&ctx->handler, cpu, handler_main, ctx);
-	if (ret)
-		return wpc_fail(run, -ret, "cannot start the userfaultfd handler thread%s: %s",
-				cpu >= 0 ? " pinned" : "", strerror(-ret));
-	ctx->handler_started = true;
-	run->res->handler_cpu = cpu;
-	return 0;
-}
-
-static void stop_handler(struct uffd_wp_ctx *ctx)
-{
-	uint64_t one = 1;
-
-	if (!ctx->handler_started)
-		return;
-	if (write(ctx->stop_fd, &one, sizeof(one)) != sizeof(one)) {
-		/* An eventfd write of 1 cannot fail short of a counter overflow. */
-	}
-	pthread_join(ctx->handler, NULL);
-	ctx->handler_started = false;
-}
+static const struct wpc_handler_ops handler_ops = {
+	.serve = serve,
+	.orphaned = orphaned,
+	.stranded = "writers blocked on write-protected chunks would never be woken",
+	.released = "the rest of the region was unprotected in place",
+};
 
 static int uffd_wp_restore(struct wpc_run *run)
 {
@@ -276,15 +174,11 @@ static int uffd_wp_restore(struct wpc_run *run)
 	if (!ctx)
 		return wpc_fail(run, ENOMEM, "out of memory for the uffd-wp context");
 	ctx->uffd = -1;
-	ctx->stop_fd = -1;
 	ctx->memfd_for_read = -1;
+	wpc_handler_init(&ctx->handler);
 	run->priv = ctx;
 
-	uint64_t t0 = wpc_now_ns();
-	ret = image_to_memfd(run, &memfd);
-	ctx->shmem_copy_ns = wpc_now_ns() - t0;
-	if (!ret && (ret = wpc_run_add_image_identity(run, memfd)))
-		ret = wpc_fail(run, -ret, "cannot record the memfd as the image: %s", strerror(-ret));
+	ret = wpc_run_image_memfd(run, run->region_len, &memfd);
 	if (!ret) {
 		void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, memfd, 0);
 		if (p == MAP_FAILED)
@@ -315,7 +209,9 @@ static int uffd_wp_restore(struct wpc_run *run)
 	ctx->chunks.degrade = uffd_wp_degrade;
 	ctx->chunks.owner = ctx;
 
-	ret = start_handler(run, ctx);
+	ctx->handler.hist = ctx->chunks.hist;
+	ret = wpc_handler_start(&ctx->handler, run, ctx->uffd, params->handler_cpu, &handler_ops,
+				ctx);
 	if (ret)
 		return ret;
 	if (params->fixup == UFFD_WP_FIXUP_BACKGROUND) {
@@ -328,18 +224,15 @@ static int uffd_wp_restore(struct wpc_run *run)
 }
 
 /*
- * A handler that ended by handler_failed() unprotected the rest first, so no
- * writer waits on it. One that is gone without (a crash, or the test hook)
- * leaves every later writer blocked in the kernel: say so now.
+ * A handler that ended on an error unprotected the rest first (orphaned), so
+ * no writer waits on it. One that is gone without (a crash, or the test
+ * hook) leaves every later writer blocked in the kernel: health says so now.
  */
 static int uffd_wp_health(struct wpc_run *run)
 {
 	struct uffd_wp_ctx *ctx = run->priv;
 
-	if (!ctx || !wpc_thread_exited(ctx->handler, &ctx->handler_started) || ctx->handler_error)
-		return 0;
-	return wpc_fail(run, EPIPE, "the userfaultfd handler thread is gone while the workload runs: "
-			"writers blocked on write-protected chunks would never be woken");
+	return ctx ? wpc_handler_health(&ctx->handler) : 0;
 }
 
 static int uffd_wp_fixup(struct wpc_run *run)
@@ -353,15 +246,14 @@ static int uffd_wp_fixup(struct wpc_run *run)
 	 * can come any more. Stopping the handler drains late messages, so the
 	 * counts and its histogram are final.
 	 */
-	stop_handler(ctx);
-	if (ctx->handler_error)
-		ret = wpc_fail(run, -ctx->handler_error, "the userfaultfd handler stopped: %s; the "
-			       "rest of the region was unprotected in place",
-			       strerror(-ctx->handler_error));
+	wpc_handler_stop(&ctx->handler);
+	/* A handler that ended on an error: that is the reason, not its consequences. */
+	if (ctx->handler.err)
+		ret = wpc_handler_error(&ctx->handler);
 	wpc_chunks_publish(&ctx->chunks);
+	wpc_handler_publish(&ctx->handler, run);
 	wpc_counter_set(run, "wakes", atomic_load(&ctx->wakes));
 	wpc_counter_set(run, "unexpected_msgs", atomic_load(&ctx->unexpected));
-	wpc_counter_set(run, "shmem_copy_ns", ctx->shmem_copy_ns);
 	return ret;
 }
 
@@ -388,11 +280,9 @@ static void uffd_wp_teardown(struct wpc_run *run)
 		return;
 	if (ctx->chunks_ready)
 		wpc_chunks_stop(&ctx->chunks);
-	stop_handler(ctx);
+	wpc_handler_destroy(&ctx->handler);
 	if (ctx->uffd >= 0)
 		close(ctx->uffd);
-	if (ctx->stop_fd >= 0)
-		close(ctx->stop_fd);
 	if (ctx->memfd_for_read >= 0)
 		close(ctx->memfd_for_read);
 	wpc_run_unmap_region(run);
@@ -402,11 +292,16 @@ static void uffd_wp_teardown(struct wpc_run *run)
 	run->priv = NULL;
 }
 
+static void uffd_wp_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct uffd_wp_params *p = params;
+
+	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+}
+
 static const struct wpc_param_spec uffd_wp_param_specs[] = {
 	WPC_CHUNK_PARAM_SPECS(struct uffd_wp_params),
-	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",
-	  "CPU of the fault handler thread: same as workload thread 0 (as the SIGSEGV handler, "
-	  "which runs on the faulting thread), the other CPU, or unpinned",
+	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
 	  offsetof(struct uffd_wp_params, handler_cpu), 0, 0 },
 	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "
@@ -428,6 +323,7 @@ const struct wpc_strategy wpc_strategy_uffd_wp = {
 	 */
 	.needs = { .uffd = WPC_UFFD_KERNEL_MODE, .uffd_features = UFFD_WP_FEATURES,
 		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT | 1ull << _UFFDIO_WAKE },
+	.needs_for = uffd_wp_needs_for,
 	.restore = uffd_wp_restore,
 	.fixup = uffd_wp_fixup,
 	.dirty_pages = uffd_wp_dirty_pages,

@@ -20,27 +20,21 @@
  * the extra call slowed the writer, so the single call stays; the touch
  * histogram is the fault's cost to the application.
  *
- * The handler waits in poll() on the userfaultfd and an eventfd; the eventfd
- * is how it is told to exit, so stopping it never depends on a fault
- * arriving. Stopping happens in fixup (the dirty set is final then, and the
- * registration is dropped so no later write can block on a handler that is
- * gone) or, after a failure, in teardown.
+ * The handler thread is handler.c's. Stopping it happens in fixup (the
+ * dirty set is final then, and the registration is dropped so no later
+ * write can block on a handler that is gone) or, after a failure, in
+ * teardown.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "compat.h"
+#include "handler.h"
 #include "internal.h"
-
-#define MSG_BATCH 64	/* fault messages taken per read() */
 
 struct wp_anon_params {
 	int handler_cpu;	/* enum wpc_handler_cpu */
@@ -48,31 +42,25 @@ struct wp_anon_params {
 };
 
 struct wp_anon {
+	struct wpc_run *run;
 	int uffd;
-	int stop_fd;			/* eventfd: the handler exits when it becomes readable */
 	bool registered;
-	bool handler_started;
-	pthread_t handler;
-	int handler_cpu;		/* -1: unpinned */
-	atomic_int handler_ready;
+	struct wpc_handler handler;
 	uint64_t chunk;			/* bytes unprotected (and reported dirty) per fault */
 	uint8_t *dirty;			/* one bit per page; set by the handler before it unprotects */
 
 	/* Written by the handler only; read after it is joined. */
-	int pin_err;
 	int err;			/* first fatal error, positive errno; 0: none */
 	const char *err_what;
 	uint64_t faults;		/* write-protect faults served */
 	uint64_t repeat_faults;		/* on a chunk already unprotected (racing writers) */
-	uint64_t reads;			/* read() calls that returned messages */
 	uint64_t eagain;		/* UFFDIO_WRITEPROTECT retried on EAGAIN */
 	uint64_t unexpected;		/* messages that were not write-protect faults */
 	struct wpc_hist hist;		/* per fault: message in hand to unprotect returned */
 };
 
 static const struct wpc_param_spec wp_anon_param_specs[] = {
-	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",
-	  "where the fault handler thread runs relative to workload thread 0",
+	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
 	  offsetof(struct wp_anon_params, handler_cpu), 0, 0 },
 	{ "chunk", WPC_PARAM_SIZE, "4K|16K|64K|256K|2M", "4K",
 	  "bytes unprotected per fault; the whole chunk is reported dirty, so chunks above "
@@ -81,14 +69,36 @@ static const struct wpc_param_spec wp_anon_param_specs[] = {
 	{ NULL, 0, NULL, NULL, NULL, 0, 0, 0 },
 };
 
-/* The handler could not unprotect: drop the registration so no writer stays blocked. */
-static void handler_fail(struct wpc_run *run, struct wp_anon *wa, int err, const char *what)
+static void wp_anon_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct wp_anon_params *p = params;
+
+	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+}
+
+/*
+ * Nobody will unprotect any more: drop the registration (which clears the
+ * write-protection) and wake the writers waiting in write-protect faults,
+ * which unregistering alone leaves asleep; they retry onto writable pages.
+ */
+static int release_writers(struct wp_anon *wa)
+{
+	struct wpc_run *run = wa->run;
+	int ret = wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
+
+	if (!ret)
+		wa->registered = false;
+	return ret ? ret : wpc_uffd_wake(wa->uffd, run->region, run->region_len);
+}
+
+/* The handler could not unprotect: no writer may stay blocked. */
+static void handler_fail(struct wp_anon *wa, int err, const char *what)
 {
 	if (!wa->err) {
 		wa->err = err;
 		wa->err_what = what;
 	}
-	wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
+	release_writers(wa);
 }
 
 static void mark_dirty(struct wp_anon *wa, uint64_t first, uint64_t end)
@@ -99,9 +109,10 @@ static void mark_dirty(struct wp_anon *wa, uint64_t first, uint64_t end)
 		__atomic_fetch_or(&wa->dirty[p / 8], (uint8_t)(1u << (p % 8)), __ATOMIC_RELAXED);
 }
 
-static void serve_fault(struct wpc_run *run, struct wp_anon *wa, const struct uffd_msg *msg)
+static bool serve_fault(void *owner, const struct uffd_msg *msg)
 {
-	uint64_t t0 = wpc_now_ns();
+	struct wp_anon *wa = owner;
+	struct wpc_run *run = wa->run;
 	uint64_t base = (uintptr_t)run->region;
 	uint64_t addr = msg->arg.pagefault.address;
 	int ret;
@@ -109,7 +120,7 @@ static void serve_fault(struct wpc_run *run, struct wp_anon *wa, const struct uf
 	if (msg->event != UFFD_EVENT_PAGEFAULT || !(msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) ||
 	    addr < base || addr >= base + run->region_len) {
 		wa->unexpected++;
-		return;
+		return false;
 	}
 	uint64_t off = (addr - base) / wa->chunk * wa->chunk;
 	uint64_t len = run->region_len - off < wa->chunk ? run->region_len - off : wa->chunk;
@@ -118,85 +129,26 @@ static void serve_fault(struct wpc_run *run, struct wp_anon *wa, const struct uf
 	/* EAGAIN: the mm is changing under us (fork, mremap); the range is still ours to fix. */
 	while ((ret = wpc_uffd_writeprotect(wa->uffd, run->region + off, len, false)) == -EAGAIN)
 		wa->eagain++;
-	if (ret) {
-		handler_fail(run, wa, -ret, "UFFDIO_WRITEPROTECT (unprotect)");
-		return;
-	}
-	wpc_hist_record(&wa->hist, wpc_now_ns() - t0);
-	wa->faults++;
-}
-
-static void *handler_main(void *arg)
-{
-	struct wpc_run *run = arg;
-	struct wp_anon *wa = run->priv;
-	struct uffd_msg msgs[MSG_BATCH];
-	struct pollfd pfd[2] = {
-		{ .fd = wa->uffd, .events = POLLIN },
-		{ .fd = wa->stop_fd, .events = POLLIN },
-	};
-
-	if (wa->handler_cpu >= 0)
-		wa->pin_err = wpc_pin_self(wa->handler_cpu);
-	atomic_store(&wa->handler_ready, 1);
-
-	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			handler_fail(run, wa, errno, "poll");
-			break;
-		}
-		/* Serve faults before looking at the stop request: a blocked writer comes first. */
-		if (pfd[0].revents & POLLIN) {
-			ssize_t got = read(wa->uffd, msgs, sizeof(msgs));
-
-			if (got < 0 && errno != EAGAIN && errno != EINTR) {
-				handler_fail(run, wa, errno, "read of the userfaultfd");
-				break;
-			}
-			if (got > 0) {
-				wa->reads++;
-				for (size_t i = 0; i < (size_t)got / sizeof(msgs[0]); i++) {
-					serve_fault(run, wa, &msgs[i]);
-					/* Test-only: vanish as a crashed handler would, faults unserved. */
-					if (wpc_inject_handler_exit(wa->faults))
-						return NULL;
-				}
-			}
-		}
-		if (pfd[1].revents)
-			break;
-		if (pfd[0].revents & (POLLERR | POLLHUP)) {
-			handler_fail(run, wa, EIO, "poll of the userfaultfd");
-			break;
-		}
-	}
-	return NULL;
-}
-
-static int start_handler(struct wpc_run *run, struct wp_anon *wa)
-{
-	const struct wp_anon_params *params = run->params;
-	int placement = params->handler_cpu;
-	int ret;
-
-	wa->handler_cpu = wpc_handler_cpu_for(run, placement);
-	if (placement == WPC_HANDLER_OTHER && wa->handler_cpu < 0)
-		return wpc_fail(run, EINVAL, "handler-cpu=other needs 2 usable CPUs; this process has %d",
-				run->ncpus);
-	ret = pthread_create(&wa->handler, NULL, handler_main, run);
 	if (ret)
-		return wpc_fail(run, ret, "cannot start the fault handler thread: %s", strerror(ret));
-	wa->handler_started = true;
-	while (!atomic_load(&wa->handler_ready))
-		sched_yield();
-	if (wa->pin_err)
-		return wpc_fail(run, -wa->pin_err, "cannot pin the fault handler to CPU %d: %s",
-				wa->handler_cpu, strerror(-wa->pin_err));
-	run->res->handler_cpu = wa->handler_cpu;
-	return 0;
+		handler_fail(wa, -ret, "UFFDIO_WRITEPROTECT (unprotect)");
+	else
+		wa->faults++;
+	return true;
 }
+
+/* Nobody will serve faults any more: release every writer. */
+static bool orphaned(void *owner, int err)
+{
+	(void)err;
+	return release_writers(owner) == 0;
+}
+
+static const struct wpc_handler_ops handler_ops = {
+	.serve = serve_fault,
+	.orphaned = orphaned,
+	.stranded = "writers blocked in write-protect faults would never be woken",
+	.released = "the region was unregistered and its writers woken",
+};
 
 static int wp_anon_restore(struct wpc_run *run)
 {
@@ -209,8 +161,10 @@ static int wp_anon_restore(struct wpc_run *run)
 	if (!wa)
 		return wpc_fail(run, ENOMEM, "out of memory for the strategy state");
 	run->priv = wa;
-	wa->uffd = wa->stop_fd = -1;
+	wa->run = run;
+	wa->uffd = -1;
 	wa->chunk = params->chunk;
+	wpc_handler_init(&wa->handler);
 	wpc_hist_reset(&wa->hist);
 	wa->dirty = calloc((run->npages + 7) / 8, 1);
 	if (!wa->dirty)
@@ -223,9 +177,6 @@ static int wp_anon_restore(struct wpc_run *run)
 		return ret;
 	t1 = wpc_now_ns();
 
-	wa->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (wa->stop_fd < 0)
-		return wpc_fail(run, errno, "eventfd: %s", strerror(errno));
 	/*
 	 * Without UFFD_USER_MODE_ONLY the kernel's own writes into the region
 	 * (read(2) into a protected page) wait for the handler like the
@@ -252,35 +203,20 @@ static int wp_anon_restore(struct wpc_run *run)
 	wpc_counter_set(run, "read_ns", t1 - t0);
 	wpc_counter_set(run, "register_ns", t2 - t1);
 	wpc_counter_set(run, "protect_ns", t3 - t2);
-	return start_handler(run, wa);
-}
-
-static void stop_handler(struct wp_anon *wa)
-{
-	uint64_t one = 1;
-
-	if (!wa->handler_started)
-		return;
-	/* An eventfd write fails only on counter overflow, which one write cannot cause. */
-	ssize_t n = write(wa->stop_fd, &one, sizeof(one));
-	(void)n;
-	pthread_join(wa->handler, NULL);
-	wa->handler_started = false;
+	wa->handler.hist = &wa->hist;
+	return wpc_handler_start(&wa->handler, run, wa->uffd, params->handler_cpu, &handler_ops, wa);
 }
 
 /*
- * A handler that ended by handler_fail() unregistered the region first, so no
- * writer waits on it. One that is gone without (a crash, or the test hook)
- * leaves every later writer blocked in the kernel: say so now.
+ * A handler that ended on an error released the writers first (orphaned),
+ * so no writer waits on it. One that is gone without (a crash, or the test
+ * hook) leaves every later writer blocked in the kernel: health says so now.
  */
 static int wp_anon_health(struct wpc_run *run)
 {
 	struct wp_anon *wa = run->priv;
 
-	if (!wa || !wpc_thread_exited(wa->handler, &wa->handler_started) || wa->err)
-		return 0;
-	return wpc_fail(run, EPIPE, "the userfaultfd handler thread is gone while the workload runs: "
-			"writers blocked in write-protect faults would never be woken");
+	return wa ? wpc_handler_health(&wa->handler) : 0;
 }
 
 /* Tracking ends: the dirty set is final, the handler's figures go into the result. */
@@ -288,20 +224,24 @@ static int wp_anon_fixup(struct wpc_run *run)
 {
 	struct wp_anon *wa = run->priv;
 	uint64_t t0, t1;
+	int ret;
 
-	stop_handler(wa);
+	wpc_handler_stop(&wa->handler);
+	wpc_handler_publish(&wa->handler, run);
 	wpc_hist_merge(&run->res->handler, &wa->hist);
 	wpc_counter_set(run, "wp_faults", wa->faults);
 	wpc_counter_set(run, "repeat_faults", wa->repeat_faults);
-	wpc_counter_set(run, "msg_reads", wa->reads);
 	wpc_counter_set(run, "wp_eagain", wa->eagain);
 	wpc_counter_set(run, "unexpected_msgs", wa->unexpected);
 	if (wa->err)
 		return wpc_fail(run, wa->err, "fault handler failed in %s: %s", wa->err_what,
 				strerror(wa->err));
+	ret = wpc_handler_error(&wa->handler);
+	if (ret)
+		return ret;
 
 	t0 = wpc_now_ns();
-	int ret = wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
+	ret = wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
 	t1 = wpc_now_ns();
 	if (ret)
 		return wpc_fail(run, -ret, "UFFDIO_UNREGISTER of the region failed: %s", strerror(-ret));
@@ -324,13 +264,11 @@ static void wp_anon_teardown(struct wpc_run *run)
 	struct wp_anon *wa = run->priv;
 
 	if (wa) {
-		stop_handler(wa);
+		wpc_handler_destroy(&wa->handler);
 		if (wa->registered)
 			wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
 		if (wa->uffd >= 0)
 			close(wa->uffd);
-		if (wa->stop_fd >= 0)
-			close(wa->stop_fd);
 		free(wa->dirty);
 		free(wa);
 		run->priv = NULL;
@@ -347,6 +285,7 @@ const struct wpc_strategy wpc_strategy_uffd_wp_anon = {
 	.params_size = sizeof(struct wp_anon_params),
 	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_PAGEFAULT_FLAG_WP,
 		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT },
+	.needs_for = wp_anon_needs_for,
 	.restore = wp_anon_restore,
 	.fixup = wp_anon_fixup,
 	.dirty_pages = wp_anon_dirty_pages,

@@ -19,11 +19,9 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -31,9 +29,9 @@
 #include <unistd.h>
 
 #include "compat.h"
+#include "handler.h"
 #include "uffd_loader.h"
 
-#define MSGS_PER_READ 64
 /* Scattered recorded units are placed DONTWAKE in batches of this many, then woken once. */
 #define PREFETCH_BATCH 32
 #define LOADER_NICE 19
@@ -47,25 +45,6 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 static uint64_t pages_of(uint64_t bytes)
 {
 	return bytes / WPC_PAGE;
-}
-
-/* ---- histogram, lock-free ---- */
-
-void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns)
-{
-	uint64_t seen;
-
-	__atomic_fetch_add(&h->buckets[wpc_hist_index(ns)], 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&h->count, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
-	seen = __atomic_load_n(&h->min_ns, __ATOMIC_RELAXED);
-	while (ns < seen && !__atomic_compare_exchange_n(&h->min_ns, &seen, ns, true,
-							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
-	seen = __atomic_load_n(&h->max_ns, __ATOMIC_RELAXED);
-	while (ns > seen && !__atomic_compare_exchange_n(&h->max_ns, &seen, ns, true,
-							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
 }
 
 /* ---- opening ---- */
@@ -88,7 +67,6 @@ int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fi
 	u->run = run;
 	u->fill = fill;
 	u->fd = -1;
-	u->stop_fd = -1;
 	u->memfd = -1;
 	u->handler_cpu = -1;
 	u->unit = unit;
@@ -102,10 +80,7 @@ int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fi
 	if (!u->loaded || !u->hist)
 		return wpc_fail(run, ENOMEM, "out of memory for the userfaultfd state");
 	wpc_hist_reset(u->hist);
-
-	u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (u->stop_fd < 0)
-		return wpc_fail(run, errno, "eventfd: %s", strerror(errno));
+	wpc_handler_init(&u->handler);
 	u->fd = wpc_run_open_uffd(run, O_NONBLOCK, &u->user_mode_only);
 	return u->fd < 0 ? u->fd : 0;
 }
@@ -369,16 +344,7 @@ int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake_waiters)
 	return ret;
 }
 
-/* ---- the handler thread ---- */
-
-/* Sleep ns unless told to stop; true if told to stop. */
-static bool delay_or_stop(struct wpc_uffd *u, uint64_t ns)
-{
-	struct pollfd pfd = { .fd = u->stop_fd, .events = POLLIN };
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u) };
-
-	return ppoll(&pfd, 1, &ts, NULL) > 0;
-}
+/* ---- the handler thread's side (handler.c runs it) ---- */
 
 static void record_fault(struct wpc_uffd *u, uint64_t off)
 {
@@ -390,21 +356,22 @@ static void record_fault(struct wpc_uffd *u, uint64_t off)
 	u->fault_order[atomic_fetch_add(&u->nfault_order, 1)] = page;
 }
 
-static void serve_fault(struct wpc_uffd *u, uint64_t addr)
+static bool serve_fault(void *owner, const struct uffd_msg *msg)
 {
+	struct wpc_uffd *u = owner;
 	uintptr_t region = (uintptr_t)u->run->region;
-	uint64_t t0 = wpc_now_ns();
+	uint64_t addr = msg->arg.pagefault.address;
 	int ret;
 
-	if (addr < region || addr >= region + u->map_len)
-		return;
+	if (msg->event != UFFD_EVENT_PAGEFAULT || addr < region || addr >= region + u->map_len)
+		return false;
 	atomic_fetch_add_explicit(&u->st.faults, 1, memory_order_relaxed);
 	atomic_fetch_add(&u->fault_gen, 1);
 	record_fault(u, addr - region);
 	ret = wpc_uffd_resolve(u, addr, true);
 	if (ret)
 		wpc_uffd_give_up(u, -ret, "resolving a fault");
-	wpc_hist_record(u->hist, wpc_now_ns() - t0);
+	return true;
 }
 
 /*
@@ -413,13 +380,19 @@ static void serve_fault(struct wpc_uffd *u, uint64_t addr)
  * image's: data loss an application would never notice. So the error is only
  * recorded: a thread asleep in the kernel stays asleep until the strategy's
  * health check (polled during touch) fails the run, naming the error, and
- * the SIGBUS path dies by SIGBUS (strategy_uffd_sigbus.c).
+ * the SIGBUS path dies by SIGBUS (strategy_uffd_sigbus.c). For the same
+ * reason a handler that ends has no orphaned op: its waiters stay asleep.
  * Async-signal-safe.
  */
 void wpc_uffd_give_up(struct wpc_uffd *u, int err, const char *what)
 {
 	set_err(u, err, what);
 }
+
+static const struct wpc_handler_ops handler_ops = {
+	.serve = serve_fault,
+	.stranded = "faults on pages not loaded yet would never be served",
+};
 
 int wpc_uffd_health(struct wpc_uffd *u)
 {
@@ -429,93 +402,19 @@ int wpc_uffd_health(struct wpc_uffd *u)
 		return wpc_fail(u->run, err, "userfaultfd %s failed: %s; threads waiting for those "
 				"pages were left waiting, not handed empty pages", u->err_what,
 				strerror(err));
-	if (!u->sigbus && wpc_thread_exited(u->handler, &u->handler_started))
-		return wpc_fail(u->run, EPIPE, "the userfaultfd handler thread is gone while the "
-				"workload runs: faults on pages not loaded yet would never be served");
-	return 0;
-}
-
-static void *handler_main(void *arg)
-{
-	struct wpc_uffd *u = arg;
-	struct uffd_msg msgs[MSGS_PER_READ];
-	struct pollfd pfd[2] = {
-		{ .fd = u->fd, .events = POLLIN },
-		{ .fd = u->stop_fd, .events = POLLIN },
-	};
-
-	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			set_err(u, errno, "polling the userfaultfd");
-			break;
-		}
-		if (pfd[1].revents)
-			break;
-		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))
-			break;
-		/*
-		 * A slow page source: requests that arrive while one is in
-		 * transit travel together, so the delay is per batch of messages.
-		 */
-		if (u->fault_delay_ns && delay_or_stop(u, u->fault_delay_ns))
-			break;
-
-		ssize_t n = read(u->fd, msgs, sizeof(msgs));
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			set_err(u, errno, "reading fault messages");
-			break;
-		}
-		atomic_fetch_add_explicit(&u->st.reads, 1, memory_order_relaxed);
-		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				serve_fault(u, msgs[i].arg.pagefault.address);
-			/* Test-only: vanish as a crashed handler would, leaving faults unserved. */
-			if (wpc_inject_handler_exit(atomic_load(&u->st.faults)))
-				return NULL;
-		}
-	}
-	return NULL;
+	return wpc_handler_health(&u->handler);
 }
 
 int wpc_uffd_start_handler(struct wpc_uffd *u, int placement)
 {
-	struct wpc_run *run = u->run;
-	pthread_attr_t attr;
 	int ret;
 
-	u->handler_cpu = wpc_handler_cpu_for(run, placement);
-	run->res->handler_cpu = u->handler_cpu;
-	pthread_attr_init(&attr);
-	if (u->handler_cpu >= 0) {
-		cpu_set_t set;
+	u->handler.delay_ns = u->fault_delay_ns;
+	u->handler.hist = u->hist;
+	ret = wpc_handler_start(&u->handler, u->run, u->fd, placement, &handler_ops, u);
 
-		CPU_ZERO(&set);
-		CPU_SET(u->handler_cpu, &set);
-		pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
-	}
-	ret = pthread_create(&u->handler, &attr, handler_main, u);
-	pthread_attr_destroy(&attr);
-	if (ret)
-		return wpc_fail(run, ret, "cannot start the fault handler thread on CPU %d: %s",
-				u->handler_cpu, strerror(ret));
-	u->handler_started = true;
-	return 0;
-}
-
-static void stop_handler(struct wpc_uffd *u)
-{
-	uint64_t one = 1;
-
-	if (!u->handler_started)
-		return;
-	if (write(u->stop_fd, &one, sizeof(one)) != sizeof(one))
-		set_err(u, errno, "waking the handler to stop");
-	pthread_join(u->handler, NULL);
-	u->handler_started = false;
+	u->handler_cpu = u->handler.cpu;
+	return ret;
 }
 
 /* ---- proactive loading ---- */
@@ -723,10 +622,10 @@ int wpc_uffd_finish(struct wpc_uffd *u)
 	drop_view(u);
 
 	/* Nothing can fault any more; messages still queued are stale. */
-	stop_handler(u);
+	wpc_handler_stop(&u->handler);
 	close(u->fd);
 	u->fd = -1;
-	return 0;
+	return wpc_handler_error(&u->handler);
 }
 
 /* ---- recorded fault order ---- */
@@ -829,7 +728,6 @@ void wpc_uffd_publish(struct wpc_uffd *u)
 		_Atomic uint64_t *value;
 	} counters[] = {
 		{ "faults", &u->st.faults },
-		{ "fault_reads", &u->st.reads },
 		{ "eexist", &u->st.eexist },
 		{ "eagain", &u->st.eagain },
 		{ "wakes", &u->st.wakes },
@@ -843,6 +741,7 @@ void wpc_uffd_publish(struct wpc_uffd *u)
 		wpc_counter_set(run, counters[i].name, atomic_load(counters[i].value));
 	wpc_counter_set(run, "user_mode_only", u->user_mode_only);
 	wpc_counter_set(run, "chunk_bytes", u->chunk);
+	wpc_handler_publish(&u->handler, run);
 	if (u->hist && !u->hist_published) {
 		wpc_hist_merge(&run->res->handler, u->hist);
 		u->hist_published = true;
@@ -857,7 +756,7 @@ void wpc_uffd_teardown(struct wpc_uffd *u)
 		return;
 	atomic_store(&u->loaders_stop, true);
 	join_loaders(u);
-	stop_handler(u);
+	wpc_handler_destroy(&u->handler);
 	/* Closing the userfaultfd wakes any thread still waiting for a page. */
 	if (u->fd >= 0)
 		close(u->fd);
@@ -874,9 +773,6 @@ void wpc_uffd_teardown(struct wpc_uffd *u)
 	if (u->memfd >= 0)
 		close(u->memfd);
 	u->memfd = -1;
-	if (u->stop_fd >= 0)
-		close(u->stop_fd);
-	u->stop_fd = -1;
 	free((void *)u->loaded);
 	free(u->hist);
 	free(u->prefetch);

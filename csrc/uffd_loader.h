@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "handler.h"
 #include "internal.h"
 
 /* How a missing range gets its bytes. */
@@ -52,7 +53,6 @@ enum wpc_loader_order {
 /* Counted by every thread that resolves or loads; published as result counters. */
 struct wpc_uffd_stats {
 	_Atomic uint64_t faults;	/* fault messages (or SIGBUS) served */
-	_Atomic uint64_t reads;		/* read() calls that returned messages */
 	_Atomic uint64_t eexist;	/* copies that found a page already there */
 	_Atomic uint64_t eagain;	/* copies retried because the mm was changing */
 	_Atomic uint64_t wakes;		/* UFFDIO_WAKE issued */
@@ -77,7 +77,6 @@ struct wpc_uffd {
 	struct wpc_run *run;
 	enum wpc_uffd_fill fill;
 	int fd;				/* the userfaultfd; -1 closed */
-	int stop_fd;			/* eventfd: tells the handler to return */
 	bool user_mode_only;
 	bool sigbus;			/* UFFD_FEATURE_SIGBUS: no handler thread, nobody waits */
 	bool signal_installed;		/* uffd-sigbus: our SIGBUS handler is in place */
@@ -99,10 +98,9 @@ struct wpc_uffd {
 	_Atomic uint8_t *loaded;
 	_Atomic uint64_t nloaded;
 
-	pthread_t handler;
-	bool handler_started;
-	int handler_cpu;
-	struct wpc_hist *hist;		/* handler thread's service times */
+	struct wpc_handler handler;
+	int handler_cpu;		/* the handler's CPU; -1: not pinned */
+	struct wpc_hist *hist;		/* service times: the handler thread's, or uffd-sigbus's SIGBUS handlers' */
 	_Atomic uint64_t fault_gen;	/* bumped per fault: loaders fall back to small transfers */
 
 	/* uffd-hybrid: the loader threads and their work queue. */
@@ -163,8 +161,5 @@ int wpc_uffd_load_order(struct wpc_uffd *u, const char *path);
 void wpc_uffd_publish(struct wpc_uffd *u);
 /* Undo everything, in an order that leaves no thread blocked. Safe on a partial init. */
 void wpc_uffd_teardown(struct wpc_uffd *u);
-
-/* Lock-free histogram record, safe from a signal handler and from several threads. */
-void wpc_hist_record_atomic(struct wpc_hist *h, uint64_t ns);
 
 #endif /* WPC_UFFD_LOADER_H */

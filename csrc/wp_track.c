@@ -31,6 +31,13 @@ int wpc_uffd_unregister(int uffd, void *addr, size_t len)
 	return ioctl(uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
 }
 
+int wpc_uffd_wake(int uffd, void *addr, size_t len)
+{
+	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
+
+	return ioctl(uffd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
+}
+
 int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect)
 {
 	struct uffdio_writeprotect wp = {

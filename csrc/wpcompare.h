@@ -258,7 +258,10 @@ int64_t wpc_plan_pages(const struct wpc_workload *w, uint64_t npages, uint64_t *
 /* ---- histograms ---- */
 
 void wpc_hist_reset(struct wpc_hist *h);
+/* One recorder at a time (a thread's own histogram). */
 void wpc_hist_record(struct wpc_hist *h, uint64_t ns);
+/* Any number of threads and signal handlers at once; lock-free. */
+void wpc_hist_record_concurrent(struct wpc_hist *h, uint64_t ns);
 void wpc_hist_merge(struct wpc_hist *dst, const struct wpc_hist *src);
 uint64_t wpc_hist_bucket_low(int index);
 uint64_t wpc_hist_bucket_high(int index);
@@ -397,6 +400,15 @@ int64_t wpc_wp_tracker_scan(struct wpc_wp_tracker *t, int rearm, uint8_t *bitmap
 int wpc_wp_tracker_stress(struct wpc_wp_tracker *t, int threads, uint64_t rounds, uint64_t seed,
 			  uint64_t *writes, uint64_t *lost_pages);
 void wpc_wp_tracker_close(struct wpc_wp_tracker *t);
+
+/*
+ * ---- test-only: the concurrent histogram recorder under contention ----
+ * threads (1..WPC_MAX_THREADS) threads, released together, record into h
+ * with wpc_hist_record_concurrent: thread t the values t * per_thread + 1 ..
+ * (t + 1) * per_thread, so h must end as if 1 .. threads * per_thread had
+ * been recorded one by one. 0 or -errno.
+ */
+int wpc_test_hist_contend(struct wpc_hist *h, int threads, uint64_t per_thread);
 
 /*
  * ---- test-only: holding a race in a chosen order ----

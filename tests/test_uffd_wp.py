@@ -45,7 +45,7 @@ def _memfd_lifetime(image):
         run.verify()
         return {"before": before, "after": after, "detached": bool(run.result.detached),
                 "restore_ns": run.result.phase[0].ns,
-                "copy_ns": counters(run.result)["shmem_copy_ns"]}
+                "copy_ns": counters(run.result)["memfd_fill_ns"]}
 
 
 @pytest.mark.usefixtures("uffd_wp_available")
