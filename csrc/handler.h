@@ -34,6 +34,11 @@
 	"runs on the faulting thread), other (the second this process may use; skipped "	\
 	"where it may use one) or any (not pinned)"
 
+/* The handler-cpu parameter of a strategy whose params struct has a handler_cpu field. */
+#define WPC_HANDLER_CPU_PARAM_SPEC(type)						\
+	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",		\
+	  WPC_HANDLER_CPU_HELP, offsetof(type, handler_cpu), 0, 0 }
+
 struct wpc_handler_ops {
 	/*
 	 * Serve one message, on the handler thread. True if it was a fault

@@ -50,9 +50,7 @@ struct uffd_params {
 	{ "chunk", WPC_PARAM_SIZE, CHUNK_CHOICES, "4K",				\
 	  "bytes resolved per fault (fault-around), the aligned block around the "	\
 	  "faulting page", offsetof(struct uffd_params, chunk), 0, 0 }
-#define PARAM_HANDLER_CPU							\
-	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same",	\
-	  WPC_HANDLER_CPU_HELP, offsetof(struct uffd_params, handler_cpu), 0, 0 }
+#define PARAM_HANDLER_CPU WPC_HANDLER_CPU_PARAM_SPEC(struct uffd_params)
 #define PARAM_KERNEL_FAULTS							\
 	{ "kernel-faults", WPC_PARAM_CHOICE, WPC_KFAULTS_CHOICES, "auto",	\
 	  "also serve faults taken inside syscalls (needs privilege); no: "	\

@@ -89,9 +89,7 @@ static int register_wp(struct wpc_run *run, struct uffd_wp_ctx *ctx)
 
 static void wake_range(struct uffd_wp_ctx *ctx, uintptr_t start, size_t len)
 {
-	struct uffdio_range range = { .start = start, .len = len };
-
-	if (ioctl(ctx->uffd, UFFDIO_WAKE, &range) == 0)
+	if (!wpc_uffd_wake(ctx->uffd, (void *)start, len))
 		atomic_fetch_add_explicit(&ctx->wakes, 1, memory_order_relaxed);
 }
 
@@ -301,8 +299,7 @@ static void uffd_wp_needs_for(const void *params, struct wpc_needs *needs)
 
 static const struct wpc_param_spec uffd_wp_param_specs[] = {
 	WPC_CHUNK_PARAM_SPECS(struct uffd_wp_params),
-	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
-	  offsetof(struct uffd_wp_params, handler_cpu), 0, 0 },
+	WPC_HANDLER_CPU_PARAM_SPEC(struct uffd_wp_params),
 	{ "copy", WPC_PARAM_CHOICE, WPC_CHUNK_COPY_CHOICES, "memcpy",
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "
 	  "which leaves the region's page tables empty for mremap",

@@ -60,8 +60,7 @@ struct wp_anon {
 };
 
 static const struct wpc_param_spec wp_anon_param_specs[] = {
-	{ "handler-cpu", WPC_PARAM_CHOICE, WPC_HANDLER_CPU_CHOICES, "same", WPC_HANDLER_CPU_HELP,
-	  offsetof(struct wp_anon_params, handler_cpu), 0, 0 },
+	WPC_HANDLER_CPU_PARAM_SPEC(struct wp_anon_params),
 	{ "chunk", WPC_PARAM_SIZE, "4K|16K|64K|256K|2M", "4K",
 	  "bytes unprotected per fault; the whole chunk is reported dirty, so chunks above "
 	  "4K trade fewer faults for a coarser dirty set",

@@ -128,10 +128,8 @@ static void mark_loaded(struct wpc_uffd *u, uint64_t off, uint64_t len)
 
 static int wake(struct wpc_uffd *u, uint64_t off, uint64_t len)
 {
-	struct uffdio_range range = { .start = (uintptr_t)u->run->region + off, .len = len };
-
 	atomic_fetch_add_explicit(&u->st.wakes, 1, memory_order_relaxed);
-	return ioctl(u->fd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
+	return wpc_uffd_wake(u->fd, (uint8_t *)u->run->region + off, len);
 }
 
 /*
