@@ -613,6 +613,8 @@ int wpc_uffd_unregister(int uffd, void *addr, size_t len);
 int wpc_uffd_wake(int uffd, void *addr, size_t len);
 /* protect=false also wakes writers blocked on the range. */
 int wpc_uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
+/* Teardown's end of a write-protect userfaultfd: unregistered if it was, closed if open. */
+void wpc_uffd_release(int uffd, bool registered, void *addr, size_t len);
 
 struct wpc_scan_stats {
 	uint64_t calls;		/* PAGEMAP_SCAN ioctls (one per full result vector) */

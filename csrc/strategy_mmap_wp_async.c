@@ -214,10 +214,7 @@ static void wp_async_teardown(struct wpc_run *run)
 	struct wp_async *wa = run->priv;
 
 	if (wa) {
-		if (wa->registered)
-			wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
-		if (wa->uffd >= 0)
-			close(wa->uffd);
+		wpc_uffd_release(wa->uffd, wa->registered, run->region, run->region_len);
 		if (wa->pagemap_fd >= 0)
 			close(wa->pagemap_fd);
 		free(wa->dirty);

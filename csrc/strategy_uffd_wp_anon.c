@@ -264,10 +264,7 @@ static void wp_anon_teardown(struct wpc_run *run)
 
 	if (wa) {
 		wpc_handler_destroy(&wa->handler);
-		if (wa->registered)
-			wpc_uffd_unregister(wa->uffd, run->region, run->region_len);
-		if (wa->uffd >= 0)
-			close(wa->uffd);
+		wpc_uffd_release(wa->uffd, wa->registered, run->region, run->region_len);
 		free(wa->dirty);
 		free(wa);
 		run->priv = NULL;

@@ -250,18 +250,15 @@ static uint64_t touch_plain(struct access_plan ap, uint64_t first, uint64_t last
 {
 	uint64_t sum = 0;
 
-	if (ap.flags) {
+	if (ap.flags || ap.write_set) {
 		for (uint64_t i = first; i < last; i++)
 			access_page(ap, i, &sum);
 	} else if (ap.write_all) {
 		for (uint64_t i = first; i < last; i++)
 			*page_word(ap, ap.order[i]) = wpc_write_value(ap.seed, ap.order[i], ap.thread);
-	} else if (!ap.write_set) {
-		for (uint64_t i = first; i < last; i++)
-			sum += *page_word(ap, ap.order[i]);
 	} else {
 		for (uint64_t i = first; i < last; i++)
-			access_page(ap, i, &sum);
+			sum += *page_word(ap, ap.order[i]);
 	}
 	return sum;
 }

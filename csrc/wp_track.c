@@ -24,6 +24,14 @@
 
 #define SCAN_VEC_LEN 256	/* regions per PAGEMAP_SCAN call; the walk resumes at walk_end */
 
+void wpc_uffd_release(int uffd, bool registered, void *addr, size_t len)
+{
+	if (registered)
+		wpc_uffd_unregister(uffd, addr, len);
+	if (uffd >= 0)
+		close(uffd);
+}
+
 int wpc_uffd_unregister(int uffd, void *addr, size_t len)
 {
 	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
