@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "compat.h"
 #include "internal.h"
 
 int wpc_fail(struct wpc_run *run, int err, const char *fmt, ...)
@@ -139,6 +140,23 @@ int wpc_run_uffd_register(struct wpc_run *run, int uffd, void *addr, size_t len,
 	wpc_strategy_needs(run->strategy, run->params, &needs);
 	ret = wpc_uffd_register_for(&needs, uffd, addr, len, mode, why, sizeof(why));
 	return ret ? wpc_fail(run, -ret, "%s", why) : 0;
+}
+
+int wpc_run_uffd_protect_region(struct wpc_run *run, int uffd, bool *registered, uint64_t since)
+{
+	int ret = wpc_run_uffd_register(run, uffd, run->region, run->region_len, UFFDIO_REGISTER_MODE_WP);
+
+	if (ret)
+		return ret;
+	*registered = true;
+	uint64_t protect_start = wpc_now_ns();
+
+	ret = wpc_uffd_writeprotect(uffd, run->region, run->region_len, true);
+	if (ret)
+		return wpc_fail(run, -ret, "UFFDIO_WRITEPROTECT of the region failed: %s", strerror(-ret));
+	wpc_counter_set(run, "register_ns", protect_start - since);
+	wpc_counter_set(run, "protect_ns", wpc_now_ns() - protect_start);
+	return 0;
 }
 
 int wpc_cpu_nth(const struct wpc_run *run, int i)

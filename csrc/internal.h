@@ -366,6 +366,11 @@ int wpc_run_read_into_anonymous(struct wpc_run *run);
 int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only);
 /* wpc_uffd_register_for() of [addr, addr + len) with the run's strategy's needs. */
 int wpc_run_uffd_register(struct wpc_run *run, int uffd, void *addr, size_t len, uint64_t mode);
+/*
+ * The whole region registered for write-protect faults (*registered set, for
+ * teardown) and then protected; counters register_ns (from since) and protect_ns.
+ */
+int wpc_run_uffd_protect_region(struct wpc_run *run, int uffd, bool *registered, uint64_t since);
 
 /* The first max CPUs this process may run on, into cpus; how many (0: unknown). */
 int wpc_allowed_cpus(int *cpus, int max);

@@ -70,8 +70,7 @@ static const struct wpc_param_spec wp_async_param_specs[] = {
 static int wp_async_restore(struct wpc_run *run)
 {
 	struct wp_async *wa = calloc(1, sizeof(*wa));
-	uint64_t t0, t1, t2;
-	int ret;
+	uint64_t t0;
 
 	if (!wa)
 		return wpc_fail(run, ENOMEM, "out of memory for the strategy state");
@@ -94,22 +93,12 @@ static int wp_async_restore(struct wpc_run *run)
 	wa->uffd = wpc_run_open_uffd(run, 0, NULL);
 	if (wa->uffd < 0)
 		return wa->uffd;
-	/* WP_ASYNC permits a write-protect registration of a regular file's mapping too. */
-	ret = wpc_run_uffd_register(run, wa->uffd, run->region, run->region_len,
-				    UFFDIO_REGISTER_MODE_WP);
-	if (ret)
-		return ret;
-	wa->registered = true;
-	t1 = wpc_now_ns();
-	/* Nothing is populated yet: this writes a marker into every PTE of the region. */
-	ret = wpc_uffd_writeprotect(wa->uffd, run->region, run->region_len, true);
-	if (ret)
-		return wpc_fail(run, -ret, "UFFDIO_WRITEPROTECT of the region failed: %s",
-				strerror(-ret));
-	t2 = wpc_now_ns();
-	wpc_counter_set(run, "register_ns", t1 - t0);
-	wpc_counter_set(run, "protect_ns", t2 - t1);
-	return 0;
+	/*
+	 * WP_ASYNC permits a write-protect registration of a regular file's
+	 * mapping too. Nothing is populated yet: protecting writes a marker into
+	 * every PTE of the region.
+	 */
+	return wpc_run_uffd_protect_region(run, wa->uffd, &wa->registered, t0);
 }
 
 static int scan_fail(struct wpc_run *run, int64_t err, const char *what)

@@ -153,7 +153,7 @@ static int wp_anon_restore(struct wpc_run *run)
 {
 	const struct wp_anon_params *params = run->params;
 	struct wp_anon *wa = calloc(1, sizeof(*wa));
-	uint64_t t0, t1, t2, t3;
+	uint64_t t0, t1;
 	bool user_mode_only = true;
 	int ret;
 
@@ -187,21 +187,10 @@ static int wp_anon_restore(struct wpc_run *run)
 	wpc_counter_set(run, "kernel_faults", wa->uffd >= 0 && !user_mode_only);
 	if (wa->uffd < 0)
 		return wa->uffd;
-	ret = wpc_run_uffd_register(run, wa->uffd, run->region, run->region_len,
-				    UFFDIO_REGISTER_MODE_WP);
+	wpc_counter_set(run, "read_ns", t1 - t0);
+	ret = wpc_run_uffd_protect_region(run, wa->uffd, &wa->registered, t1);
 	if (ret)
 		return ret;
-	wa->registered = true;
-	t2 = wpc_now_ns();
-	ret = wpc_uffd_writeprotect(wa->uffd, run->region, run->region_len, true);
-	if (ret)
-		return wpc_fail(run, -ret, "UFFDIO_WRITEPROTECT of the region failed: %s",
-				strerror(-ret));
-	t3 = wpc_now_ns();
-
-	wpc_counter_set(run, "read_ns", t1 - t0);
-	wpc_counter_set(run, "register_ns", t2 - t1);
-	wpc_counter_set(run, "protect_ns", t3 - t2);
 	wa->handler.hist = &wa->hist;
 	return wpc_handler_start(&wa->handler, run, wa->uffd, params->handler_cpu, &handler_ops, wa);
 }
