@@ -340,18 +340,18 @@ def test_a_fault_on_a_page_placed_without_wake_is_woken_by_its_resolver(image, t
     assert out["counters"]["eexist"] >= 1 and not out["expired"], out
 
 
-def test_loader_races_faults_and_counts_eexist(big_image):
-    """The loaders and the handler place the same pages; the kernel arbitrates (EEXIST)."""
+def test_loaders_racing_faults_place_each_page_once(big_image):
+    """Two loaders and the handler place pages of one region at once, four writers faulting
+    at random: the kernel arbitrates (the later copy gets EEXIST), each page is counted
+    placed by exactly one of them and every byte is the image's. Whether a copy meets its
+    page already placed in a given run is up to the scheduler (here: 77-333 per run, and
+    none in six runs once), so EEXIST itself is driven in a fixed order by the held-fault
+    tests above, not asserted here."""
     params = "loader-threads=2"
-    races = 0
-    for attempt in range(6):
+    for seed in range(3):
         row = run_strategy(big_image, "uffd-hybrid", params, op="write", pattern="random",
-                           threads=4, overlap=True, seed=attempt)
+                           threads=4, overlap=True, seed=seed)
         assert_restored(row, "uffd-hybrid", params)
-        races += row["counters"]["eexist"]
-        if races:
-            break
-    assert races > 0, "six hybrid runs without one copy finding its page already placed"
 
 
 # ---- the hybrid ----
