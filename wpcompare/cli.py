@@ -14,7 +14,7 @@ import time
 import click
 
 from wpcompare import __version__, binding, compare, export, plot, presets, probe, published, report, results, runner
-from wpcompare import strategies
+from wpcompare import strategies, sweep
 from wpcompare import image as images
 from wpcompare.errors import InvalidArgument, WpcError
 from wpcompare.progress import progress_for
@@ -57,6 +57,13 @@ class SizeType(_ParsedType):
 
     def parse(self, value):
         return parse_size(value)
+
+
+class SizeListType(_ParsedType):
+    name = "size[,size...]"
+
+    def parse(self, value):
+        return sweep.parse_sizes(value)
 
 
 class PatternType(_ParsedType):
@@ -244,8 +251,10 @@ def main():
               help="Measured runs per strategy and op, each in a fresh process.")
 @click.option("--warmup", type=click.IntRange(0, MAX_REPEAT), default=1, show_default=True,
               help="Unmeasured runs before them.")
-@click.option("--size", type=SizeType(), default=None,
-              help="Size of the generated image, with K, M or G. [default: 256M]")
+@click.option("--size", type=SizeListType(), default=None, metavar="SIZE[,SIZE...]",
+              help="Size of the generated image, with K, M or G; a comma list (64M,256M,1G,4G: whole "
+                   "4K pages, each once) runs everything at each size and shows the cost per page "
+                   "against the size, x bound and the worker's memory per size. [default: 256M]")
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the generated image and of the random access order.")
 @click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
@@ -284,6 +293,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     if image is not None and (size is not None or image_kind is not None):
         raise click.UsageError("--size and --image-kind describe a generated image: "
                                "drop them, or drop --image")
+    sweep_sizes = size if size is not None and len(size) > 1 else None
+    size = None if size is None or sweep_sizes else size[0]
     missing = []
     if preset is not None:
         settings = _preset_settings(ctx, preset, image is not None)
@@ -302,12 +313,20 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     bound_labels = {choice.label for choice in bound_choices}
     unique = [choice for choice in unique if choice.label not in bound_labels]
     ops = ["read", "write"] if op == "both" else [op]
+    if sweep_sizes and pattern.kind == "trace":
+        raise BadInput("--pattern trace: a trace was recorded in a region of one size; "
+                       "give one --size, or another pattern")
     if pattern.kind == "trace":
         ops, threads = ["mixed"], _trace_threads(ctx, pattern, threads, overlap,
                                                  image.size if image else size or DEFAULT_IMAGE_SIZE)
     _warn_oversubscribed(threads)
     try:
-        images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
+        if sweep_sizes:
+            sweep.check_fits(sweep_sizes)
+            sized_images = sweep.generate_images(sweep_sizes, seed, image_kind or "mixed")
+            image = sized_images[-1]
+        else:
+            images.check_memory(image.size if image else size or DEFAULT_IMAGE_SIZE, image)
         if image is None:
             image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
     except InvalidArgument as error:
@@ -324,12 +343,16 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
                            latency_runs=latency_runs, bounds=bound_choices if unique else [])
     started = time.monotonic()
     progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
-    cache_state = None
+    cache_state = sweep_facts = None
     try:
-        # Set before any run, so a state that cannot be had is refused now, not after the first rows.
-        with images.PageCache(image, cache) as page_cache:
-            rows = runner.run_matrix(matrix, progress, page_cache) if matrix.choices else []
-            cache_state = page_cache.describe()
+        if sweep_sizes:
+            rows, sweep_facts = sweep.run_sweep(matrix, sized_images, cache, progress)
+            cache_state = sweep_facts[-1]["cache"]
+        else:
+            # Set before any run, so a state that cannot be had is refused now, not after the first rows.
+            with images.PageCache(image, cache) as page_cache:
+                rows = runner.run_matrix(matrix, progress, page_cache) if matrix.choices else []
+                cache_state = page_cache.describe()
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
     except WpcError as error:
@@ -344,9 +367,13 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
             "missing": [{"strategy": item.text, "reason": item.reason} for item in missing],
             "reference": published.REFERENCES.get(preset.reference),
         }
-    document = results.build_document(rows, metadata)
+    if sweep_facts:
+        metadata["sweep"] = sweep.metadata(sweep_facts)
+        document = sweep.build_document(rows, metadata)
+    else:
+        document = results.build_document(rows, metadata)
 
-    _show_and_export(document, report.KIND, fmt, output)
+    _show_and_export(document, sweep.KIND if sweep_facts else report.KIND, fmt, output)
 
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:

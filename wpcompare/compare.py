@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from wpcompare import export, mannwhitney, metrics, results, strategies
 from wpcompare.errors import InvalidArgument
 from wpcompare.export import Bullet, Listed, Table, format_ns
-from wpcompare.options import parse_size
+from wpcompare.options import format_size, parse_size
 from wpcompare.rows import params_pairs
 
 SCHEMA = "wpcompare.compare/1"
@@ -44,7 +44,7 @@ def row_key(group):
     sizes compared as numbers), op, pattern, threads and overlap."""
     pairs = [(name, _normal_value(value)) for name, value in _chosen(group["strategy"], group.get("params"))]
     return (group["strategy"], tuple(sorted(pairs)), group["op"], group["pattern"], group["threads"],
-            bool(group.get("overlap")))
+            bool(group.get("overlap")), group.get("sweep_size"))
 
 
 def _chosen(name, params):
@@ -56,9 +56,15 @@ def _chosen(name, params):
         return pairs          # a strategy this build lacks: every parameter as given
 
 
+def sized_label(group):
+    """The row's label, with its size where it is a row of a size sweep (wpcompare.sweep)."""
+    size = group.get("sweep_size")
+    return group["label"] if size is None else f"{group['label']} @{format_size(size)}"
+
+
 def describe_key(group):
     where = f"{group['pattern']}, {group['threads']} thread(s)" + (", overlap" if group.get("overlap") else "")
-    return f"{group['label']} {group['op']} ({where})"
+    return f"{sized_label(group)} {group['op']} ({where})"
 
 
 def measured_values(rows, metric):
@@ -131,10 +137,10 @@ def compare_documents(a, b, alpha=DEFAULT_ALPHA):
             not_compared.append({"row": describe_key(group_a), "why": "; ".join(problems)})
             continue
         compared.append({
-            "label": group_a["label"], "strategy": group_a["strategy"], "op": group_a["op"],
+            "label": sized_label(group_a), "strategy": group_a["strategy"], "op": group_a["op"],
             "pattern": group_a["pattern"], "threads": group_a["threads"],
             "overlap": bool(group_a.get("overlap")),
-            "label_b": group_b["label"],
+            "label_b": sized_label(group_b),
             "metrics": {metric.name: compare_values(measured_values(rows_a, metric.name),
                                                     measured_values(rows_b, metric.name), alpha, metric.missing)
                         for metric in metrics.compared_metrics()},

@@ -7,7 +7,8 @@ kept in the file (the measured runs of a row merged); and one stacked bar
 per row with the median restore, touch and fixup times.
 
 Each document type has its plotter in PLOTTERS, keyed by schema: results of
-`wpcompare cycle` (wpcompare.cycle/2 and /1) are drawn per cycle by cycle_plot.
+`wpcompare cycle` (wpcompare.cycle/2 and /1) are drawn per cycle by cycle_plot; a size
+sweep (`run --size 64M,256M,...`) as cost per page against size by sweep_plot.
 
 matplotlib is an optional dependency (`pip install 'wpcompare[plot]'`); it
 is imported only here, with the Agg backend, which needs no display.
@@ -15,7 +16,7 @@ is imported only here, with the Agg backend, which needs no display.
 import io
 import os
 
-from wpcompare import cycle_plot, cycle_results, documents, metrics, report, results
+from wpcompare import cycle_plot, cycle_results, documents, metrics, report, results, sweep, sweep_plot
 from wpcompare.errors import InvalidArgument, WpcError
 
 IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
@@ -213,7 +214,8 @@ def load_plottable(path):
 def render(document, fmt):
     """(image bytes in fmt, notes) for a loaded document."""
     Figure = figure_class()
-    figure, notes = PLOTTERS[document["schema"]](document, Figure)
+    plotter = sweep_plot.plot_sweep if sweep.is_sweep(document) else PLOTTERS[document["schema"]]
+    figure, notes = plotter(document, Figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, dpi=110)
     return buffer.getvalue(), notes

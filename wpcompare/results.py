@@ -76,7 +76,8 @@ def summarize_values(values):
     return {"median": median, "min": low, "max": high, "spread_pct": spread, "n": len(values)}
 
 
-GROUP_KEYS = ("label", "op", "pattern", "threads", "overlap")
+# sweep_size: the image size of a row of a size sweep (wpcompare.sweep); absent (None) otherwise.
+GROUP_KEYS = ("label", "op", "pattern", "threads", "overlap", "sweep_size")
 
 
 def group_key(row):

@@ -22,6 +22,7 @@ import sys
 import time
 
 from wpcompare import binding, metrics
+from wpcompare.process_memory import RunMemory
 from wpcompare.errors import WpcError
 from wpcompare.rows import Row, RunSpec
 from wpcompare.trace import check_region
@@ -212,6 +213,7 @@ def run_spec(spec, note=_no_note):
         row.measurements = {}
         return row.to_json()
     with run:
+        memory = RunMemory()
         for phase in binding.PHASES:
             note(phase)
             try:
@@ -224,6 +226,7 @@ def run_spec(spec, note=_no_note):
             if phase == "restore" and injection and injection[0] not in _INJECTION_ENVIRONMENT:
                 row.injection = _inject(injection[0], spec)
         row.measurements = result_fields(run.result)
+        row.measurements["memory"] = memory.finish()
     return row.to_json()
 
 
