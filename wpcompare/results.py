@@ -101,7 +101,7 @@ def summarize(rows, reference_bound=None):
 def _add_bound_ratios(summaries, reference_bound):
     """x_bound: {metric: ratio}; x_bound_over: {metric: the bound row's label it divides by}."""
     def workload(group):
-        return tuple(group[key] for key in GROUP_KEYS[1:])
+        return tuple(group.get(key) for key in GROUP_KEYS[1:])
     fastest = {}
     for group in summaries:
         if group["strategy"] != reference_bound or group["status"] != "ok":
