@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from wpcompare import compare, results, sweep
+from wpcompare import compare, presets, results, sweep
 from wpcompare import image as images
-from wpcompare.options import format_size
+from wpcompare.options import format_size, parse_pattern
 from wpcompare.runner import Progress
 from wpcompare.rows import RunSpec
 
@@ -102,6 +102,16 @@ def test_growth_is_over_the_smallest_size_and_the_flag_over_the_base(document):
             over = line["growth_over_base"][phase]
             assert over == pytest.approx(medians[-1] / medians[0])
             assert (phase in line["flagged"]) == (over > sweep.GROWTH_LIMIT)
+
+
+def test_a_strategy_that_never_ran_stands_at_every_size_with_its_reason(document):
+    missing = presets.missing_rows(presets.Missing("uffd-future", "not in this build"), ["read"],
+                                   parse_pattern("random"), 1, False, 1)
+    document["runs"] += missing
+    document["groups"] = results.summarize(document["runs"], document["metadata"]["reference_bound"])
+    line = _line(sweep.attach(document), "uffd-future")
+    assert [(entry["size"], entry["status"], entry["reason"]) for entry in line["per_size"]] == [
+        (size, "skipped", missing[0]["reason"]) for size in SIZES]
 
 
 @pytest.mark.parametrize("sizes,base", [((64 << 20, 256 << 20, 1 << 30, 4 << 30), 256 << 20),

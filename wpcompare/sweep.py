@@ -203,23 +203,18 @@ def derive(document):
         rows_by_group.setdefault(results.group_key(row), []).append(row)
     lines = {}
     for group in document["groups"]:
-        if group.get(SIZE_KEY) not in sizes:
+        size = group.get(SIZE_KEY)
+        # A row of no size is one that never ran (a preset's strategy this build lacks): it
+        # stands, with its reason, at every size.
+        if size not in sizes and not (size is None and group["status"] != "ok"):
             continue
         line = lines.setdefault(_line_key(group), {
             **{key: group.get(key) for key in ("label", "strategy", "params", "op", "pattern", "threads",
                                                "overlap")},
             "per_size": [None] * len(sizes)})
         rows = rows_by_group[tuple(group.get(key) for key in results.GROUP_KEYS)]
-        ok = group["status"] == "ok"
-        line["per_size"][sizes.index(group[SIZE_KEY])] = {
-            "size": group[SIZE_KEY], "status": group["status"], "reason": group["reason"],
-            "verified": group["verified"], "detached_runs": group["detached_runs"], "runs": group["runs"],
-            "per_page_ns": {name: results.summarize_values(per_page_values(rows, metric, pages))
-                            if ok else None for name, metric, pages in PHASES},
-            "x_bound": (group.get("x_bound") or {}).get("time_to_detached_ns") if ok else None,
-            "memory": {key: results.summarize_values(_memory_values(rows, key)) if ok else None
-                       for key, _ in MEMORY},
-        }
+        for each in (sizes if size is None else [size]):
+            line["per_size"][sizes.index(each)] = _entry(group, each, rows)
     for line in lines.values():
         line["growth"], line["growth_over_base"], line["flagged"] = {}, {}, []
         for name, _, _ in PHASES:
@@ -239,6 +234,20 @@ def derive(document):
 def format_per_page(ns):
     """format_ns, with two digits below 10 ns (a fixup with nothing to do costs a fraction of one)."""
     return f"{ns:.2g} ns" if ns is not None and ns < 10 else format_ns(ns)
+
+
+def _entry(group, size, rows):
+    """One size of one line: the group's status, per-page costs, x bound and memory."""
+    ok = group["status"] == "ok"
+    return {
+        "size": size, "status": group["status"], "reason": group["reason"],
+        "verified": group["verified"], "detached_runs": group["detached_runs"], "runs": group["runs"],
+        "per_page_ns": {name: results.summarize_values(per_page_values(rows, metric, pages))
+                        if ok else None for name, metric, pages in PHASES},
+        "x_bound": (group.get("x_bound") or {}).get("time_to_detached_ns") if ok else None,
+        "memory": {key: results.summarize_values(_memory_values(rows, key)) if ok else None
+                   for key, _ in MEMORY},
+    }
 
 
 def _median(summary):
