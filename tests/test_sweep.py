@@ -255,3 +255,12 @@ def test_a_refusal_line_is_the_only_error(monkeypatch):
     result = CliRunner().invoke(main, ["run", "--size", "4M,8M"], catch_exceptions=False)
     assert result.exit_code == 2
     assert "use smaller sizes" in error_line(result)
+
+
+def test_a_sweep_file_with_malformed_sizes_is_refused_in_one_line(sweep_file, tmp_path):
+    document = json.loads(sweep_file[0].read_text())
+    document["metadata"]["sweep"]["sizes"] = ["4M"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(document))
+    line = refused(str(bad), "-o", str(tmp_path / "bad.png"), command="plot")
+    assert "at $.metadata.sweep.sizes[0]: '4M' is not of type 'integer'" in line
