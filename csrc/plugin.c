@@ -115,10 +115,11 @@ static uint64_t host_now_ns(void)
 	return wpc_now_ns();
 }
 
-/* The handler with the plugin's ops in the internal form, freed together. */
+/* The handler with the plugin's ops in the internal form and its histogram, freed together. */
 struct plugin_handler {
 	struct wpc_handler handler;
 	struct wpc_handler_ops ops;
+	struct wpc_hist hist;
 };
 
 static int host_handler_start(struct wpc_run *run, int uffd, int placement,
@@ -132,6 +133,9 @@ static int host_handler_start(struct wpc_run *run, int uffd, int placement,
 	if (!ph)
 		return wpc_fail(run, ENOMEM, "out of memory for the fault handler");
 	wpc_handler_init(&ph->handler);
+	/* Written (faulted in) here, so the handler thread's first record takes no page fault. */
+	wpc_hist_reset(&ph->hist);
+	ph->handler.hist = &ph->hist;
 	ph->ops = (struct wpc_handler_ops){
 		.serve = ops->serve,
 		.orphaned = ops->orphaned,
@@ -148,9 +152,15 @@ static int host_handler_start(struct wpc_run *run, int uffd, int placement,
 	return 0;
 }
 
+static struct plugin_handler *plugin_handler_of(struct wpc_handler *h)
+{
+	return (struct plugin_handler *)((char *)h - offsetof(struct plugin_handler, handler));
+}
+
 static void host_handler_publish(struct wpc_handler *h)
 {
 	wpc_handler_publish(h, h->run);
+	wpc_hist_merge(&h->run->res->handler, &plugin_handler_of(h)->hist);
 }
 
 static void host_handler_free(struct wpc_handler *h)
@@ -159,7 +169,7 @@ static void host_handler_free(struct wpc_handler *h)
 		return;
 	wpc_handler_stop(h);
 	wpc_handler_destroy(h);
-	free((char *)h - offsetof(struct plugin_handler, handler));
+	free(plugin_handler_of(h));
 }
 
 /* The chunks with the plugin's degrade, which takes its owner, not the chunks. */

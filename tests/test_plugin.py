@@ -71,8 +71,9 @@ def test_the_example_runs_verified_and_detached_and_the_metadata_names_it(exampl
 
 
 def test_the_example_moves_one_chunk_per_first_write(examples, private_tmp):
-    """A sequential writer faults once per 64 KiB chunk and leaves the fixup nothing."""
-    done = cli("run", "--plugin", examples["good"], "-s", "sigsegv-prefault:chunk=64K", "--size", "1M",
+    """A sequential writer faults once per 64 KiB chunk and leaves the fixup nothing. (-s before
+    --plugin: the plugin is loaded before -s is read, wherever it stands.)"""
+    done = cli("run", "-s", "sigsegv-prefault:chunk=64K", "--plugin", examples["good"], "--size", "1M",
                "--op", "write", "--pattern", "seq", *QUICK)
     assert done.returncode == 0, done.stderr
     (row,) = rows_of(done, "sigsegv-prefault")
@@ -198,4 +199,36 @@ def test_a_plugin_whose_restore_segfaults_is_a_failed_row_with_its_signal(cases,
     assert "SIGSEGV" in row["reason"], row["reason"]
     (mmap_row,) = rows_of(done, "mmap")
     assert mmap_row["status"] == "ok", "the rest of the matrix still runs"
+    assert not os.listdir(private_tmp)
+
+
+def test_the_hosts_chunks_serve_a_plugin_as_they_serve_sigsegv(private_tmp, tmp_path):
+    """tests/plugin_chunks.c: the built-in sigsegv written with the services' chunks_* slots."""
+    path = build_plugin(os.path.join(HERE, "plugin_chunks.c"), tmp_path / "chunks.so")
+    done = cli("run", "--plugin", path, "-s", "plugin-chunks:chunk=4K", "--size", "1M", "--threads", "2",
+               "--overlap", *QUICK)
+    assert done.returncode == 0, done.stderr
+    for row in rows_of(done, "plugin-chunks:chunk=4K"):
+        assert row["status"] == "ok" and row["verified"] and row["detached"], row
+        counters = counters_of(row)
+        assert counters["chunks"] == 256
+        assert counters["chunks_by_fault"] + counters["chunks_by_background"] + counters["chunks_at_fixup"] == 256
+        assert row["dirty"]["missing"] == 0
+    assert not os.listdir(private_tmp)
+
+
+def test_the_hosts_handler_thread_serves_a_plugins_userfaultfd(private_tmp, tmp_path):
+    """tests/plugin_handler.c: userfaultfd MISSING through open_uffd, uffd_register and the
+    shared fault-handler thread (handler_start ... handler_free)."""
+    path = build_plugin(os.path.join(HERE, "plugin_handler.c"), tmp_path / "handler.so")
+    done = cli("run", "--plugin", path, "-s", "plugin-handler", "--size", "1M", "--threads", "2",
+               "--pattern", "sparse:0.5", *QUICK)
+    rows = rows_of(done, "plugin-handler")
+    if rows and rows[0]["status"] == "skipped":
+        pytest.skip(rows[0]["reason"])
+    assert done.returncode == 0, done.stderr
+    for row in rows:
+        assert row["status"] == "ok" and row["verified"] and row["detached"], row
+        served = counters_of(row)["handler_copies"]
+        assert 0 < served <= 128 and row["histograms"]["handler"]["count"] >= served
     assert not os.listdir(private_tmp)
