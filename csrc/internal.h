@@ -242,7 +242,11 @@ int wpc_choice_copy(const struct wpc_choice *src, struct wpc_choice **out, char 
 extern const struct wpc_strategy *const wpc_strategies[];
 extern const size_t wpc_strategy_rows;
 
+/* Built-in rows and loaded plugins' rows (plugin.c), by name; NULL: none. */
 const struct wpc_strategy *wpc_strategy_lookup(const char *name);
+/* The rows loaded plugins added (plugin.c), after the built-in ones. */
+size_t wpc_plugin_row_count(void);
+const struct wpc_strategy *wpc_plugin_row(size_t index);
 /* The needs of strategy s with these parameters: its row's, adjusted by its needs_for. */
 void wpc_strategy_needs(const struct wpc_strategy *s, const void *params, struct wpc_needs *out);
 /*

@@ -15,6 +15,8 @@
  *   2. one ROW(wpc_strategy_<name>) line below;
  *   3. its line in README's strategy list.
  * The build compiles every C file in csrc/, and nothing else names a strategy.
+ * A strategy built outside the tree comes in through plugin.c, as rows
+ * appended after these: every lookup below reads both.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -49,32 +51,45 @@ const struct wpc_strategy *const wpc_strategies[] = {
 
 const size_t wpc_strategy_rows = WPC_ARRAY_SIZE(wpc_strategies);
 
+/*
+ * Row `index` of the one table every lookup reads: the built-in rows, then
+ * the rows of loaded plugins (plugin.c) in the order they were loaded.
+ */
+static const struct wpc_strategy *row_at(int index)
+{
+	if (index < 0)
+		return NULL;
+	if ((size_t)index < wpc_strategy_rows)
+		return wpc_strategies[index];
+	return wpc_plugin_row((size_t)index - wpc_strategy_rows);
+}
+
 const struct wpc_strategy *wpc_strategy_lookup(const char *name)
 {
 	int idx = name ? wpc_strategy_find(name) : -ENOENT;
 
-	return idx < 0 ? NULL : wpc_strategies[idx];
+	return idx < 0 ? NULL : row_at(idx);
 }
 
 int wpc_strategy_find(const char *name)
 {
-	for (size_t i = 0; i < wpc_strategy_rows; i++)
-		if (!strcmp(wpc_strategies[i]->name, name))
-			return (int)i;
+	for (int i = 0; i < wpc_strategy_count(); i++)
+		if (!strcmp(row_at(i)->name, name))
+			return i;
 	return -ENOENT;
 }
 
 int wpc_strategy_count(void)
 {
-	return (int)wpc_strategy_rows;
+	return (int)(wpc_strategy_rows + wpc_plugin_row_count());
 }
 
 int wpc_strategy_get(int index, struct wpc_strategy_info *out)
 {
-	if (index < 0 || (size_t)index >= wpc_strategy_rows)
-		return -ENOENT;
+	const struct wpc_strategy *s = row_at(index);
 
-	const struct wpc_strategy *s = wpc_strategies[index];
+	if (!s)
+		return -ENOENT;
 	int n = 0;
 
 	while (s->params && s->params[n].name)
@@ -102,7 +117,7 @@ int wpc_strategy_param(int index, int param, struct wpc_param_info *out)
 	if (param < 0 || param >= info.nparams)
 		return -ENOENT;
 
-	const struct wpc_param_spec *ps = &wpc_strategies[index]->params[param];
+	const struct wpc_param_spec *ps = &row_at(index)->params[param];
 	out->name = ps->name;
 	out->kind = kinds[ps->kind];
 	out->choices = ps->choices;

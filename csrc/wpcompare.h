@@ -227,6 +227,14 @@ void wpc_choice_free(struct wpc_choice *choice);
  * (0: size not known yet, e.g. for `wpcompare info`); else -errno and why.
  */
 int wpc_choice_probe(const struct wpc_choice *choice, uint64_t image_bytes, char *why, size_t len);
+/*
+ * Load the strategy plugin at path (wpcompare_plugin.h): its entry point, its
+ * ABI version and every row checked, then its rows added to the strategy
+ * table for every later lookup (and for processes forked later). Returns
+ * the rows added (0: that file was loaded already), or -errno and one line
+ * naming the file; a refused plugin adds nothing and is unloaded.
+ */
+int wpc_plugin_load(const char *path, char *why, size_t len);
 /* wpc_choice_parse, wpc_choice_probe and wpc_choice_free in one call. */
 int wpc_strategy_probe(const char *strategy, const char *params, uint64_t image_bytes, char *why,
 		       size_t len);

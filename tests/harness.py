@@ -380,3 +380,34 @@ def problems(rows, pages):
             if row["dirty"] and row["dirty"]["missing"]:
                 found.append(f"{where}: dirty set misses {row['dirty']['missing']} written pages")
     return found
+
+
+# ---- strategy plugins (wpcompare_plugin.h), built outside the package as a user would ----
+
+PLUGIN_EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "examples", "plugin")
+PLUGIN_CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared"]
+
+
+def c_compiler():
+    """The C compiler plugins are built with, or a skip saying there is none."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        pytest.skip("no C compiler (cc) to build a plugin with")
+    return compiler
+
+
+def build_plugin(source, output, *defines):
+    """source compiled against `wpcompare include-dir` only (what the installed package
+    ships) into the shared object output, with -D for each of defines; its path."""
+    include = subprocess.run([*CLI, "include-dir"], capture_output=True, text=True, check=True).stdout.strip()
+    command = [c_compiler(), *PLUGIN_CFLAGS, f"-I{include}", *(f"-D{name}" for name in defines),
+               "-o", str(output), str(source)]
+    built = subprocess.run(command, capture_output=True, text=True)
+    assert built.returncode == 0, f"{' '.join(command)}:\n{built.stderr}"
+    return str(output)
+
+
+def cli(*args, env=None):
+    """wpcompare ARGS in a process of its own (a plugin loaded there stays out of this one)."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)

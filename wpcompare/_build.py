@@ -12,6 +12,12 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "wpcompare.h"
+# The plugin ABI's public header lives in the package (installed with it, printed by
+# `wpcompare include-dir`); csrc/plugin.c includes it from there.
+PLUGIN_INCLUDE = ROOT / "wpcompare" / "include"
+# Relative to ROOT: also what scripts/mutants/run.py compiles a mutated tree with.
+INCLUDE_DIRS = [str(CSRC.relative_to(ROOT)), str(PLUGIN_INCLUDE.relative_to(ROOT))]
+LIBRARIES = ["dl"]     # dlopen (in libc itself since glibc 2.34)
 
 _DROP = re.compile(r"^\s*#\s*(include|ifndef|endif|if|else|define\s+WPCOMPARE_H\s*$)")
 
@@ -46,7 +52,8 @@ ffibuilder.set_source(
     "wpcompare._core",
     '#include "wpcompare.h"',
     sources=sorted(str(p.relative_to(ROOT)) for p in CSRC.glob("*.c")),
-    include_dirs=[str(CSRC.relative_to(ROOT))],
+    include_dirs=INCLUDE_DIRS,
+    libraries=LIBRARIES,
     extra_compile_args=extra_compile_args(),
     extra_link_args=extra_link_args(),
 )

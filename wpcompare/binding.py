@@ -88,6 +88,16 @@ def strategy_rows():
     return rows
 
 
+def load_plugin(path):
+    """Load a strategy plugin into the C core's table (wpc_plugin_load): the rows it added,
+    0 if that file was loaded already; InvalidArgument and the one-line reason if refused."""
+    why = _why_buffer()
+    rc = lib.wpc_plugin_load(os.fsencode(path), why, len(why))
+    if rc < 0:
+        raise InvalidArgument(_text(why))
+    return rc
+
+
 def validate_params(strategy, params):
     why = _why_buffer()
     check(lib.wpc_params_validate(strategy.encode(), _optional(params), why, len(why)), why)

@@ -25,6 +25,7 @@ from wpcompare import output as output_files
 from wpcompare import leftovers
 from wpcompare import metadata as document_metadata
 from wpcompare import cache as image_cache
+from wpcompare import plugins
 from wpcompare.options import human_bytes
 
 DEFAULT_IMAGE_SIZE = 256 << 20
@@ -179,6 +180,25 @@ class InjectionType(click.ParamType):
         return runner.Injection(kind, target or None)
 
 
+def _load_plugins(ctx, param, paths):
+    """Eager: before -s is parsed, so a plugin's strategies are names -s knows."""
+    try:
+        plugins.load_plugins(paths or ())
+    except WpcError as error:
+        raise BadInput(error.reason) from None
+
+
+def plugin_option(command):
+    """--plugin PATH.so (repeatable; also WPCOMPARE_PLUGINS=a.so:b.so) for any command that
+    names strategies: each plugin is loaded and checked before the command's other options."""
+    return click.option(
+        "--plugin", "plugin_paths", multiple=True, is_eager=True, expose_value=False,
+        type=click.Path(dir_okay=False), envvar=plugins.ENVIRONMENT, callback=_load_plugins,
+        metavar="PATH.so",
+        help="Load strategies from a plugin built against `wpcompare include-dir`; repeat for "
+             f"several. Also ${plugins.ENVIRONMENT} (paths separated by ':').")(command)
+
+
 class _Commands(click.Group):
     """The command group; standard output that cannot be written (a full disk, /dev/full)
     is one error line and exit 1, never a traceback."""
@@ -227,6 +247,7 @@ def main():
 
 
 @main.command()
+@plugin_option
 @click.option("--preset", type=PresetType(), default=None, metavar="NAME|list",
               help="A named experiment: its strategies and options (options given here override "
                    "them); `--preset list` describes them.")
@@ -556,6 +577,7 @@ def plot_results(document, output):
 
 
 @main.command()
+@plugin_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 def info(as_json):
     """What this machine offers: kernel, userfaultfd features, privileges, huge pages, CPUs, strategies."""
@@ -567,12 +589,15 @@ def info(as_json):
 
 
 @main.command(name="list")
+@plugin_option
 def list_strategies():
     """Strategies with their descriptions and parameters."""
     table = strategies.all_strategies()
     width = max((len(strategy.name) for strategy in table), default=0)
     for strategy in table:
-        click.echo(f"{strategy.name:<{width}}  [{strategy.family}] {strategy.description}")
+        source = plugins.origin(strategy.name)
+        click.echo(f"{strategy.name:<{width}}  [{strategy.family}] {strategy.description}"
+                   + (f" (plugin {source})" if source else ""))
         for param in strategy.params:
             click.echo(f"{'':<{width}}    {param.describe()}: {param.help}")
 
@@ -621,7 +646,14 @@ class DirectoryType(click.ParamType):
         return path
 
 
+@main.command(name="include-dir")
+def include_dir():
+    """The directory holding wpcompare_plugin.h, to build a strategy plugin against (-I)."""
+    click.echo(plugins.include_dir())
+
+
 @main.command(name="cycle")
+@plugin_option
 @click.option("-s", "--strategy", "choices", multiple=True, type=StrategyType(),
               metavar="NAME[:PARAM=VALUE,...]",
               help="Strategy to cycle, with parameters; repeat for several. [default: every strategy]")

@@ -7,7 +7,7 @@ import os
 import tempfile
 from datetime import datetime, timezone
 
-from wpcompare import __version__, strategies
+from wpcompare import __version__, plugins, strategies
 from wpcompare.image import filesystem_type
 
 
@@ -20,6 +20,8 @@ def common(image, facts, elapsed, command_line):
         "system": facts,
         "timer_overhead_ns": facts.get("timer_overhead_ns"),
         "image": image.describe(),
+        # Strategies loaded from plugins: each file, its sha256, and the rows it added.
+        "plugins": plugins.loaded(),
     }
 
 

@@ -90,6 +90,11 @@ def _table():
     return table
 
 
+def forget_table():
+    """Read the C table again at the next lookup: a plugin added rows (wpcompare.plugins)."""
+    _table.cache_clear()
+
+
 def all_strategies():
     """Every strategy in table order, the bounds included."""
     return list(_table().values())

@@ -82,9 +82,10 @@ class Build:
         sys.path.insert(0, str(tree))
         os.environ.pop("WPCOMPARE_SANITIZE", None)
         from wpcompare import _build
-        self.cflags = _build.extra_compile_args() + ["-fPIC", "-I", str(tree / "csrc"),
-                                                     "-I", sysconfig.get_paths()["include"]]
-        self.ldflags = _build.extra_link_args()
+        self.cflags = (_build.extra_compile_args() + ["-fPIC"]
+                       + [f"-I{tree / directory}" for directory in _build.INCLUDE_DIRS]
+                       + ["-I", sysconfig.get_paths()["include"]])
+        self.ldflags = _build.extra_link_args() + [f"-l{library}" for library in _build.LIBRARIES]
         wrapper = self.objects / "_core.c"
         _build.ffibuilder.emit_c_code(str(wrapper))
         self.sources = sorted((tree / "csrc").glob("*.c")) + [wrapper]
