@@ -107,14 +107,17 @@ def test_a_lost_write_in_a_racing_run_fails_naming_the_page():
 
 
 def test_exit_status_is_one_when_a_case_fails(tmp_path):
+    """One case fails (its write to page 0 lost), one passes (it only reads): exit 1."""
     output = tmp_path / "check.json"
-    status, lines, _ = run_check("-s", "read", "--case", "size-one-page", "--case", "threads-4",
+    status, lines, _ = run_check("-s", "read", "--case", "size-one-page", "--case", "seq-read",
                                  "--inject", "lose-write:0", "-o", str(output))
     assert status == 1, lines
     assert lines[2].startswith("not ok 1 - read: size-one-page: verify: 1 of 1 pages differ"), lines
+    assert lines[3] == "ok 2 - read: seq-read", lines
     document = json.loads(output.read_text())
     assert document["kind"] == check.KIND and document["format_version"] == check.FORMAT_VERSION
-    assert document["totals"]["failed"] == 2 and document["totals"]["cases"] == 2
+    assert document["totals"]["failed"] == 1 and document["totals"]["passed"] == 1
+    assert document["totals"]["cases"] == 2
     first = document["results"][0]
     assert (first["number"], first["strategy"], first["case"], first["status"]) == \
         (1, "read", "size-one-page", "failed")
