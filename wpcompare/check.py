@@ -66,6 +66,13 @@ RACING_SIZE = 16 << 20
 OVERLAP_EVIDENCE = (("chunks_by_fault", "chunks_by_background"),
                     ("handler_pages", "loader_pages"))
 
+
+def overlap_seen(counters):
+    """Whether a run's counters show its writers and the strategy's background work overlapping."""
+    return any(counters.get(by_fault, 0) > 0 and counters.get(by_background, 0) > 0
+               for by_fault, by_background in OVERLAP_EVIDENCE)
+
+
 DEFAULT_TIMEOUT = 60.0 * (4 if os.environ.get("WPCOMPARE_SANITIZED") else 1)
 # Racing runs before a battery gives up on seeing an overlap (more with --seconds).
 RACING_ATTEMPTS = {"quick": 4, "full": 12}
@@ -355,8 +362,7 @@ class Battery:
             pairs = [pair for pair in OVERLAP_EVIDENCE if all(name in counters for name in pair)]
             reported.update(name for pair in pairs for name in pair)
             background |= any(counters[by_background] > 0 for _, by_background in pairs)
-            if any(counters[by_fault] > 0 and counters[by_background] > 0
-                   for by_fault, by_background in pairs):
+            if overlap_seen(counters):
                 overlapped += 1
             elapsed = time.monotonic() - started
             if overlapped and elapsed >= self.seconds:
