@@ -118,7 +118,7 @@ CASES = (
               describe="8 threads writing every page in order: faults on the same chunks at once"),
     Case("racing-writers", "racing", size=RACING_SIZE, op="write", threads=4, quick=True,
          describe="4 writers at random while the strategy's background work runs"),
-    Case("racing-writers-overlap", "racing", size=(4 << 20) + PAGE, op="write", pattern="seq",
+    Case("racing-writers-overlap", "racing", size=RACING_SIZE + PAGE, op="write", pattern="seq",
          threads=8, overlap=True,
          describe="8 writers of every page while the strategy's background work runs"),
     Case("detach", "detach", size=TAIL_SIZE, op="write", quick=True,
