@@ -19,7 +19,7 @@ import textwrap
 from click.testing import CliRunner
 
 from harness import CLI, error_line, in_child
-from wpcompare import check, process_state
+from wpcompare import check, leftovers, process_state
 from wpcompare.cli import main
 from wpcompare.testing import CheckFailed, check_strategy
 
@@ -167,8 +167,23 @@ def test_interrupted_battery_leaves_no_output_file(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert os.listdir(tmp_path) == []
     assert not glob.glob(os.path.join(tempfile.gettempdir(),
-                                      f"{check.DIRECTORY_PREFIX}{process.pid}-*")), \
+                                      f"{leftovers.CHECK_PREFIX}{process.pid}-*")), \
         "the battery's image directory was left behind"
+
+
+def test_a_killed_batterys_directory_is_removed_by_the_next(tmp_path, monkeypatch):
+    """SIGKILL runs no cleanup: the next check removes the image directory of a dead owner."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f"{leftovers.CHECK_PREFIX}{gone.pid}-abcd1234"
+    stale.mkdir()
+    (stale / "image-4096.img").write_bytes(b"x")
+    status, lines, stderr = run_check("-s", "read", "--case", "size-one-page")
+    assert status == 0, lines
+    assert not stale.exists()
+    assert f"removed {stale}, left by a wpcompare process that is gone" in stderr
+    assert os.listdir(tmp_path) == [], "the battery's own directory was not removed"
 
 
 def test_check_strategy_returns_results_and_raises_with_the_reason(monkeypatch):

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import binding, process_state, runner
+from wpcompare import binding, leftovers, process_state, runner
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
 from wpcompare.rows import RunSpec
@@ -193,9 +193,6 @@ def _skipped(reason, detail=None):
 
 # ---- images ----
 
-DIRECTORY_PREFIX = "wpcompare-check-"
-
-
 class Images:
     """Generated images of the sizes the cases ask for, in a private directory removed on close."""
 
@@ -203,8 +200,9 @@ class Images:
     KIND = "random"     # no zero page: a page never copied shows
 
     def __init__(self):
-        # Named by the owner's pid, so a battery killed mid-way is recognisable.
-        self.directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-")
+        # Named by the owner's pid: what a battery killed by SIGKILL left, the next
+        # `check` (leftovers.remove_stale) removes.
+        self.directory = leftovers.private_directory(None, prefix=leftovers.CHECK_PREFIX)
         self._paths = {}
 
     def path(self, size):

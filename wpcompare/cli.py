@@ -718,6 +718,7 @@ def check_command(choice_texts, all_strategies, quick, case_names, seconds, outp
             choices = _first_of_each_label([strategies.parse_choice(text) for text in choice_texts])
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
+    _remove_stale_directories([None])
     battery = check_battery.Battery(list(case_names) if case_names else "quick" if quick else "full",
                                     seconds=seconds, timeout=timeout, injection=injection)
     total = len(choices) * len(battery.cases)
