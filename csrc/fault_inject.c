@@ -32,6 +32,8 @@ static _Atomic int64_t handler_faults = NEVER;
 static _Atomic int64_t handler_error_faults = NEVER;
 /* Chunked copy-and-remap behaves as on a kernel without MREMAP_DONTUNMAP. */
 static _Atomic bool mremap_dontunmap_off;
+/* The page whose first writer's write is undone before verify. */
+static _Atomic int64_t lost_write_page = NEVER;
 
 bool wpc_clock_counting;
 __thread uint64_t wpc_thread_clock_reads __attribute__((tls_model("initial-exec")));
@@ -70,7 +72,7 @@ static int read_number(const char *name, long long min, int64_t *out, char *why,
 
 int wpc_inject_load(char *why, size_t len)
 {
-	int64_t mremap_nth, handler_after, error_after, unit, no_dontunmap;
+	int64_t mremap_nth, handler_after, error_after, unit, no_dontunmap, lost_page;
 	int ret = read_number("WPCOMPARE_INJECT_MREMAP_ENOMEM", 1, &mremap_nth, why, len);
 
 	if (!ret)
@@ -81,6 +83,8 @@ int wpc_inject_load(char *why, size_t len)
 		ret = read_number("WPCOMPARE_INJECT_HOLD", 0, &unit, why, len);
 	if (!ret)
 		ret = read_number("WPCOMPARE_INJECT_NO_DONTUNMAP", 1, &no_dontunmap, why, len);
+	if (!ret)
+		ret = read_number("WPCOMPARE_INJECT_LOSE_WRITE", 0, &lost_page, why, len);
 	if (ret)
 		return ret;
 	atomic_store(&hold_unit, unit);
@@ -94,7 +98,42 @@ int wpc_inject_load(char *why, size_t len)
 	atomic_store(&mremaps_left, mremap_nth == NEVER ? NEVER : mremap_nth - 1);
 	atomic_store(&handler_faults, handler_after);
 	atomic_store(&handler_error_faults, error_after);
+	atomic_store(&lost_write_page, lost_page);
 	return 0;
+}
+
+/*
+ * The image's bytes put back over the lowest-numbered writer's word of the chosen page,
+ * as a copy-and-remap that copied the page after the write landed, and mapped the copy
+ * over it, would leave it: what a checker must catch, on demand. Generated images of
+ * runs of their own only (the image's word comes from the generator).
+ */
+void wpc_inject_lose_write(struct wpc_run *run)
+{
+	int64_t page = atomic_load(&lost_write_page);
+	uint8_t image[WPC_PAGE];
+	uint64_t *masks;
+	uint64_t value = 0;
+
+	if (page == NEVER || (uint64_t)page >= run->npages || run->cfg.image_seed < 0 ||
+	    run->cfg.history_len)
+		return;
+	masks = wpc_plan_writer_masks(&run->plan, run->cfg.workload.threads, run->npages);
+	if (!masks)
+		return;
+	if (masks[page]) {
+		int thread = __builtin_ctzll(masks[page]);
+		size_t slot = wpc_word_slot((uint64_t)page, thread);
+		uint64_t offset = (uint64_t)page * WPC_PAGE + slot * sizeof(value);
+
+		/* Past the image's end the mapping reads zeros. */
+		wpc_image_fill_page((uint64_t)run->cfg.image_seed, run->cfg.image_kind,
+				    (uint64_t)page, image);
+		if (offset + sizeof(value) <= run->image_size)
+			memcpy(&value, image + slot * sizeof(value), sizeof(value));
+		memcpy(run->region + offset, &value, sizeof(value));
+	}
+	free(masks);
 }
 
 bool wpc_inject_mremap_enomem(void)

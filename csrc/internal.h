@@ -477,6 +477,10 @@ void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void
  *                                      happen in a chosen order, every time
  *   WPCOMPARE_INJECT_NO_DONTUNMAP=1    chunked copy-and-remap runs as on a
  *                                      kernel without MREMAP_DONTUNMAP
+ *   WPCOMPARE_INJECT_LOSE_WRITE=N      before verify, the image's word is put
+ *                                      back over page N's first writer's word
+ *                                      (wpc_inject_lose_write): a lost write
+ *                                      for a checker to catch
  *   WPCOMPARE_COUNT_CLOCK_READS=1      wpc_now_ns() counts its calls per
  *                                      thread; the touch pass reports its
  *                                      threads' total as counter
@@ -486,6 +490,8 @@ int wpc_inject_load(char *why, size_t len);
 /* Async-signal-safe: stop at hold point `point` if `unit` is the held one. */
 void wpc_inject_hold(int point, uint64_t unit);
 bool wpc_inject_no_dontunmap(void);
+/* Undo one write of page WPCOMPARE_INJECT_LOSE_WRITE, if set and written (verify, main thread). */
+void wpc_inject_lose_write(struct wpc_run *run);
 #define WPC_HOLD_EXPIRE_NS (10ull * 1000 * 1000 * 1000)
 /* Async-signal-safe: whether this mremap must fail with ENOMEM. */
 bool wpc_inject_mremap_enomem(void);

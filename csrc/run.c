@@ -256,6 +256,7 @@ int wpc_run_verify(struct wpc_run *run)
 		return wpc_fail(run, EINVAL, "verify before a successful restore");
 	if (run->abandoned)
 		return wpc_fail(run, EINVAL, "verify after the workload was abandoned in touch");
+	wpc_inject_lose_write(run);
 	phase_begin(&pc);
 	ret = wpc_verify_bytes(run);
 	if (run->strategy->dirty_pages)

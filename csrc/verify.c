@@ -4,6 +4,7 @@
  * the workload is known to have made, and a strategy's dirty set against the
  * pages really written.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -63,6 +64,30 @@ static int mismatch_cycle(const struct wpc_run *run, const struct wpc_model *mod
 	return wpc_model_word_cycle(model, page, (size_t)word);
 }
 
+/* The workload thread whose write slot `word` of `page` is, among the writers in mask; -1: none. */
+static int slot_writer(uint64_t mask, uint64_t page, int64_t word)
+{
+	for (uint64_t m = mask; m && word >= 0; m &= m - 1)
+		if (wpc_word_slot(page, __builtin_ctzll(m)) == (size_t)word)
+			return __builtin_ctzll(m);
+	return -1;
+}
+
+/*
+ * Where the first mismatch is, for the reason: its byte offset in the region and
+ * whose write it was, so a lost write names the page, the offset and the thread.
+ */
+static void mismatch_place(char *buf, size_t len, int64_t page, int64_t word, int writer)
+{
+	long long offset = (long long)page * WPC_PAGE + (word < 0 ? 0 : word * 8);
+
+	if (writer >= 0)
+		snprintf(buf, len, "byte offset %lld: the write of workload thread %d was lost",
+			 offset, writer);
+	else
+		snprintf(buf, len, "byte offset %lld differs from the image", offset);
+}
+
 int wpc_verify_bytes(struct wpc_run *run)
 {
 	struct wpc_result *res = run->res;
@@ -71,6 +96,9 @@ int wpc_verify_bytes(struct wpc_run *run)
 	uint64_t seed = run->cfg.workload.seed;
 	struct wpc_model model = { 0 };
 	int first_cycle = 0;
+	int64_t first_word = -1;
+	int first_writer = -1;
+	char where[96];
 	int ret = 0;
 
 	if (!masks || !buf) {
@@ -112,23 +140,31 @@ int wpc_verify_bytes(struct wpc_run *run)
 					if (run->history)
 						first_cycle = mismatch_cycle(run, &model, masks, page,
 									     (uint8_t *)words);
+					first_word = wpc_first_differing_word((uint8_t *)words,
+									      run->region + page * WPC_PAGE,
+									      WPC_PAGE);
+					first_writer = slot_writer(masks[page], page, first_word);
 				}
 				res->mismatched_pages++;
 			}
 		}
 	}
 	res->verified = res->mismatched_pages == 0;
+	if (!res->verified)
+		mismatch_place(where, sizeof(where), res->first_mismatch_page, first_word,
+			       first_writer);
 	if (!res->verified && first_cycle)
 		ret = wpc_fail(run, EIO, "%llu of %llu pages differ from the image plus the workload's "
-			       "writes; first at page %lld, which lost the write of cycle %d",
+			       "writes; first at page %lld (%s), which lost the write of cycle %d",
 			       (unsigned long long)res->mismatched_pages,
 			       (unsigned long long)run->npages, (long long)res->first_mismatch_page,
-			       first_cycle);
+			       where, first_cycle);
 	else if (!res->verified)
 		ret = wpc_fail(run, EIO, "%llu of %llu pages differ from the image plus the workload's "
-			       "writes; first at page %lld",
+			       "writes; first at page %lld (%s)",
 			       (unsigned long long)res->mismatched_pages,
-			       (unsigned long long)run->npages, (long long)res->first_mismatch_page);
+			       (unsigned long long)run->npages, (long long)res->first_mismatch_page,
+			       where);
 out:
 	wpc_model_free(&model);
 	free(masks);

@@ -108,6 +108,6 @@ def test_the_mixed_op_runs_and_verifies(tmp_path):
 
 def test_test_only_injections_are_checked_too():
     assert "inject must be one of" in refused("--inject", "explode")
-    assert "only mremap-enomem, handler-exit take a count" in refused("--inject", "segv:2")
+    assert "only mremap-enomem, handler-exit, lose-write take a count" in refused("--inject", "segv:2")
     assert "take a count N >= 1" in refused("--inject", "mremap-enomem:²")
     assert os.environ.get("WPCOMPARE_INJECT_MREMAP_ENOMEM") is None

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from wpcompare import binding, strategies
+from wpcompare import binding, process_state, strategies
 from wpcompare.errors import WpcError
 from wpcompare.worker import HUGE_PAGE_DIR
 
@@ -27,45 +27,6 @@ NAMES = [strategy.name for strategy in strategies.all_strategies()]
 
 
 # ---- inside one worker process ----
-
-def _process_state(image_path):
-    """What a run could leak in this process, as comparable data."""
-    fds = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            pass                      # the descriptor listdir itself used
-    mappings, hugetlb_kb = [], 0
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            fields = line.split()
-            if "-" in fields[0] and len(fields) >= 5:
-                path = " ".join(fields[5:])
-                if path.startswith(("/memfd:", "/anon_hugepage", "/dev/hugepages")) or \
-                        path.split(" (deleted)")[0] == image_path or "userfaultfd" in path:
-                    mappings.append(path)
-            elif fields[0] in ("Private_Hugetlb:", "Shared_Hugetlb:"):
-                hugetlb_kb += int(fields[1])
-    with open("/proc/self/status") as status:
-        caught = int(next(line.split()[1] for line in status if line.startswith("SigCgt:")), 16)
-    # glibc's own SIGCANCEL (32) and SIGSETXID (33), installed with the first thread.
-    caught &= ~(1 << 31 | 1 << 32)
-    return {"fds": fds, "mappings": sorted(mappings), "hugetlb_kb": hugetlb_kb,
-            "caught_signals": f"{caught:016x}", "threads": _threads()}
-
-
-def _threads():
-    return len(os.listdir("/proc/self/task"))
-
-
-def _settled_state(image_path, expected_threads):
-    # A joined thread leaves /proc/self/task a moment after pthread_join returns.
-    deadline = time.monotonic() + 2
-    while _threads() > expected_threads and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return _process_state(image_path)
-
 
 def _run_phases(image, strategy, params, stop):
     """Run the strategy up to `stop` (or through a failure) and destroy it: (done, failed, region)."""
@@ -91,58 +52,18 @@ def _run_to(argument):
         # A first run fills what the C library keeps for reuse, not a leak:
         # cached thread stacks (8 MiB each) and per-thread malloc arenas.
         _run_phases(image, strategy, params, stop)
-        space_before = _address_space()
-        before = _process_state(image.path)
+        space_before = process_state.address_space()
+        before = process_state.state(image.path)
         done, failed, region = _run_phases(image, strategy, params, stop)
     except WpcError as error:
         return {"skipped": error.reason}
-    still_mapped = _mapped_within(*region) if region else []
-    after = _settled_state(image.path, before["threads"])
-    space_after = _address_space()
+    still_mapped = process_state.mapped_within(*region) if region else []
+    after = process_state.settled_state(image.path, before["threads"])
+    space_after = process_state.address_space()
     before["region_still_mapped"], after["region_still_mapped"] = [], still_mapped
-    growth = {key: space_after[key] - space_before[key] for key in space_before}
+    growth = process_state.address_space_grew(space_before, space_after)
     return {"before": before, "after": after, "done": done, "failed": failed, "growth": growth,
             "region_kb": region[1] >> 10 if region else 0}
-
-
-def _maps_lines(buffer=bytearray(1 << 20)):
-    """/proc/self/maps, read into a buffer allocated at import, so that no
-    allocation of this check lands in the hole a region left."""
-    fd = os.open("/proc/self/maps", os.O_RDONLY)
-    try:
-        size = 0
-        while (count := os.readv(fd, [memoryview(buffer)[size:]])) > 0:
-            size += count
-    finally:
-        os.close(fd)
-    return bytes(buffer[:size]).decode().splitlines()
-
-
-def _address_space():
-    """Process-wide: every VMA, the unnamed anonymous memory, and VmSize (kB).
-
-    A strategy's own scratch mappings (a shadow region, a staging buffer)
-    are unnamed anonymous memory anywhere in the process, not in the region."""
-    lines = _maps_lines()
-    anonymous_kb = 0
-    for line in lines:
-        fields = line.split()
-        if len(fields) == 5 and fields[4] == "0":
-            low, high = (int(bound, 16) for bound in fields[0].split("-"))
-            anonymous_kb += (high - low) >> 10
-    with open("/proc/self/status") as status:
-        vm_size_kb = int(next(line.split()[1] for line in status if line.startswith("VmSize:")))
-    return {"vmas": len(lines), "anonymous_kb": anonymous_kb, "vm_size_kb": vm_size_kb}
-
-
-def _mapped_within(start, length):
-    """VMAs of /proc/self/maps overlapping [start, start + length)."""
-    overlapping = []
-    for line in _maps_lines():
-        low, high = (int(bound, 16) for bound in line.split()[0].split("-"))
-        if low < start + length and high > start:
-            overlapping.append(line)
-    return overlapping
 
 
 def _check_nothing_left(image, strategy, stop, params=None, inject=None):
@@ -155,16 +76,14 @@ def _check_nothing_left(image, strategy, stop, params=None, inject=None):
         assert after[key] == before[key], (
             f"{strategy} left {key} behind (ran {outcome['done']}, failed: {outcome['failed']}): "
             f"before {before[key]!r}, after {after[key]!r}")
-    # Process-wide, anywhere outside the region too. The interpreter itself may
-    # map an arena (1 MiB) meanwhile; a leaked shadow or staging buffer is
-    # region-sized (4 MiB here) or at least 2 MiB.
-    growth, slack_kb = outcome["growth"], 1024
+    # Process-wide, anywhere outside the region too (process_state.address_space_grew:
+    # more than one VMA or its slack of anonymous memory or VmSize).
+    growth = outcome["growth"]
     if "address" in os.environ.get("WPCOMPARE_SANITIZED", ""):
         return outcome     # ASan's allocator maps and unmaps as it likes; the UBSan pass checks
-    assert growth["vmas"] <= 1 and growth["anonymous_kb"] <= slack_kb and \
-        growth["vm_size_kb"] <= slack_kb, (
-            f"{strategy} left address space behind (ran {outcome['done']}, failed: "
-            f"{outcome['failed']}): growth {growth} for a region of {outcome['region_kb']} kB")
+    assert not growth, (
+        f"{strategy} left address space behind (ran {outcome['done']}, failed: "
+        f"{outcome['failed']}): growth {growth} for a region of {outcome['region_kb']} kB")
     return outcome
 
 

@@ -1,4 +1,4 @@
-"""The command line: `wpcompare run`, `compare`, `plot`, `info`, `list`.
+"""The command line: `wpcompare run`, `compare`, `plot`, `info`, `list`, `check`.
 
 Bad input is refused before anything runs, with one line naming the problem
 and the fix, and a non-zero exit; no output file is touched.
@@ -27,6 +27,7 @@ from wpcompare import metadata as document_metadata
 from wpcompare import cache as image_cache
 from wpcompare import plugins
 from wpcompare.options import human_bytes
+from wpcompare import check as check_battery
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -730,6 +731,79 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
     if failed:
         raise click.ClickException(f"{len(failed)} chain(s) failed ({', '.join(failed)}); "
                                    "their reasons are listed with the results")
+
+
+@main.command(name="check")
+@click.option("-s", "--strategy", "choice_texts", multiple=True, metavar="NAME[:PARAM=VALUE,...]",
+              help="Strategy to check, with parameters; repeat for several.")
+@click.option("--all", "all_strategies", is_flag=True,
+              help="Check every built-in strategy (the bounds excepted) with its default parameters.")
+@click.option("--quick", is_flag=True,
+              help=f"The short battery ({', '.join(check_battery.QUICK)}): a few seconds a strategy.")
+@click.option("--case", "case_names", multiple=True, type=click.Choice(check_battery.CASE_NAMES),
+              metavar="NAME", help="Run only this case; repeat for several. Cases: "
+              + ", ".join(check_battery.CASE_NAMES) + ".")
+@click.option("--seconds", type=FiniteFloatRange(0, MAX_TIMEOUT), default=0, show_default=True,
+              help="Keep each racing case going for N seconds once its writers have overlapped "
+                   "the strategy's background work.")
+@click.option("-o", "--output", type=OutputType(), default=None,
+              help="Also write every case's result as JSON here (replaced whole, only once the "
+                   "battery has finished).")
+@click.option("--timeout", type=TIMEOUT, default=check_battery.DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds one case's run may take before it is killed and the case fails.")
+@click.option("--inject", "injection", default=None, hidden=True)
+def check_command(choice_texts, all_strategies, quick, case_names, seconds, output, timeout, injection):
+    """The correctness battery for a strategy: TAP output, exit 0 only if no case failed.
+
+    Every case runs in a fresh worker; a crash is a failed case with its signal. Output is
+    kselftest's TAP 13 (`ok N - STRATEGY: CASE`, `not ok N - STRATEGY: CASE: REASON`,
+    `ok N - STRATEGY: CASE # SKIP REASON`) and a totals line. Exit status: 0 nothing failed,
+    1 a case failed, 2 bad usage."""
+    if quick and case_names:
+        raise click.UsageError("give --quick or --case, not both")
+    if bool(choice_texts) == bool(all_strategies):
+        raise click.UsageError("give -s NAME (repeatable) or --all")
+    if injection is not None:
+        try:
+            parse_injection(injection)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+    # --plugin (issue 16, items 1-2) loads its strategies here, before any name is resolved:
+    # a plugin's rows are then found by parse_choice and measured_strategies like built-ins.
+    try:
+        if all_strategies:
+            choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
+        else:
+            choices = _first_of_each_label([strategies.parse_choice(text) for text in choice_texts])
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
+    _remove_stale_directories([None])
+    battery = check_battery.Battery(list(case_names) if case_names else "quick" if quick else "full",
+                                    seconds=seconds, timeout=timeout, injection=injection)
+    total = len(choices) * len(battery.cases)
+    for line in check_battery.tap_header(total):
+        click.echo(line)
+    numbered = []
+
+    def report(result):
+        numbered.append(result)
+        click.echo(check_battery.tap_line(len(numbered), result))
+        sys.stdout.flush()
+
+    started = time.monotonic()
+    with check_battery.Images() as images:
+        results = battery.run(choices, images, report)
+    counts = check_battery.totals(results, time.monotonic() - started)
+    click.echo(check_battery.summary_line(counts))
+    if output:
+        data = check_battery.document(results, counts, choices, battery, sys.argv)
+        try:
+            note = output_files.write_export(output, json.dumps(data, indent=2) + "\n")
+        except OSError as error:
+            raise click.ClickException(f"cannot write {output}: {error.strerror or error}") from None
+        if note:
+            click.echo(f"note: {note}", err=True)
+    sys.exit(check_battery.exit_status(counts))
 
 
 from wpcompare.trace_commands import capture_command, trace_command  # noqa: E402 (commands of their own)

@@ -10,7 +10,9 @@ import tempfile
 
 PREFIX = "wpcompare-cycle-"                  # cycle's images, in the temp dir or --dir
 WRITTEN_PREFIX = ".wpcompare-written-"      # --cache written's copy, beside the image
-_OWNED = re.compile(f"(?:{re.escape(PREFIX)}|{re.escape(WRITTEN_PREFIX)})" + r"(\d+)-[A-Za-z0-9_]+$")
+CHECK_PREFIX = "wpcompare-check-"           # check's images, in the temp dir
+_OWNED = re.compile(f"(?:{re.escape(PREFIX)}|{re.escape(WRITTEN_PREFIX)}|{re.escape(CHECK_PREFIX)})"
+                    + r"(\d+)-[A-Za-z0-9_]+$")
 
 
 def private_directory(parent, prefix=PREFIX):

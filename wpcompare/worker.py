@@ -32,12 +32,14 @@ from wpcompare.trace import check_region
 # the region may still map it), "hugepages" (every free 2 MiB huge page taken
 # for the rest of the run). From the start, through the C core's test-only
 # hooks (csrc/fault_inject.c): "mremap-enomem:N" (the N-th and every later
-# mremap fails with ENOMEM) and "handler-exit:N" (a fault handler thread exits
-# after serving N faults).
+# mremap fails with ENOMEM), "handler-exit:N" (a fault handler thread exits
+# after serving N faults) and "lose-write:N" (page N's first write is undone
+# before verify, as a copy-and-remap that lost it would leave it).
 INJECTIONS = ("segv", "abort", "kill", "hang", "truncate", "hugepages", "mremap-enomem",
-              "handler-exit")
+              "handler-exit", "lose-write")
 _INJECTION_ENVIRONMENT = {"mremap-enomem": "WPCOMPARE_INJECT_MREMAP_ENOMEM",
-                          "handler-exit": "WPCOMPARE_INJECT_HANDLER_EXIT"}
+                          "handler-exit": "WPCOMPARE_INJECT_HANDLER_EXIT",
+                          "lose-write": "WPCOMPARE_INJECT_LOSE_WRITE"}
 HUGE_PAGE_DIR = "/sys/kernel/mm/hugepages/hugepages-2048kB"
 _MAP_HUGETLB = 0x40000      # not exported by Python's mmap module
 
@@ -50,9 +52,10 @@ def parse_injection(text):
                          f"not {text!r}")
     if not sep:
         return kind, 1
-    if kind not in _INJECTION_ENVIRONMENT or not re.fullmatch("[0-9]+", count) or int(count) < 1:
+    least = 0 if kind == "lose-write" else 1      # a page number, or a count
+    if kind not in _INJECTION_ENVIRONMENT or not re.fullmatch("[0-9]+", count) or int(count) < least:
         raise ValueError(f"inject {text!r}: only {', '.join(_INJECTION_ENVIRONMENT)} take a count "
-                         "N >= 1")
+                         "N >= 1 (lose-write's N: a page, >= 0)")
     return kind, int(count)
 
 
