@@ -7,8 +7,10 @@ that loaded it, and this one must keep the built-in table only.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -101,6 +103,44 @@ def test_the_broken_twin_loses_writes_under_concurrent_writers(examples, private
     assert read["status"] == "ok" and read["verified"], "it reads right: only writes are lost"
     assert write["status"] == "failed" and write["failed_phase"] == "verify"
     assert "pages differ from the image plus the workload's writes" in write["reason"]
+
+
+def test_check_passes_the_example_and_names_the_page_its_broken_twin_loses(examples, private_tmp,
+                                                                            tmp_path):
+    """`check --plugin`: the example passes the quick battery, the JSON names the plugin and its
+    hash; the broken twin fails the racing-writer case with exit 1, naming the lost page."""
+    output = tmp_path / "check.json"
+    good = cli("check", "--plugin", examples["good"], "-s", "sigsegv-prefault", "--quick",
+               "-o", str(output))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "not ok" not in good.stdout
+    plugin, = json.loads(output.read_text())["metadata"]["plugins"]
+    assert plugin["path"] == examples["good"]
+    assert plugin["sha256"] == hashlib.sha256(open(examples["good"], "rb").read()).hexdigest()
+    broken = cli("check", "--plugin", examples["broken"], "-s", "sigsegv-prefault-broken",
+                 "--case", "racing-writers")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    line, = [line for line in broken.stdout.splitlines() if line.startswith("not ok")]
+    assert re.search(r"racing-writers: verify: .* first at page \d+ \(byte offset \d+: the write "
+                     r"of workload thread \d+ was lost\)", line), line
+
+
+def test_check_strategy_from_pytest_loads_the_plugin_and_fails_with_the_case(examples, private_tmp):
+    """wpcompare.testing.check_strategy(plugin, name): a project's own test of its plugin (run in
+    a process of its own: a plugin loaded here would stay in this test process's table)."""
+    script = ("import sys\n"
+              "from wpcompare import testing\n"
+              "testing.check_strategy(sys.argv[1], 'sigsegv-prefault', cases=['threads-4-overlap'])\n"
+              "try:\n"
+              "    testing.check_strategy(sys.argv[2], 'sigsegv-prefault-broken', cases=['racing-writers'])\n"
+              "except testing.CheckFailed as failed:\n"
+              "    print(failed)\n"
+              "    sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", script, examples["good"], examples["broken"]],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "sigsegv-prefault-broken: racing-writers: verify:" in done.stdout
+    assert "was lost" in done.stdout
 
 
 def test_plugins_from_the_environment_serve_list_info_and_cycle(examples, private_tmp):

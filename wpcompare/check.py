@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import binding, leftovers, process_state, runner
+from wpcompare import binding, leftovers, plugins, process_state, runner
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
 from wpcompare.rows import RunSpec
@@ -650,7 +650,8 @@ def document(results, counts, choices, battery, command_line):
         "metadata": {"command_line": command_line, "cases": battery.mode if battery.mode == "quick"
                      else [case.name for case in battery.cases],
                      "seconds_per_racing_case": battery.seconds,
-                     "strategies": [choice.label for choice in choices]},
+                     "strategies": [choice.label for choice in choices],
+                     "plugins": plugins.loaded()},
         "totals": counts,
         "results": [dict(result.to_json(), number=number)
                     for number, result in enumerate(results, 1)],

@@ -734,10 +734,12 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
 
 
 @main.command(name="check")
+@plugin_option
 @click.option("-s", "--strategy", "choice_texts", multiple=True, metavar="NAME[:PARAM=VALUE,...]",
               help="Strategy to check, with parameters; repeat for several.")
 @click.option("--all", "all_strategies", is_flag=True,
-              help="Check every built-in strategy (the bounds excepted) with its default parameters.")
+              help="Check every strategy (the bounds excepted) with its default parameters: the "
+                   "built-in ones and any a --plugin added.")
 @click.option("--quick", is_flag=True,
               help=f"The short battery ({', '.join(check_battery.QUICK)}): a few seconds a strategy.")
 @click.option("--case", "case_names", multiple=True, type=click.Choice(check_battery.CASE_NAMES),
@@ -768,8 +770,8 @@ def check_command(choice_texts, all_strategies, quick, case_names, seconds, outp
             parse_injection(injection)
         except ValueError as error:
             raise click.UsageError(str(error)) from None
-    # --plugin (issue 16, items 1-2) loads its strategies here, before any name is resolved:
-    # a plugin's rows are then found by parse_choice and measured_strategies like built-ins.
+    # --plugin has loaded its strategies already (an eager option): parse_choice and
+    # measured_strategies find a plugin's rows like built-in ones.
     try:
         if all_strategies:
             choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]

@@ -11,7 +11,7 @@ write names its page, byte offset and thread), or returns the results. Under pyt
 `wpcompare_check` fixture (wpcompare.pytest_plugin, registered through the pytest11 entry
 point) is the same function.
 """
-from wpcompare import check, strategies
+from wpcompare import check, plugins, strategies
 from wpcompare.errors import WpcError
 
 
@@ -26,13 +26,8 @@ class CheckFailed(AssertionError):
 
 def load_plugin(path):
     """Load a strategy plugin (a shared object built against `wpcompare include-dir`), so that
-    its strategies are names like the built-in ones. The loader is the plugin ABI's
-    (wpcompare.plugins); a build without it says so."""
-    try:
-        from wpcompare import plugins
-    except ImportError:
-        raise RuntimeError(f"cannot load {path}: this wpcompare has no plugin support "
-                           "(wpcompare.plugins)") from None
+    its strategies are names like the built-in ones; InvalidArgument naming the file if the
+    plugin is refused."""
     plugins.load_plugins([path])
 
 
