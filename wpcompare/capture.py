@@ -581,7 +581,7 @@ def capture(*, pid=None, command=None, mapping_spec="largest", image_path, trace
             raise InvalidArgument(f"capture: process {pid} is stopped: continue it first "
                                   f"(kill -CONT {pid})")
         system = System(mapping.size + (64 << 20), say)
-        with _signals_blocked():     # a device added is a device capture knows about
+        with leftovers.interruptions_held():     # a device added is a device capture knows about
             system.open()
         recorder = Recorder(directory)
         recorder.start(pid, mapping)
@@ -621,7 +621,7 @@ def capture(*, pid=None, command=None, mapping_spec="largest", image_path, trace
                        faults=len(trace.pages) - appended, writes_found_at_end=appended)
         return summary
     finally:
-        with _signals_blocked():
+        with leftovers.interruptions_held():
             problems = _put_back(pid, recorder, system, started, directory)
             if image_temporary is not None:
                 os.unlink(image_temporary)
@@ -641,16 +641,6 @@ def _lock():
             raise
         raise _refuse("another wpcompare capture is running: wait for it to end") from None
     return holder
-
-
-class _signals_blocked:
-    """SIGINT, SIGTERM and SIGHUP held back (delivered when the block ends)."""
-
-    def __enter__(self):
-        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
-    def __exit__(self, *exc):
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
 
 
 def _alive(pid):

@@ -194,15 +194,15 @@ def _skipped(reason, detail=None):
 # ---- images ----
 
 class Images:
-    """Generated images of the sizes the cases ask for, in a private directory removed on close."""
+    """Generated images of the sizes the cases ask for, in a private directory: made on entering
+    the block and removed when it ends, however it ends (leftovers.owned_directory)."""
 
     SEED = 7
     KIND = "random"     # no zero page: a page never copied shows
 
     def __init__(self):
-        # Named by the owner's pid: what a battery killed by SIGKILL left, the next
-        # `check` (leftovers.remove_stale) removes.
-        self.directory = leftovers.private_directory(None, prefix=leftovers.CHECK_PREFIX)
+        self.directory = None
+        self._owned = None
         self._paths = {}
 
     def path(self, size):
@@ -219,14 +219,15 @@ class Images:
         shutil.copyfile(self.path(size), path)
         return path
 
-    def close(self):
-        shutil.rmtree(self.directory, ignore_errors=True)
-
     def __enter__(self):
+        # Named by the owner's pid: what a battery killed by SIGKILL left, the next
+        # `check` (leftovers.remove_stale) removes.
+        self._owned = leftovers.owned_directory(None, prefix=leftovers.CHECK_PREFIX)
+        self.directory = self._owned.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        return self._owned.__exit__(*exc)
 
 
 # ---- judging one run's row ----

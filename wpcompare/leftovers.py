@@ -2,6 +2,7 @@
 command when that owner died without cleaning up (SIGKILL), and SIGTERM/SIGHUP turned into
 an orderly exit that runs every cleanup, as Ctrl-C does.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -18,6 +19,37 @@ _OWNED = re.compile(f"(?:{re.escape(PREFIX)}|{re.escape(WRITTEN_PREFIX)}|{re.esc
 def private_directory(parent, prefix=PREFIX):
     """A new directory in parent (None: the temp dir) whose name carries this process's pid."""
     return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+class interruptions_held:
+    """SIGINT, SIGTERM and SIGHUP held back while the block runs, delivered when it ends: for
+    the steps between making something and owning its cleanup."""
+
+    def __enter__(self):
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *TERMINATING})
+
+    def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
+@contextlib.contextmanager
+def owned_directory(parent=None, prefix=PREFIX):
+    """A private_directory removed when the block ends, however it ends. Interruptions are held
+    while it is made and let through inside the try that removes it, so none can fall between
+    the directory's making and its removal's being due (the Python handler runs at the first
+    bytecode after the mask is lifted: in the try)."""
+    held = interruptions_held()
+    held.__enter__()
+    try:
+        directory = private_directory(parent, prefix)
+    except BaseException:
+        held.__exit__()
+        raise
+    try:
+        held.__exit__()
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _alive(pid):
