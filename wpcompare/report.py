@@ -407,12 +407,12 @@ def records(document):
 
 
 def latency_histograms(document):
-    """(hlog tag, seconds of touch, histogram) of every histogram of every instrumented run that
-    counts (succeeded, not a warmup), in run order: the per-page latencies of touch, and the
-    strategy's per-fault service times (handler)."""
+    """(hlog tag, seconds of touch, histogram) of every histogram with counts of every run that
+    counts (succeeded, not a warmup), in run order: the per-page latencies of touch (from the
+    instrumented runs), and the strategy's per-fault service times (handler, where it has one)."""
     entries = []
     for row in document["runs"]:
-        if row["status"] != "ok" or row.get("warmup") or not results.is_instrumented(row):
+        if row["status"] != "ok" or row.get("warmup"):
             continue
         touch_s = ((row.get("phases") or {}).get("touch") or {}).get("ns", 0) / 1e9
         for name, histogram in (row.get("histograms") or {}).items():
