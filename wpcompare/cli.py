@@ -532,7 +532,7 @@ def compare_results(a, b, alpha, fmt, output):
               help="Format of --output (default: from its extension), or else of stdout; one the "
                    "document's kind offers (csv: run and cycle; hlog: run). [default: table]")
 @click.option("--columns", default=None, metavar="default|all|NAME,...",
-              help="A run table's columns after strategy and op: " + COLUMNS_HELP)
+              help="A run or cycle table's columns (see theirs); for a run: " + COLUMNS_HELP)
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the document here in --format (or its extension's); the table still goes to stdout.")
 def show_command(path, fmt, columns, output):
@@ -669,14 +669,23 @@ class DirectoryType(click.ParamType):
                    "filesystem decides whether copy_file_range can reflink. [default: the temp dir]")
 @click.option("--format", "fmt", type=click.Choice(cycle_report.FORMATS), default=None,
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
+@click.option("--columns", type=ColumnsType(cycle_report.KIND), default=None, metavar="default|all|NAME,...",
+              help="The table's columns after strategy and cycle: default (restore, work, fixup, written, "
+                   "pause, cycle time, verified), all, or names from `all`'s header, comma-separated; "
+                   "for table and markdown (whose default is all).")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every chain has finished; the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
+@click.option("--repeat", type=click.IntRange(1, MAX_REPEAT), default=1, show_default=True,
+              help="Chains per strategy (each from the first image again): the ranking is over the "
+                   "cycles of all of them, with its spread and ties.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress line on stderr (it is shown only on a terminal, for chains over 2 s).")
 @click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
 @click.pass_context
 def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
-                  delete_old, directory, fmt, output, timeout, lose_write):
+                  delete_old, directory, fmt, columns, output, timeout, repeat, quiet, lose_write):
     """Repeated checkpoints: per strategy, cycles of restore, work, fixup, checkpoint, each verified."""
     if lose_write is not None and (lose_write > cycles or delete_old != "after-checkpoint"):
         raise click.UsageError("--lose-write CYCLE needs a CYCLE within --cycles and "
@@ -702,14 +711,20 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                             delete_old=delete_old, directory=directory, timeout=timeout,
                             lose_write=lose_write)
     started = time.monotonic()
+    progress = progress_for(quiet=quiet, cycles=True)
+    done = []
     try:
-        done = chains.run_chains(plan)
+        for repetition in range(1, repeat + 1):
+            done += chains.run_chains(plan, progress, repetition, repeat)
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    document = cycle_results.build_document(
-        done, document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv))
+    finally:
+        progress.close()
+    metadata = document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv)
+    metadata["options"]["repeat"] = repeat
+    document = cycle_results.build_document(done, metadata)
 
-    _show_and_export(document, cycle_report.KIND, fmt, output)
+    _show_and_export(document, cycle_report.KIND, fmt, output, columns)
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:

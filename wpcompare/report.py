@@ -414,7 +414,7 @@ def latency_histograms(document):
     for row in document["runs"]:
         if row["status"] != "ok" or row.get("warmup"):
             continue
-        touch_s = ((row.get("phases") or {}).get("touch") or {}).get("ns", 0) / 1e9
+        touch_s = (((row.get("phases") or {}).get("touch") or {}).get("ns") or 0) / 1e9
         for name, histogram in (row.get("histograms") or {}).items():
             if histogram and histogram.get("count"):
                 entries.append((hlog.tag(row["label"], row["op"], name), touch_s, histogram))
