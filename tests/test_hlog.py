@@ -70,7 +70,7 @@ def test_a_runs_hlog_has_a_line_per_run_and_histogram_with_counts(tmp_path):
     expected = [(f"sigsegv/write/{name}", histogram) for row in counted
                 for name, histogram in row["histograms"].items() if histogram["count"]]
     assert [name for name, *_ in intervals] == [name for name, _ in expected]
-    assert {name for name, _ in expected} == {"sigsegv/write/touch", "sigsegv/write/handler"}
+    assert "sigsegv/write/touch" in {name for name, _ in expected}
     for (name, start, length, maximum, layout, counts), (_, histogram) in zip(intervals, expected):
         assert counts == _expected_counts(histogram, layout)
         assert sum(counts) == histogram["count"]

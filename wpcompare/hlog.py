@@ -198,9 +198,10 @@ def interval_log(entries, metadata):
             continue
         start_s = elapsed.get(name, 0.0)
         elapsed[name] = start_s + length_s
-        maximum = max(value for value, _ in values)
+        # The exact maximum the histogram kept, not its bucket's representative value.
+        maximum = histogram.get("max_ns") or max(value for value, _ in values)
         lines.append(f"Tag={name},{start_s:.3f},{length_s:.3f},{maximum / MAX_VALUE_UNIT_RATIO:.3f},"
-                     + encode(values, histogram.get("max_ns") or maximum))
+                     + encode(values, maximum))
     return "\n".join(lines) + "\n"
 
 

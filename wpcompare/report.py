@@ -226,7 +226,7 @@ def _spread_warning(document):
         for group, name in claim.rests_on:
             summary = group["metrics"].get(name)
             key = (group["label"], group["op"], name)
-            if key in seen or not summary or summary["n"] < 2 or summary["spread_pct"] <= SPREAD_LIMIT_PCT:
+            if key in seen or not metrics.find(name).spread_checked or not summary or summary["n"] < 2 or summary["spread_pct"] <= SPREAD_LIMIT_PCT:
                 continue
             seen.add(key)
             wide.append(f"{group['label']} {group['op']} {metrics.find(name).column} ±{summary['spread_pct']:.0f}%")
