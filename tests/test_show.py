@@ -95,6 +95,13 @@ def test_show_cycle_and_compare_documents(tmp_path, saved_run):
     cycled = invoke("cycle", "--size", "1M", "-s", "read", "--cycles", "1", "-o", str(cycle_path))
     assert cycled.exit_code == 0, cycled.output
     assert invoke("show", str(cycle_path)).stdout == cycled.stdout
+    default_header = next(line for line in cycled.stdout.splitlines() if line.startswith("strategy"))
+    assert "slowdown" not in default_header and "cycle time" in default_header
+    every = invoke("show", str(cycle_path), "--columns", "all").stdout
+    assert "slowdown" in next(line for line in every.splitlines() if line.startswith("strategy"))
+    chosen = invoke("show", str(cycle_path), "--columns", "pause,verified").stdout
+    assert next(line for line in chosen.splitlines() if line.startswith("strategy")).split() == \
+        ["strategy", "cycle", "pause", "verified"]
     path, _ = saved_run
     compare_path = tmp_path / "compare.json"
     compared = invoke("compare", str(path), str(path), "-o", str(compare_path))
