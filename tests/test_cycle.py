@@ -358,6 +358,33 @@ def test_totals_and_ranking():
     assert [entry["label"] for entry in document["ranking"]["by_pause"]] == ["fast", "slow"]
 
 
+def _chains_of(label, *chains):
+    return [dict(_synthetic_chain(label, times), repetition=number) for number, times in enumerate(chains, 1)]
+
+
+def test_ranking_is_over_every_chain_of_a_strategy_and_ties_what_the_test_cannot_tell_apart():
+    # Cycle times a multiple of 4 ns: each of its four parts is a quarter.
+    chains = (_chains_of("a", [400, 408, 416], [424, 432, 440]) + _chains_of("b", [404, 412, 420], [428, 436, 444])
+              + _chains_of("c", [904, 912, 920], [928, 936, 944]))
+    document = cycle_results.build_document(chains, {"image": {}, "options": {}})
+    ranked = document["ranking"]["by_cycle_time"]
+    assert [(entry["label"], entry["rank"], entry["tie"], entry["cycles"]) for entry in ranked] == [
+        ("a", 1, None, 6), ("b", 1, "not significant", 6), ("c", 3, None, 6)]
+    assert ranked[0]["median_ns"] == 420 and (ranked[0]["min_ns"], ranked[0]["max_ns"]) == (400, 440)
+    assert ranked[0]["spread_pct"] == pytest.approx(100 * (430 - 410) / 2 / 420)
+    assert ranked[2]["p"] < 0.05
+    text = cycle_report.render(document, "table")
+    assert "1= b 424 ns" in text and "3 c 924 ns" in text
+    assert "verdict: fastest per cycle: a (420 ns median over 6 cycle(s)); tied with b: statistically " \
+           "indistinguishable" in text
+
+
+def test_one_cycle_each_ties_for_want_of_cycles():
+    chains = [_synthetic_chain("a", [400]), _synthetic_chain("b", [900])]
+    ranked = cycle_results.build_document(chains, {"image": {}, "options": {}})["ranking"]["by_cycle_time"]
+    assert [(entry["rank"], entry["tie"]) for entry in ranked] == [(1, None), (1, "too few cycles")]
+
+
 # ---- the command line ----
 
 CLI_SMALL = ["--size", "1M", "--cycles", "2", "--dirty", "0.5"]
@@ -370,7 +397,8 @@ def test_cli_table_has_every_cycle_totals_and_the_ranking(tmp_path):
     for name in ("read", "mmap"):
         for number in ("1", "2", "all"):
             assert any(line.split()[:2] == [name, number] for line in lines), (name, number)
-    assert "time per cycle (median)" in result.stdout and "pause (median)" in result.stdout
+    assert "time per cycle (rank, median ± spread)" in result.stdout and "pause (rank, median" in result.stdout
+    assert "verdict: fastest per cycle: " in result.stdout
     assert "only a full dump is possible (read, mmap)" in result.stdout
     assert _chain_directories(tmp_path) == []
 
@@ -488,3 +516,17 @@ def test_a_chain_failed_before_its_first_cycle_is_a_row_with_its_reason(monkeypa
     result = CliRunner().invoke(main, ["cycle", "--size", "1M", "--cycles", "1", "-s", "read", "--timeout", "0.001"])
     assert result.exit_code == 1
     assert "read: failed: probe: timed out" in result.stdout
+
+
+def test_cli_repeat_runs_chains_per_strategy_and_ranks_over_them(tmp_path):
+    target = tmp_path / "cycles.json"
+    result = invoke("cycle", *CLI_SMALL, "-s", "read", "--repeat", "2", "-q", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    document = json.loads(target.read_text())
+    assert [(chain["label"], chain["repetition"]) for chain in document["chains"]] == [("read", 1), ("read", 2)]
+    assert document["metadata"]["options"]["repeat"] == 2
+    (entry,) = document["ranking"]["by_cycle_time"]
+    assert entry["cycles"] == 4
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["read", "#2", "all"] for line in lines)
+    assert result.stderr == ""

@@ -9,6 +9,7 @@ background fixup still running). Across runs, `wpcompare run` is started as a
 subprocess and interrupted (SIGINT as a terminal's Ctrl-C sends it, or
 SIGKILL), and nothing of it may remain.
 """
+import gc
 import os
 import resource
 import signal
@@ -52,6 +53,9 @@ def _run_to(argument):
         # A first run fills what the C library keeps for reuse, not a leak:
         # cached thread stacks (8 MiB each) and per-thread malloc arenas.
         _run_phases(image, strategy, params, stop)
+        # Garbage the parent held when it forked (a pipe of an earlier test's worker in a
+        # reference cycle) would otherwise be collected, and its descriptor closed, mid-check.
+        gc.collect()
         space_before = process_state.address_space()
         before = process_state.state(image.path)
         done, failed, region = _run_phases(image, strategy, params, stop)

@@ -16,11 +16,22 @@ from harness import invoke
 SMALL = ["--size", "1M", "--repeat", "2", "--warmup", "0", "--no-bounds"]
 
 
-def test_cdf_points_count_each_bucket_at_its_upper_bound():
-    xs, ys = plot.cdf_points([(100, 100, 2), (256, 257, 1), (1024, 1031, 1)])
-    assert xs == [100, 100, 257, 1031]
-    assert ys == [0.0, 0.5, 0.75, 1.0]
-    assert plot.cdf_points([]) == ([], [])
+def test_percentile_points_put_each_bucket_at_its_upper_bound_on_a_tail_axis():
+    """x = 1 / (1 - share): 50% at 2, 75% at 4; the last access (100%) one step further."""
+    xs, ys = plot.percentile_points([(100, 100, 2), (256, 257, 1), (1024, 1031, 1)])
+    assert xs == [1, 2, 4, 8]
+    assert ys == [100, 100, 257, 1031]
+    assert plot.percentile_points([]) == ([], [])
+    xs, _ = plot.percentile_points([(10, 10, 9990), (5000, 5000, 10)])
+    assert xs[1] == pytest.approx(1000), "99.9% of the pages at 10 ns: the tail starts at the 99.9% tick"
+
+
+def test_the_total_spread_is_over_the_measured_runs():
+    def row(restore, latency="none"):
+        return {"status": "ok", "warmup": False, "latency": latency,
+                "phases": {"restore": {"ns": restore}, "touch": {"ns": 100}, "fixup": {"ns": 10}}}
+    rows = [row(1000), row(2000), row(3000), row(4000), row(10 ** 9, latency="every")]
+    assert plot.total_spread(rows) == (2610, 1860, 3360)
 
 
 def test_buckets_of_the_measured_runs_are_merged():
@@ -93,8 +104,8 @@ def test_plot_writes_an_svg_with_every_row(result_file, tmp_path):
     _plot(result_file, tmp_path / "figure.svg")
     root = _svg_root(tmp_path / "figure.svg")
     text = " ".join(node.text or "" for node in root.iter("{http://www.w3.org/2000/svg}text"))
-    for label in ("first read of a page: latency CDF", "first write of a page: latency CDF",
-                  "median time per phase", "mmap read", "mmap write", "read read", "read write",
+    for label in ("first read of a page: latency by percentile", "first write of a page: latency by percentile",
+                  "90%", "median time per phase", "interquartile range", "mmap read", "mmap write", "read read", "read write",
                   "restore", "touch", "fixup"):
         assert label in text, label
     assert "uffd-huge" not in text, "a skipped row draws nothing"

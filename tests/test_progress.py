@@ -111,3 +111,21 @@ def test_the_command_passes_quiet_and_the_run_counts(monkeypatch):
                                            "--op", "read", *extra])
         assert result.exit_code == 0, result.output
     assert made == [{"quiet": False, "repeat": 2, "warmup": 1}, {"quiet": True, "repeat": 2, "warmup": 1}]
+
+
+def test_cycle_progress_names_the_strategy_cycle_and_chain():
+    from wpcompare.cycle import CycleStep
+
+    stream, clock = Terminal(), Clock()
+    shown = progress.progress_for(stream, cycles=True, delay=0, clock=clock)
+    assert isinstance(shown, progress.CycleProgress)
+    step = CycleStep("uffd-wp", 2, 3, 1, 2)
+    shown.started(1, 12, step)
+    clock.now += 4
+    shown.finished(1, 12, step, {})
+    shown.started(2, 12, CycleStep("uffd-wp", 3, 3, 1, 2))
+    line = stream.getvalue().split("\r")[-1]
+    assert line.startswith("[3/12] uffd-wp cycle 3/3, chain 1/2 | 4.0 s elapsed | ~40.0 s left")
+    shown.close()
+    assert stream.getvalue().endswith("\r")
+    assert progress.CycleProgress(stream).describe(CycleStep("read", 1, 3, 1, 1)) == "read cycle 1/3"

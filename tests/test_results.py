@@ -63,9 +63,30 @@ def test_median_and_spread():
     summary = results.summarize_values([14, None, 10, 12])
     assert summary["median"] == 12
     assert (summary["min"], summary["max"], summary["n"]) == (10, 14, 3)
-    assert summary["spread_pct"] == pytest.approx(100 * 2 / 12)
+    assert (summary["q1"], summary["q3"]) == (11, 13)           # between ranks, as numpy interpolates
+    assert summary["spread_pct"] == pytest.approx(100 * (13 - 11) / 2 / 12)
     assert results.summarize_values([None, None]) is None
     assert results.summarize_values([0, 0])["spread_pct"] == 0
+
+
+def test_one_outlier_barely_moves_the_spread_and_stays_in_min_max():
+    """Five runs, one 67x slower: half the min-max range said ±3300%; half the IQR says ±0.5%."""
+    summary = results.summarize_values([1005, 67700, 990, 1010, 1000])
+    assert (summary["q1"], summary["median"], summary["q3"]) == (1000, 1005, 1010)
+    assert summary["spread_pct"] == pytest.approx(100 * 5 / 1005)
+    assert (summary["min"], summary["max"]) == (990, 67700)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10 ** 12), min_size=1, max_size=40))
+def test_quartiles_are_numpys_inclusive_quantiles_in_any_order(values):
+    """The quartiles do not depend on the order the runs came in (statistics.quantiles'
+    inclusive method is numpy's default)."""
+    import statistics
+
+    summary = results.summarize_values(values)
+    expected = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    assert summary["q1"] == pytest.approx(expected[0]) and summary["q3"] == pytest.approx(expected[2])
+    assert summary["q1"] <= summary["median"] <= summary["q3"]
 
 
 def _row(label="mmap", op="read", status="ok", warmup=False, restore=1000, reason=None, **extra):
@@ -94,7 +115,7 @@ def test_groups_use_measured_runs_only():
     assert group["failures"] == ["worker killed by SIGSEGV"]
     restore = group["metrics"]["restore_ns"]
     assert (restore["median"], restore["min"], restore["max"]) == (2000, 1000, 3000)
-    assert restore["spread_pct"] == 50
+    assert restore["spread_pct"] == 25          # (2500 - 1500) / 2 / 2000
     assert group["metrics"]["touch_faults"]["median"] == 42
     assert group["metrics"]["page_p50_ns"]["median"] == 100
     assert group["metrics"]["page_max_ns"]["median"] == 4100
@@ -129,18 +150,20 @@ def test_table_shows_values_reasons_and_warnings():
             _row(op="write", status="failed", reason="worker killed by SIGSEGV"),
             _row(label="uffd", status="skipped", reason="needs huge pages: reserve some")]
     text = report.render_table(_document(rows, tail_bytes=100))
-    assert "2 µs ±50%" in text
+    assert "2 µs ±25%" in text
     assert "failed [1]" in text and "[1] mmap write: failed: worker killed by SIGSEGV" in text
     assert "skipped [2]" in text and "needs huge pages: reserve some" in text
     assert "warning: the image is 1048576 bytes" in text
-    assert "half the min-max range" in text
+    assert "half the interquartile range" in text
 
 
 def test_csv_holds_raw_numbers():
     text = report.render_csv(_document([_row(restore=1000), _row(restore=3000)]))
     (line,) = list(csv.DictReader(io.StringIO(text)))
     assert line["restore_ns_median"] == "2000.0"
-    assert line["restore_ns_spread_pct"] == "50.0"
+    assert line["restore_ns_spread_pct"] == "25.0"
+    assert (line["restore_ns_q1"], line["restore_ns_q3"]) == ("1500.0", "2500.0")
+    assert (line["restore_ns_min"], line["restore_ns_max"]) == ("1000", "3000")
     assert line["status"] == "ok"
 
 

@@ -70,14 +70,16 @@ def test_a_metric_flows_from_its_registry_entry(monkeypatch):
                    measurements={"phases": None, "verified": True, "detached": True}).to_json()
     document = results.build_document([row, dict(row, repetition=4)], {"options": {}, "image": {"bytes": 1}})
     assert document["groups"][0]["metrics"]["answer_ns"]["median"] == 42
-    assert "answer" in report.render_table(document).splitlines()[2]
+    assert "answer" in report.render(document, "markdown").splitlines()[2]
+    assert "answer" in export.parse_columns(report.KIND, "all")
     assert "answer_ns_median" in report.render_csv(document).splitlines()[0]
     side = compare.Side("a.json", document)
     assert "answer_ns" in compare.compare_documents(side, side)["rows"][0]["metrics"]
 
 
 def test_every_command_offers_the_registry_formats():
-    assert report.FORMATS == cycle_report.FORMATS == ("table", "json", "csv", "markdown")
+    assert report.FORMATS == ("table", "json", "csv", "markdown", "hlog")
+    assert cycle_report.FORMATS == ("table", "json", "csv", "markdown"), "no latency histograms to export"
     assert compare.FORMATS == ("table", "json", "markdown"), "compare has no records for csv"
     assert export.format_of(report.KIND, "out.MD") == "markdown"
     assert export.format_of(compare.KIND, "out.csv") == "table"

@@ -230,6 +230,18 @@ def test_a_sweep_with_a_trace_is_refused(tmp_path):
     assert "a trace was recorded in a region of one size" in line
 
 
+def test_a_sweep_with_chosen_columns_is_refused():
+    line = refused("--size", "4M,8M", "--columns", "all")
+    assert "a size sweep prints its own tables" in line
+
+
+def test_show_prints_a_sweep_file_as_the_sweep_printed_it(sweep_file):
+    path, printed = sweep_file
+    shown = invoke("show", str(path))
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == printed
+
+
 def test_a_single_size_that_is_not_whole_pages_is_still_allowed():
     assert sweep.parse_sizes("5000") == (5000,)
     assert sweep.parse_sizes("16M, 4M,8M") == SIZES

@@ -53,13 +53,34 @@ def test_same_cpu_hint_keeps_the_other_parameters():
     assert warning.endswith("measure it beside -s uffd:chunk=64K,handler-cpu=same")
 
 
-def test_spread_over_ten_percent_is_warned_with_more_repeats():
-    document = _document([_row(label="mmap", restore=r) for r in (1000, 1100, 1300)], repeat=3)
-    (warning,) = [w for w in report.warnings(document) if w.startswith("spread")]
-    assert "mmap read restore ±14%" in warning      # (1300 - 1000) / 2 / 1100
+def _detached(label, op, detached_ns, restore=1000):
+    row = _row(label=label, op=op, restore=restore)
+    row["time_to_detached_ns"] = detached_ns
+    return row
+
+
+def test_a_wide_spread_is_warned_only_where_the_verdict_uses_it():
+    # restore ±12% ((1200 - 1050) / 2 / 1100 +- rounding) is wide, but the verdict does not
+    # compare restore: not warned about; mmap's to detached, the fastest, is (±15%).
+    rows = [_detached("mmap", "read", ns, restore=r) for ns, r in ((700, 1000), (1000, 1100), (1300, 1300))]
+    rows += [_detached("read", "read", ns) for ns in (3000, 3000, 3000)]
+    (warning,) = [w for w in report.warnings(_document(rows, repeat=3)) if w.startswith("the verdict")]
+    assert "mmap read to detached ±15%" in warning          # (1150 - 850) / 2 / 1000
+    assert "restore" not in warning and "read read" not in warning
     assert "--repeat 10" in warning
-    tight = _document([_row(label="mmap", restore=r) for r in (1000, 1050, 1100)])
-    assert not [w for w in report.warnings(tight) if w.startswith("spread")]
+    tight = [_detached("mmap", "read", ns, restore=r) for ns, r in ((990, 1000), (1000, 1100), (1010, 1300))]
+    assert not [w for w in report.warnings(_document(tight + rows[3:])) if w.startswith("the verdict")]
+
+
+def test_a_spread_warning_names_at_most_four_values():
+    # Per op: mmap fastest, read and uffd not distinguishable from it: 3 values each, 6 in all.
+    rows = []
+    for op in ("read", "write"):
+        for label, base in (("mmap", 1000), ("read", 1100), ("uffd", 1200)):
+            rows += [_detached(label, op, base * factor) for factor in (1, 2, 3, 4)]
+    (warning,) = [w for w in report.warnings(_document(rows, repeat=4)) if w.startswith("the verdict")]
+    named = warning.split(": its ranking")[0]
+    assert named.count("±") == report.SPREAD_NAMED and named.endswith("and 2 more)")
 
 
 @pytest.mark.parametrize("handler_cpu,in_vm,warned", [(1, True, True), (0, True, False), (1, False, False)])

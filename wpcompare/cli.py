@@ -131,6 +131,23 @@ class ResultFileType(_ParsedType):
         return compare.Side(value, results.load_document(value))
 
 
+COLUMNS_HELP = ("default (restore, touch, fixup, to detached, checked: fits 100 columns), all, or "
+                "names from `all`'s header, comma-separated (`x bound:to detached` for a ratio); "
+                "for table and markdown (whose default is all), csv and json keep every column.")
+
+
+class ColumnsType(_ParsedType):
+    """`--columns` of a kind whose table has choosable columns (export.parse_columns)."""
+
+    name = "columns"
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def parse(self, value):
+        return export.parse_columns(self.kind, value)
+
+
 class PlottableFileType(_ParsedType):
     name = "results.json"
 
@@ -297,7 +314,10 @@ def main():
               help="Measure the physical bounds (one copy of the image into anonymous memory) beside "
                    "the strategies; `x bound` divides by bound-copy.")
 @click.option("--format", "fmt", type=click.Choice(report.FORMATS), default=None,
-              help="Format of --output (default: from its extension), or else of stdout. [default: table]")
+              help="Format of --output (default: from its extension), or else of stdout; hlog: the "
+                   "latency histograms in HdrHistogram's interval log format. [default: table]")
+@click.option("--columns", type=ColumnsType(report.KIND), default=None, metavar="default|all|NAME,...",
+              help="The table's columns after strategy and op: " + COLUMNS_HELP)
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every run has finished; the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
@@ -307,7 +327,7 @@ def main():
 @click.option("--inject", type=InjectionType(), default=None, hidden=True)
 @click.pass_context
 def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup, size, seed, image_kind,
-        image, cache, latency, latency_runs, bounds, fmt, output, timeout, quiet, inject):
+        image, cache, latency, latency_runs, bounds, fmt, columns, output, timeout, quiet, inject):
     """Measure strategies: restore, touch, fixup and verify, each run in a fresh process."""
     if preset == "list":
         click.echo("\n\n".join("\n".join(presets.describe(each)) for each in presets.PRESETS.values()))
@@ -335,6 +355,9 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     bound_labels = {choice.label for choice in bound_choices}
     unique = [choice for choice in unique if choice.label not in bound_labels]
     ops = ["read", "write"] if op == "both" else [op]
+    if sweep_sizes and columns is not None:
+        raise BadInput("--columns: a size sweep prints its own tables (one column per size); "
+                       "give one --size to choose a run table's columns")
     if sweep_sizes and pattern.kind == "trace":
         raise BadInput("--pattern trace: a trace was recorded in a region of one size; "
                        "give one --size, or another pattern")
@@ -395,7 +418,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     else:
         document = results.build_document(rows, metadata)
 
-    _show_and_export(document, sweep.KIND if sweep_facts else report.KIND, fmt, output)
+    _show_and_export(document, sweep.KIND if sweep_facts else report.KIND, fmt, output, columns)
 
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
@@ -426,7 +449,7 @@ PRESET_OPTIONS = ("op", "pattern", "size", "image_kind", "repeat", "warmup", "th
 _FROM_COMMAND_LINE = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
-def _show_and_export(document, kind, fmt, output):
+def _show_and_export(document, kind, fmt, output, columns=None):
     """The table on stdout (or fmt without --output) first, then the export in fmt or the
     format its extension names (export.FORMATS), written to output (wpcompare.output); the
     kind's warnings on stderr when stdout is data. A failed write is one error line (exit 1)
@@ -437,14 +460,14 @@ def _show_and_export(document, kind, fmt, output):
     else:
         terminal_format = fmt or export.DEFAULT
     problems, lost = [], False
-    if not _echo_stdout(export.render(kind, document, terminal_format), problems):
+    if not _echo_stdout(export.render(kind, document, terminal_format, columns), problems):
         lost = not output
     if export.is_data(terminal_format):
         for warning in kind.warnings(document):
             click.echo(f"warning: {warning}", err=True)
     if output:
         try:
-            note = output_files.write_export(output, export.render(kind, document, export_format))
+            note = output_files.write_export(output, export.render(kind, document, export_format, columns))
         except OSError as error:
             problems.append(f"cannot write {output}: {error.strerror or error}")
             lost = True
@@ -553,6 +576,30 @@ def compare_results(a, b, alpha, fmt, output):
     """Compare two result files row by row: B's medians against A's, with a significance test."""
     comparison = compare.compare_documents(a, b, alpha)
     _show_and_export(comparison, compare.KIND, fmt, output)
+
+
+@main.command(name="show")
+@click.argument("path", metavar="RESULT.json")
+@click.option("--format", "fmt", type=click.Choice([fmt.name for fmt in export.FORMATS]), default=None,
+              help="Format of --output (default: from its extension), or else of stdout; one the "
+                   "document's kind offers (csv: run and cycle; hlog: run). [default: table]")
+@click.option("--columns", default=None, metavar="default|all|NAME,...",
+              help="A run or cycle table's columns (see theirs); for a run: " + COLUMNS_HELP)
+@click.option("-o", "--output", type=OutputType(), default=None,
+              help="Write the document here in --format (or its extension's); the table still goes to stdout.")
+def show_command(path, fmt, columns, output):
+    """Render a saved result of run, cycle or compare again, in any format, without measuring."""
+    from wpcompare import show
+    try:
+        kind, document = show.load(path)
+        chosen = export.parse_columns(kind, columns) if columns is not None else None
+    except WpcError as error:
+        raise BadInput(error.reason) from None
+    wanted = fmt or (export.format_of(kind, output) if output else None)
+    if wanted is not None and wanted not in export.names(kind):
+        raise BadInput(f"--format {wanted}: a {kind.name} document is shown as "
+                       + ", ".join(export.names(kind)))
+    _show_and_export(document, kind, fmt, output, chosen)
 
 
 @main.command(name="plot")
@@ -685,14 +732,23 @@ def include_dir():
                    "filesystem decides whether copy_file_range can reflink. [default: the temp dir]")
 @click.option("--format", "fmt", type=click.Choice(cycle_report.FORMATS), default=None,
               help="Format of --output (default: from its extension), or else of stdout. [default: table]")
+@click.option("--columns", type=ColumnsType(cycle_report.KIND), default=None, metavar="default|all|NAME,...",
+              help="The table's columns after strategy and cycle: default (restore, work, fixup, written, "
+                   "pause, cycle time, verified), all, or names from `all`'s header, comma-separated; "
+                   "for table and markdown (whose default is all).")
 @click.option("-o", "--output", type=OutputType(), default=None,
               help="Write the results here once every chain has finished; the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
+@click.option("--repeat", type=click.IntRange(1, MAX_REPEAT), default=1, show_default=True,
+              help="Chains per strategy (each from the first image again): the ranking is over the "
+                   "cycles of all of them, with its spread and ties.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress line on stderr (it is shown only on a terminal, for chains over 2 s).")
 @click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
 @click.pass_context
 def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
-                  delete_old, directory, fmt, output, timeout, lose_write):
+                  delete_old, directory, fmt, columns, output, timeout, repeat, quiet, lose_write):
     """Repeated checkpoints: per strategy, cycles of restore, work, fixup, checkpoint, each verified."""
     if lose_write is not None and (lose_write > cycles or delete_old != "after-checkpoint"):
         raise click.UsageError("--lose-write CYCLE needs a CYCLE within --cycles and "
@@ -718,14 +774,20 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                             delete_old=delete_old, directory=directory, timeout=timeout,
                             lose_write=lose_write)
     started = time.monotonic()
+    progress = progress_for(quiet=quiet, cycles=True)
+    done = []
     try:
-        done = chains.run_chains(plan)
+        for repetition in range(1, repeat + 1):
+            done += chains.run_chains(plan, progress, repetition, repeat)
     except WpcError as error:
         raise click.ClickException(error.reason) from None
-    document = cycle_results.build_document(
-        done, document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv))
+    finally:
+        progress.close()
+    metadata = document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv)
+    metadata["options"]["repeat"] = repeat
+    document = cycle_results.build_document(done, metadata)
 
-    _show_and_export(document, cycle_report.KIND, fmt, output)
+    _show_and_export(document, cycle_report.KIND, fmt, output, columns)
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:

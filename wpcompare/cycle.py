@@ -66,16 +66,37 @@ def shown_workload(workload):
     return dict(workload, pattern=str(workload["pattern"]))
 
 
-def run_chains(plan):
-    """One chain per strategy choice, in order; the chains as JSON-able dicts."""
+@dataclass(frozen=True)
+class CycleStep:
+    """What the progress line shows as a cycle starts (progress.CycleProgress)."""
+    label: str
+    cycle: int
+    cycles: int
+    chain: int          # which of the `--repeat` chains of this strategy
+    chains: int
+
+
+def run_chains(plan, progress=None, chain=1, chains=1):
+    """One chain per strategy choice, in order; the chains as JSON-able dicts, each with its
+    repetition (chain, of chains: `cycle --repeat`). progress (runner.Progress) is told as each
+    cycle starts and ends, its index counted over every chain of every repetition."""
     if plan.lose_write and plan.delete_old != "after-checkpoint":
         raise ValueError("a lost write is injected by copying a page back from the old image, "
                          "which needs --delete-old after-checkpoint")
-    return [run_chain(plan, choice) for choice in plan.choices]
+    progress = progress or runner.Progress()
+    first = (chain - 1) * len(plan.choices) * plan.cycles
+    total = chains * len(plan.choices) * plan.cycles
+    done = []
+    for position, choice in enumerate(plan.choices):
+        steps = (progress, first + position * plan.cycles, total, chain, chains)
+        done.append(dict(run_chain(plan, choice, steps), repetition=chain))
+    return done
 
 
-def run_chain(plan, choice):
-    """Every cycle of one strategy, each in a fresh process; stops at the first failed cycle."""
+def run_chain(plan, choice, steps=None):
+    """Every cycle of one strategy, each in a fresh process; stops at the first failed cycle.
+    steps: (progress, index of its first cycle, total, chain, chains), or None."""
+    progress, first, total, repetition, chains = steps or (runner.Progress(), 0, plan.cycles, 1, 1)
     chain = Chain.for_choice(choice)
     # In a child, as every run's probe: probing may open a userfaultfd or reserve huge pages.
     try:
@@ -96,12 +117,15 @@ def run_chain(plan, choice):
         history = []
         for cycle in range(1, plan.cycles + 1):
             spec = _cycle_spec(plan, choice, directory, cycle, history)
+            step = CycleStep(chain.label, cycle, plan.cycles, repetition, chains)
+            progress.started(first + cycle - 1, total, step)
             try:
                 row = runner.call_in_fresh_process(run_cycle, spec, plan.timeout)
             except runner.WorkerFailure as failure:
                 dead = chain.row(cycle)
                 dead.fail(failure.reason)
                 row = dead.to_json()
+            progress.finished(first + cycle - 1, total, step, row)
             chain.cycles.append(row)
             if row["status"] != "ok":
                 chain.end("failed", f"cycle {cycle}: {row['reason']}")

@@ -26,48 +26,69 @@ DEFINITIONS = (
     "detached; written: bytes the kept dump wrote from memory (the incremental one where the "
     "strategy has a dirty set, its other pages copied from the old image); pause: the part of "
     "fixup the application cannot run alongside + the kept dump; cycle time: restore + work + "
-    "fixup + the kept dump; totals: sums, VMAs and peak RSS the maximum")
+    "fixup + the kept dump; totals: sums, VMAs and peak RSS the maximum; #N: the N-th chain of "
+    "a strategy (--repeat); ranking: median over the cycles of all its chains ± spread (half the "
+    "interquartile range, % of the median); a rank with = ties with the first of that rank: the "
+    "Mann-Whitney U test cannot tell them apart (p >= 0.05) or too few cycles to test")
 
 
 def _format(name, value):
     return export.format_value(metrics.CYCLE_BY_NAME[name].unit, value)
 
 
-def table_rows(document):
-    """(header, rows, notes): a line per cycle and a total per strategy; numbered reasons.
+DEFAULT_COLUMNS = ("restore", "work", "fixup", "written", "pause", "cycle time", "verified")
+
+
+def column_names():
+    """(every column name after strategy and cycle, the terminal table's default): export.Kind.columns."""
+    return tuple(title for title, _ in columns()[2:]), DEFAULT_COLUMNS
+
+
+def table_rows(document, names=None):
+    """(header, rows, notes): a line per cycle and a total per strategy in the named columns
+    (column_names(); None: every one); numbered reasons.
 
     verified: "yes", "NO" (bytes differ from the model), or "not checked" for a cycle that
     failed before its checks ran (a full disk, a timeout, a crash)."""
-    shown = columns()
-    header = [name for name, _ in shown]
+    names = column_names()[0] if names is None else names
+    metric_of = {title: metric for title, metric in columns()[2:-1]}
+    header = ["strategy", "cycle"] + list(names)
     rows, notes = [], []
 
     def note(text):
         notes.append(text)
         return f"[{len(notes)}]"
 
+    def line(label, cycle, cells, status=None):
+        row = [label, cycle] + [cells.get(name, "") for name in names]
+        if status is not None:
+            row[2] = status
+        return row
+
+    def measured(values, verified):
+        cells = {title: _format(metric, values[metric]) for title, metric in metric_of.items()}
+        return dict(cells, verified=verified)
+
+    repeated = any(chain.get("repetition", 1) > 1 for chain in document["chains"])
     for chain in document["chains"]:
-        label = chain["label"]
+        label = chain["label"] + (f" #{chain.get('repetition', 1)}" if repeated else "")
         if chain["status"] == "skipped" or not chain["cycles"]:
             # A chain that failed before its first cycle (its probe) is a row too.
             marker = note(f"{label}: {chain['status']}: {chain['reason']}")
-            rows.append([label, "-", f"{chain['status']} {marker}"] + [""] * (len(shown) - 3))
+            rows.append(line(label, "-", {}, f"{chain['status']} {marker}"))
             continue
         for row in chain["cycles"]:
             if row["status"] != "ok":
                 phase = f" in {row['failed_phase']}" if row.get("failed_phase") else ""
                 marker = note(f"{label} cycle {row['cycle']}: failed{phase}: {row['reason']}")
-                rows.append([label, str(row["cycle"]), f"failed {marker}"]
-                            + [""] * (len(shown) - 4) + [VERDICT_TEXT[cycle_verdict(row)]])
+                rows.append(line(label, str(row["cycle"]), {"verified": VERDICT_TEXT[cycle_verdict(row)]},
+                                 f"failed {marker}"))
                 continue
-            values = cycle_results.cycle_metrics(row)
-            rows.append([label, str(row["cycle"])]
-                        + [_format(metric, values[metric]) for _, metric in shown[2:-1]] + ["yes"])
+            rows.append(line(label, str(row["cycle"]), measured(cycle_results.cycle_metrics(row), "yes")))
         totals = chain.get("totals")
         if totals:
-            verified = VERDICT_TEXT[chain_verdict(chain)]
-            rows.append([label, f"all {totals['cycles']}"]
-                        + [_format(metric, totals[metric]) for _, metric in shown[2:-1]] + [verified])
+            rows.append(line(label, f"all {totals['cycles']}",
+                             measured(totals, VERDICT_TEXT[chain_verdict(chain)])))
     return header, rows, notes
 
 
@@ -137,18 +158,52 @@ def context_line(document):
             f"each deleted {deletion}")
 
 
+def _ranked(entry):
+    spread = f" ±{entry['spread_pct']:.0f}%" if entry.get("spread_pct") is not None and entry.get("cycles", 1) > 1 else ""
+    return f"{entry['label']} {format_ns(entry['median_ns'])}{spread}"
+
+
 def ranking_rows(document):
-    """(header, rows) of the ranking: by median time per cycle and by median pause."""
+    """(header, rows) of the ranking: by median time per cycle and by median pause, each entry
+    with its rank (shared where the test cannot tell two strategies apart) and spread."""
     by_time = document["ranking"]["by_cycle_time"]
     by_pause = document["ranking"]["by_pause"]
     rows = []
-    for rank in range(max(len(by_time), len(by_pause))):
-        row = [str(rank + 1)]
+    for position in range(max(len(by_time), len(by_pause))):
+        row = [str(position + 1)]
         for entries in (by_time, by_pause):
-            entry = entries[rank] if rank < len(entries) else None
-            row.append(f"{entry['label']} {format_ns(entry['median_ns'])}" if entry else "")
-        rows.append(row)
-    return ["rank", "time per cycle (median)", "pause (median)"], rows
+            entry = entries[position] if position < len(entries) else None
+            rank = entry.get("rank", position + 1) if entry else None
+            row.append(f"{rank}{'=' if entry and entry.get('tie') else ''} {_ranked(entry)}" if entry else "")
+        rows.append(row[1:])
+    return ["time per cycle (rank, median ± spread)", "pause (rank, median ± spread)"], rows
+
+
+def verdict(document):
+    """The ranking in words: the first by time per cycle and by pause, who ties with them,
+    and what did not run."""
+    lines = []
+    for key, what in (("by_cycle_time", "fastest per cycle"), ("by_pause", "shortest pause")):
+        entries = document["ranking"][key]
+        if not entries:
+            continue
+        first = entries[0]
+        text = f"{what}: {first['label']} ({format_ns(first['median_ns'])} median over {first.get('cycles', '?')} cycle(s))"
+        tied = [entry["label"] for entry in entries[1:] if entry.get("rank") == first.get("rank", 1)]
+        if tied:
+            reasons = {entry.get("tie") for entry in entries[1:] if entry["label"] in tied}
+            why = ("too few cycles to tell them apart (--repeat or --cycles more)" if reasons == {"too few cycles"}
+                   else "statistically indistinguishable (Mann-Whitney p >= 0.05)")
+            text += f"; tied with {', '.join(tied[:4])}{' and more' if len(tied) > 4 else ''}: {why}"
+        elif len(entries) > 1:
+            text += (f", {entries[1]['median_ns'] / first['median_ns']:.2f}x ahead of the next, "
+                     f"{entries[1]['label']}" if first["median_ns"] else "")
+        lines.append(text)
+    for chain in document["chains"]:
+        if chain["status"] in ("skipped", "failed") and chain.get("repetition", 1) == 1:
+            gist = (chain["reason"] or "").split(": ")[0].split("; ")[0][:80]
+            lines.append(f"{chain['status']}: {chain['label']}: {gist}")
+    return lines
 
 
 def warnings(document):
@@ -160,15 +215,17 @@ def warnings(document):
     return found
 
 
-def layout(document):
-    """The text report's blocks (export.text)."""
-    header, rows, notes = table_rows(document)
+def layout(document, columns=None):
+    """The text report's blocks (export.text): the table in the named columns (column_names();
+    None: every one), its notes, the ranking, the verdict, warnings, definitions."""
+    header, rows, notes = table_rows(document, columns)
     rank_header, rank_rows = ranking_rows(document)
     blocks = [[context_line(document)], [Table(header, rows)],
               [Bullet(f"[{number}] {text}") for number, text in enumerate(notes, 1)],
               [Bullet(text) for text in dump_notes(document)]]
     if rank_rows:
         blocks.append([Table(rank_header, rank_rows)])
+    blocks.append([Bullet(f"verdict: {text}") for text in verdict(document)])
     blocks += [[Bullet(f"warning: {text}")] for text in warnings(document)]
     blocks.append([Bullet(DEFINITIONS)])
     return blocks
@@ -203,7 +260,7 @@ def records(document):
     return header, lines
 
 
-KIND = export.Kind("cycle", layout, results.dumps, records, warnings)
+KIND = export.Kind("cycle", layout, results.dumps, records, warnings, columns=column_names)
 FORMATS = export.names(KIND)
 
 

@@ -4,7 +4,9 @@
                options), plus where the chains' images lived
     chains     one per strategy: identity, status and reason, every cycle's raw
                row (the worker's measurements, dumps, image checks) and totals
-    ranking    strategies by median time per cycle and by median pause
+    ranking    strategies by median time per cycle and by median pause over the cycles
+               of all their chains (`--repeat`), with the spread, and ranks that tie
+               where the Mann-Whitney U test cannot tell two strategies apart
 
 Derived numbers, per cycle:
     checkpoint  the dump the chain kept: incremental where the strategy has a
@@ -16,7 +18,7 @@ Derived numbers, per cycle:
                 both passes read no clock inside their loop (cycle/1 files timed
                 every access, which inflated both)
 """
-from wpcompare import metrics
+from wpcompare import mannwhitney, metrics
 from wpcompare.results import summarize_values
 
 SCHEMA = "wpcompare.cycle/2"
@@ -44,20 +46,53 @@ def chain_totals(chain):
     return totals
 
 
-def ranking(chains):
-    """Completed chains ordered by median time per cycle, and by median pause."""
+ALPHA = 0.05
+
+
+def ranking(chains, alpha=ALPHA):
+    """Strategies ordered by median time per cycle, and by median pause, over the completed
+    cycles of all their completed chains (`--repeat` runs several per strategy), with the
+    spread (results.summarize_values) and a rank: a strategy the two-sided Mann-Whitney U test
+    cannot tell from the first of the rank above it (p >= alpha, or too few cycles for any p
+    below it) shares that rank."""
     ranked = {}
     for key, metric in (("by_cycle_time", "cycle_ns"), ("by_pause", "pause_ns")):
-        entries = []
+        values = {}
         for chain in chains:
-            totals = chain.get("totals")
-            if chain["status"] != "ok" or not totals or not totals["per_cycle"][metric]:
+            if chain["status"] != "ok" or not chain.get("totals") or not chain["totals"]["per_cycle"][metric]:
                 continue
-            summary = totals["per_cycle"][metric]
-            entries.append({"label": chain["label"], "median_ns": summary["median"],
-                            "min_ns": summary["min"], "max_ns": summary["max"]})
-        ranked[key] = sorted(entries, key=lambda entry: entry["median_ns"])
+            values.setdefault(chain["label"], []).extend(
+                cycle_metrics(row)[metric] for row in chain["cycles"] if row["status"] == "ok")
+        entries = []
+        for label, found in values.items():
+            summary = summarize_values(found)
+            entries.append({"label": label, "median_ns": summary["median"], "min_ns": summary["min"],
+                            "max_ns": summary["max"], "spread_pct": summary["spread_pct"],
+                            "cycles": summary["n"], "values_ns": found})
+        entries.sort(key=lambda entry: entry["median_ns"])
+        _add_ranks(entries, alpha)
+        for entry in entries:
+            del entry["values_ns"]
+        ranked[key] = entries
     return ranked
+
+
+def _add_ranks(entries, alpha):
+    """rank: 1-based position, shared with the leader of the rank above when the test cannot
+    tell them apart; p: that test's p-value (None for a leader or when too few cycles)."""
+    leader = None
+    for position, entry in enumerate(entries, 1):
+        entry["p"] = None
+        if leader is not None:
+            a, b = leader["values_ns"], entry["values_ns"]
+            if mannwhitney.smallest_p(len(a), len(b)) >= alpha:
+                entry["rank"], entry["tie"] = leader["rank"], "too few cycles"
+                continue
+            entry["p"] = mannwhitney.mann_whitney_u(a, b).p
+            if entry["p"] >= alpha:
+                entry["rank"], entry["tie"] = leader["rank"], "not significant"
+                continue
+        entry["rank"], entry["tie"], leader = position, None, entry
 
 
 def derive(document):

@@ -53,6 +53,10 @@ class Kind:
     dumps: Callable                        # document -> its JSON text
     records: Optional[Callable] = None     # document -> (header, rows) of raw values; None: no csv
     warnings: Callable = _no_warnings      # document -> [text], on stderr when stdout is data
+    # () -> (every column name, the terminal table's default ones): the table's columns can be
+    # chosen (`--columns`), and layout takes them as layout(document, names); None: fixed columns.
+    columns: Optional[Callable] = None
+    histograms: Optional[Callable] = None  # document -> [(tag, length_s, histogram)]: hlog; None: none
 
 
 def table(rows, header, tablefmt):
@@ -116,9 +120,49 @@ def format_value(unit, value):
     return UNIT_FORMATS[unit](value)
 
 
+# ---- the table's columns ----
+
+def parse_columns(kind, text):
+    """The column names `--columns TEXT` chooses: "all", "default", or NAME,NAME,... (names
+    as `--columns all` lists them, any case), or InvalidArgument naming what is wrong."""
+    from wpcompare.errors import InvalidArgument
+
+    if kind.columns is None:
+        raise InvalidArgument(f"--columns: a {kind.name} table has fixed columns; drop --columns")
+    every, default = kind.columns()
+    if text.strip().lower() == "all":
+        return tuple(every)
+    if text.strip().lower() == "default":
+        return tuple(default)
+    by_lower = {name.lower(): name for name in every}
+    chosen = []
+    for name in (part.strip() for part in text.split(",")):
+        if name.lower() not in by_lower:
+            raise InvalidArgument(f"--columns: no column {name!r} in a {kind.name} table; choose "
+                                  "all, default, or names from: " + ", ".join(every))
+        if by_lower[name.lower()] not in chosen:
+            chosen.append(by_lower[name.lower()])
+    return tuple(chosen)
+
+
+def _layout(kind, document, columns, wide):
+    """kind's blocks with the chosen columns; without a choice the terminal's table has the
+    kind's default ones, markdown (wide) every one."""
+    if kind.columns is None:
+        return kind.layout(document)
+    every, default = kind.columns()
+    return kind.layout(document, columns or (every if wide else default))
+
+
+def _text_format(tablefmt, bullet, wide):
+    def render(kind, document, columns=None):
+        return text(_layout(kind, document, columns, wide), tablefmt, bullet)
+    return render
+
+
 # ---- the formats ----
 
-def render_csv(kind, document):
+def render_csv(kind, document, columns=None):
     """The kind's records, one line each; an absent value is an empty field."""
     header, rows = kind.records(document)
     out = io.StringIO()
@@ -133,19 +177,28 @@ def render_csv(kind, document):
 class Format:
     name: str
     extensions: tuple            # for -o FILE without --format
-    render: Callable             # (kind, document) -> text
+    render: Callable             # (kind, document, columns) -> text; columns: names or None
     needs_records: bool = False  # offered only for kinds with records
     data: bool = False           # for tools: a kind's warnings go to stderr instead
+    needs_histograms: bool = False  # offered only for kinds with histograms
 
     def offered_for(self, kind):
-        return not self.needs_records or kind.records is not None
+        return ((not self.needs_records or kind.records is not None)
+                and (not self.needs_histograms or kind.histograms is not None))
+
+
+def render_hlog(kind, document, columns=None):
+    from wpcompare import hlog
+
+    return hlog.interval_log(kind.histograms(document), document.get("metadata") or {})
 
 
 FORMATS = (
-    Format("table", (), lambda kind, document: text(kind.layout(document), "simple", "")),
-    Format("json", (".json",), lambda kind, document: kind.dumps(document), data=True),
+    Format("table", (), _text_format("simple", "", wide=False)),
+    Format("json", (".json",), lambda kind, document, columns=None: kind.dumps(document), data=True),
     Format("csv", (".csv",), render_csv, needs_records=True, data=True),
-    Format("markdown", (".md", ".markdown"), lambda kind, document: text(kind.layout(document), "github", "- ")),
+    Format("markdown", (".md", ".markdown"), _text_format("github", "- ", wide=True)),
+    Format("hlog", (".hlog",), render_hlog, needs_histograms=True, data=True),
 )
 BY_NAME = {fmt.name: fmt for fmt in FORMATS}
 DEFAULT = "table"
@@ -156,8 +209,9 @@ def names(kind):
     return tuple(fmt.name for fmt in FORMATS if fmt.offered_for(kind))
 
 
-def render(kind, document, name):
-    return BY_NAME[name].render(kind, document)
+def render(kind, document, name, columns=None):
+    """document in format name; columns: the table's column names (parse_columns), or None."""
+    return BY_NAME[name].render(kind, document, columns)
 
 
 def is_data(name):

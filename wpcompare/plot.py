@@ -1,10 +1,13 @@
 """`wpcompare plot RESULTS.json -o FILE.png|svg`: the figures of a result file.
 
-A run result (schema wpcompare.run/1) gives three panels: the distribution
-(CDF, log time axis) of the first-access latency of a page, one curve per
-strategy, for first reads and for first writes, from the touch histograms
-kept in the file (the measured runs of a row merged); and one stacked bar
-per row with the median restore, touch and fixup times.
+A run result (schema wpcompare.run/1) gives three panels: the first-access latency of a
+page by percentile, HdrHistogram style (log latency against a percentile axis stretched
+towards the tail: 50, 90, 99, 99.9, 99.99 %, so the slow 1% of stalls is as wide as the
+fast half), one curve per strategy, for first reads and for first writes, from the touch
+histograms kept in the file (the measured runs of a row merged); and one stacked bar per
+row with the median restore, touch and fixup times, with the median and interquartile
+range of their sum over the runs as an error bar. Colour means one thing per figure: a
+strategy; the phases are greys.
 
 Each document type has its plotter in PLOTTERS, keyed by schema: results of
 `wpcompare cycle` (wpcompare.cycle/2 and /1) are drawn per cycle by cycle_plot; a size
@@ -21,8 +24,12 @@ from wpcompare.errors import InvalidArgument, WpcError
 
 IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
 # The stacked bars: metrics of the registry, each titled as its table column.
+# Greys: in a run's figure colour means a strategy, and only that.
 PHASES = tuple((metrics.find(name).column, name, color)
-               for name, color in (("restore_ns", "#4c72b0"), ("touch_ns", "#dd8452"), ("fixup_ns", "#55a868")))
+               for name, color in (("restore_ns", "#404040"), ("touch_ns", "#8c8c8c"), ("fixup_ns", "#cfcfcf")))
+# The percentile axis: x = 1 / (1 - share), so 90% is at 10, 99% at 100, ...
+PERCENTILE_TICKS = ((1, "0%"), (2, "50%"), (10, "90%"), (100, "99%"), (1000, "99.9%"), (10_000, "99.99%"),
+                    (100_000, "99.999%"))
 MISSING_MATPLOTLIB = ("wpcompare plot needs matplotlib, which is not installed: "
                       "pip install 'wpcompare[plot]' (in a checkout: pip install '.[plot]')")
 
@@ -71,22 +78,34 @@ def merged_buckets(rows, histogram="touch"):
     return sorted((low, high, count) for (low, high), count in counts.items())
 
 
-def cdf_points(buckets):
-    """(xs, ys) of the empirical CDF: ys[i] is the share of accesses at most xs[i] ns.
-
-    A bucket's accesses are counted at its upper bound, so the curve never
-    claims an access was faster than it could have been.
-    """
+def percentile_points(buckets):
+    """(xs, ys) of the latency by percentile: xs[i] = 1 / (1 - share) at the upper bound ys[i]
+    of each bucket (HdrHistogram's percentile distribution). The last share, 1, has no finite
+    place: it is drawn at the next step past the rank before it (twice its distance from 0%),
+    which is where HdrHistogram's plots end too."""
     total = sum(count for _, _, count in buckets)
     if not total:
         return [], []
-    xs, ys = [max(buckets[0][0], 1)], [0.0]
-    seen = 0
+    xs, ys, seen = [1.0], [max(buckets[0][0], 1)], 0
     for _, high, count in buckets:
         seen += count
-        xs.append(max(high, 1))
-        ys.append(seen / total)
+        share = min(seen / total, 1 - 1 / (2 * total))
+        xs.append(1 / (1 - share))
+        ys.append(max(high, 1))
     return xs, ys
+
+
+def total_spread(rows):
+    """(median, q1, q3) over the measured runs of restore + touch + fixup, or None."""
+    measured, _ = results.split_runs(rows)
+    sums = []
+    for row in measured:
+        phases = row.get("phases") or {}
+        values = [(phases.get(name) or {}).get("ns") for name in ("restore", "touch", "fixup")]
+        if all(value is not None for value in values):
+            sums.append(sum(values))
+    summary = results.summarize_values(sums)
+    return (summary["median"], summary["q1"], summary["q3"]) if summary else None
 
 
 def phase_medians(group):
@@ -120,7 +139,7 @@ def plot_run(document, Figure):
     if lines:
         legend.legend(list(lines.values()), list(lines), loc="upper left", fontsize=8, frameon=False,
                       title="strategy", title_fontsize=9)
-    _phase_bars(figure.add_subplot(grid[1, :]), plotted)
+    _phase_bars(figure.add_subplot(grid[1, :]), document, plotted)
     return figure, notes
 
 
@@ -140,8 +159,8 @@ def _time_axis(axis):
 
 def _cdf_panel(axes, document, groups, op, style_of):
     """Draw the panel; {label: line} of the curves drawn."""
-    axes.set_title(f"first {op} of a page: latency CDF", fontsize=10)
-    curves = [(group, cdf_points(merged_buckets(measured_rows(document, group)))) for group in groups]
+    axes.set_title(f"first {op} of a page: latency by percentile", fontsize=10)
+    curves = [(group, percentile_points(merged_buckets(measured_rows(document, group)))) for group in groups]
     curves = [(group, points) for group, points in curves if points[0]]
     if not curves:
         axes.text(0.5, 0.5, f"no {op} rows measured", ha="center", va="center",
@@ -149,22 +168,28 @@ def _cdf_panel(axes, document, groups, op, style_of):
         axes.set_xticks([])
         axes.set_yticks([])
         return {}
-    axes.set_ylabel("share of pages")
-    axes.set_xlabel("latency (log scale)")
+    axes.set_ylabel("latency (log scale)")
+    axes.set_xlabel("percentile of pages")
     axes.set_xscale("log")
-    axes.set_ylim(0, 1.02)
+    axes.set_yscale("log")
+    widest = max(max(xs) for _, (xs, _) in curves)
+    ticks = [(x, text) for x, text in PERCENTILE_TICKS if x <= widest * 1.01] or [PERCENTILE_TICKS[0]]
+    axes.set_xticks([x for x, _ in ticks], [text for _, text in ticks], fontsize=8)
+    axes.minorticks_off()
+    axes.set_xlim(1, max(widest, 2))
     axes.grid(True, which="major", alpha=0.3)
     lines = {}
     for group, (xs, ys) in curves:
         color, dash = style_of[group["label"]]
-        (lines[group["label"]],) = axes.step(xs, ys, where="post", color=color, linestyle=dash,
+        (lines[group["label"]],) = axes.step(xs, ys, where="pre", color=color, linestyle=dash,
                                              label=group["label"], linewidth=1.4)
-    _time_axis(axes.xaxis)
+    _time_axis(axes.yaxis)
     return lines
 
 
-def _phase_bars(axes, groups):
-    axes.set_title("median time per phase", fontsize=10, loc="left")
+def _phase_bars(axes, document, groups):
+    axes.set_title("median time per phase; |-|: restore+touch+fixup, median and interquartile range "
+                   "over the runs", fontsize=10, loc="left")
     if not groups:
         axes.text(0.5, 0.5, "no rows measured", ha="center", va="center", transform=axes.transAxes,
                   color="gray")
@@ -177,12 +202,19 @@ def _phase_bars(axes, groups):
         widths = [phase_medians(group)[name] / 1e6 for group in groups]
         axes.barh(positions, widths, left=left, color=color, label=name, height=0.6)
         left = [start + width for start, width in zip(left, widths)]
-    for position, total in zip(positions, left):
-        axes.text(total, position, " " + report.format_ns(total * 1e6), va="center", fontsize=8)
+    spreads = [total_spread(measured_rows(document, group)) for group in groups]
+    for position, spread in zip(positions, spreads):
+        if spread:
+            median, low, high = (value / 1e6 for value in spread)
+            axes.errorbar([median], [position], xerr=[[median - low], [high - median]], fmt="|", color="black",
+                          markersize=10, capsize=3, linewidth=1)
+    ends = [max(total, (spread[2] / 1e6 if spread else 0)) for total, spread in zip(left, spreads)]
+    for position, total, end in zip(positions, left, ends):
+        axes.text(end, position, " " + report.format_ns(total * 1e6), va="center", fontsize=8)
     axes.set_yticks(list(positions), names, fontsize=8)
     axes.invert_yaxis()
     axes.set_xlabel("milliseconds")
-    axes.set_xlim(0, max(left) * 1.15 or 1)
+    axes.set_xlim(0, max(ends) * 1.15 or 1)
     axes.grid(True, axis="x", alpha=0.3)
     # Above the bars, beside the title: inside, it would hide the longest bars.
     axes.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=len(PHASES), fontsize=8, frameon=False)

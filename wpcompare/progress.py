@@ -17,13 +17,14 @@ from wpcompare.runner import Progress
 DELAY_S = 2.0
 
 
-def progress_for(stream=None, quiet=False, **options):
-    """A TerminalProgress if stream (default stderr) is a terminal and not quiet, else a silent one."""
+def progress_for(stream=None, quiet=False, cycles=False, **options):
+    """A TerminalProgress (of `cycle`'s cycles: a CycleProgress) if stream (default stderr) is a
+    terminal and not quiet, else a silent one."""
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     if quiet or not (isatty and isatty()):
         return Progress()
-    return TerminalProgress(stream, **options)
+    return (CycleProgress if cycles else TerminalProgress)(stream, **options)
 
 
 def format_duration(seconds):
@@ -105,3 +106,11 @@ class TerminalProgress(Progress):
         self.stream.write("\r" + text + padding)
         self.stream.flush()
         self.width = len(text)
+
+
+class CycleProgress(TerminalProgress):
+    """`[i/N] strategy cycle c/C (chain r/R) | elapsed | ~left` as cycle i starts (cycle.CycleStep)."""
+
+    def describe(self, step):
+        chain = f", chain {step.chain}/{step.chains}" if step.chains > 1 else ""
+        return f"{step.label} cycle {step.cycle}/{step.cycles}{chain}"

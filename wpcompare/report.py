@@ -7,7 +7,7 @@ tools: raw numbers (ns, counts) of every metric; json is the whole document.
 """
 import re
 
-from wpcompare import export, metrics, output, published, results
+from wpcompare import export, hlog, metrics, output, published, results, verdict
 from wpcompare.export import Bullet, Table, format_count, format_ns
 from wpcompare.options import human_bytes
 from wpcompare.rows import params_pairs, params_text
@@ -22,6 +22,23 @@ def columns():
         if metric.bound_ratio:
             shown.append(("x bound", f"x_bound:{metric.name}"))
     return shown + [("verified", None), ("detached", None)]
+
+
+# The columns `--columns` names (after strategy and op, which every table has): each metric's
+# column title, "x bound:" and the title of the metric it divides, verified and detached, and
+# "checked" (verified and detached in one mark, for the narrow default table).
+CHECKED = "checked"
+DEFAULT_COLUMNS = ("restore", "touch", "fixup", "to detached", CHECKED)
+
+
+def column_names():
+    """(every column name in `--columns all` order, the default table's): export.Kind.columns."""
+    every = []
+    for metric in metrics.table_metrics():
+        every.append(metric.column)
+        if metric.bound_ratio:
+            every.append(f"x bound:{metric.column}")
+    return tuple(every + ["verified", "detached"]), DEFAULT_COLUMNS
 
 
 def legend(document):
@@ -46,7 +63,10 @@ def legend(document):
                   f"{_reference_rows(document)}), same op, for time to detached and for "
                   "touched+detached (the later of every page touched and detached, from restore's start)"
                   if bound else "x bound: no bound measured (--no-bounds)")
-    return ("values: median over the runs ± spread (half the min-max range, % of the median); " + touch
+    return ("values: median over the runs ± spread (half the interquartile range, % of the median: "
+            "the middle half of the runs lies within about ± it; min and max are in the json and csv); "
+            + "checked: ok = every byte restored right and the region detached from the image "
+            "(k/n det: in k of n runs; mapped: never detached; NO: bytes differ); " + touch
             + "; p50/p99/fault: the strategy's service time of one fault, where it measures one; "
             + bound_text + "; faults: minor+major during touch; VMAs: after fixup")
 
@@ -93,24 +113,49 @@ def _yes_no(group):
     return verified, state
 
 
-def table_rows(document):
-    """(header, rows, notes): the table cells and the numbered reasons of skipped/failed rows."""
-    shown = columns()
-    header = [name for name, _ in shown]
+def _checked(group):
+    """Verified and detached in one mark: "ok", "ok, mapped", "ok, 3/5 det", or "NO"."""
+    if not group["verified"]:
+        return "NO"
+    runs, detached = group["runs"], group["detached_runs"]
+    if detached == runs:
+        return "ok"
+    return "ok, mapped" if detached == 0 else f"ok, {detached}/{runs} det"
+
+
+def _column_cell(name, group):
+    """The cell of one named column (column_names()) for an ok group."""
+    if name == CHECKED:
+        return _checked(group)
+    if name in ("verified", "detached"):
+        return _yes_no(group)[name == "detached"]
+    ratio_of = name.partition("x bound:")[2]
+    for metric in metrics.table_metrics():
+        if ratio_of and metric.column == ratio_of:
+            return _times((group.get("x_bound") or {}).get(metric.name))
+        if metric.column == name:
+            return _cell(metric, group["metrics"][metric.name])
+    raise KeyError(name)
+
+
+def _column_title(name):
+    return "x bound" if name.startswith("x bound:") else name
+
+
+def table_rows(document, names=None):
+    """(header, rows, notes): the table cells of the named columns (column_names(); None:
+    every one) and the numbered reasons of skipped/failed rows."""
+    names = column_names()[0] if names is None else names
+    header = ["strategy", "op"] + [_column_title(name) for name in names]
     rows, notes = [], []
     for group in document["groups"]:
         row = [group["label"], group["op"]]
         if group["status"] != "ok":
             notes.append(f"{group['label']} {group['op']}: {group['status']}: {group['reason']}")
             row.append(f"{group['status']} [{len(notes)}]")
-            row += [""] * (len(shown) - len(row))
+            row += [""] * (len(header) - len(row))
         else:
-            for _, key in shown[2:-2]:
-                if key.startswith("x_bound:"):
-                    row.append(_times((group.get("x_bound") or {}).get(key.partition(":")[2])))
-                else:
-                    row.append(_cell(metrics.find(key), group["metrics"][key]))
-            row += list(_yes_no(group))
+            row += [_column_cell(name, group) for name in names]
         rows.append(row)
     return header, rows, notes
 
@@ -170,23 +215,28 @@ def warnings(document):
 
 
 SPREAD_LIMIT_PCT = 10
+SPREAD_NAMED = 4       # values a spread warning names; the rest are counted
 
 
 def _spread_warning(document):
-    wide = []
-    for group in document["groups"]:
-        if group["status"] != "ok":
-            continue
-        for metric in metrics.spread_checked_metrics():
-            summary = group["metrics"].get(metric.name)
-            if summary and summary["n"] > 1 and summary["spread_pct"] > SPREAD_LIMIT_PCT:
-                wide.append(f"{group['label']} {group['op']} {metric.column} ±{summary['spread_pct']:.0f}%")
+    """Wide spreads of the values the verdict compares (a ranking, a ratio printed), the
+    only ones that could change what it concludes; at most SPREAD_NAMED named."""
+    wide, seen = [], set()
+    for claim in verdict.claims(document):
+        for group, name in claim.rests_on:
+            summary = group["metrics"].get(name)
+            key = (group["label"], group["op"], name)
+            if key in seen or not metrics.find(name).spread_checked or not summary or summary["n"] < 2 or summary["spread_pct"] <= SPREAD_LIMIT_PCT:
+                continue
+            seen.add(key)
+            wide.append(f"{group['label']} {group['op']} {metrics.find(name).column} ±{summary['spread_pct']:.0f}%")
     if not wide:
         return None
     repeat = (document["metadata"].get("options") or {}).get("repeat") or 5
-    shown = ", ".join(wide[:6]) + (f" and {len(wide) - 6} more" if len(wide) > 6 else "")
-    return (f"spread over {SPREAD_LIMIT_PCT}% of the median in {len(wide)} value(s) ({shown}): "
-            f"the medians are uncertain; more runs narrow them (--repeat {max(10, 2 * repeat)}), "
+    shown = ", ".join(wide[:SPREAD_NAMED]) + (f" and {len(wide) - SPREAD_NAMED} more"
+                                               if len(wide) > SPREAD_NAMED else "")
+    return (f"the verdict compares values spread over {SPREAD_LIMIT_PCT}% of their median ({shown}): "
+            f"its ranking or ratios may change; more runs narrow them (--repeat {max(10, 2 * repeat)}), "
             "as does a quieter machine")
 
 
@@ -283,13 +333,15 @@ def _cpus(numbers):
     return "CPU " + ", ".join(map(str, numbers)) if numbers else "no pinned CPU"
 
 
-def layout(document):
-    """The text report's blocks (export.text): what was measured, the table, the reasons of
-    skipped and failed rows, handler placement, published figures, warnings, the legend."""
-    header, rows, notes = table_rows(document)
+def layout(document, columns=None):
+    """The text report's blocks (export.text): what was measured, the table (the named
+    columns, column_names(); None: every one), the reasons of skipped and failed rows, the
+    verdict, handler placement, published figures, warnings, the legend."""
+    header, rows, notes = table_rows(document, columns)
     blocks = [[context_line(document)] + list(filter(None, [cache_line(document)])),
               [Table(header, rows)],
               [Bullet(f"[{number}] {note}") for number, note in enumerate(notes, 1)],
+              [Bullet(f"verdict: {text}") for text in verdict.verdict(document)],
               [Bullet(f"handler placement: {note}") for note in placement_notes(document)]]
     reference = (document["metadata"].get("preset") or {}).get("reference")
     if reference:
@@ -331,7 +383,7 @@ def reference_blocks(document, reference):
 
 CSV_IDENTITY = ("strategy", "params", "label", "op", "pattern", "threads", "overlap", "status", "reason",
                 "runs", "failed_runs", "verified", "detached_runs")
-CSV_STATISTICS = ("median", "min", "max", "spread_pct")
+CSV_STATISTICS = ("median", "min", "max", "spread_pct", "q1", "q3")
 
 
 def records(document):
@@ -348,12 +400,29 @@ def records(document):
             if summary is None:
                 line += [None] * len(CSV_STATISTICS)
             else:
-                line += [summary["median"], summary["min"], summary["max"], round(summary["spread_pct"], 2)]
+                line += [summary["median"], summary["min"], summary["max"], round(summary["spread_pct"], 2),
+                         summary.get("q1"), summary.get("q3")]
         lines.append(line)
     return header, lines
 
 
-KIND = export.Kind("run", layout, results.dumps, records, warnings)
+def latency_histograms(document):
+    """(hlog tag, seconds of touch, histogram) of every histogram with counts of every run that
+    counts (succeeded, not a warmup), in run order: the per-page latencies of touch (from the
+    instrumented runs), and the strategy's per-fault service times (handler, where it has one)."""
+    entries = []
+    for row in document["runs"]:
+        if row["status"] != "ok" or row.get("warmup"):
+            continue
+        touch_s = (((row.get("phases") or {}).get("touch") or {}).get("ns") or 0) / 1e9
+        for name, histogram in (row.get("histograms") or {}).items():
+            if histogram and histogram.get("count"):
+                entries.append((hlog.tag(row["label"], row["op"], name), touch_s, histogram))
+    return entries
+
+
+KIND = export.Kind("run", layout, results.dumps, records, warnings, columns=column_names,
+                   histograms=latency_histograms)
 FORMATS = export.names(KIND)
 
 

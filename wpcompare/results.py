@@ -13,7 +13,8 @@ the application's time), and instrumented runs, which time every first access
 instrumented runs (each run's histogram: the midpoint of the bucket holding
 the rank, then the median over the runs); every other value from the measured
 runs. Each value is the median over its runs, with its spread: half the
-min-max range as a percentage of the median. `x bound` is a median over the
+interquartile range as a percentage of the median (min and max are kept too;
+the quartiles interpolate between ranks, as numpy does). `x bound` is a median over the
 reference bound's median (bound-copy, same op and pattern).
 """
 import json
@@ -65,15 +66,29 @@ def metric_values(rows, metric):
     return [value for value in values if value is not None]
 
 
+def quantile(ordered, q):
+    """The q-quantile (0..1) of values in ascending order, interpolated linearly between the
+    two nearest ranks (numpy's default, statistics.quantiles' "inclusive" method)."""
+    position = (len(ordered) - 1) * q
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
 def summarize_values(values):
-    """Median, range and spread of the values that exist; None if none do."""
-    values = [value for value in values if value is not None]
-    if not values:
+    """Median, quartiles, range and spread of the values that exist; None if none do.
+
+    spread_pct is half the interquartile range, (q3 - q1) / 2, as a percentage of the median:
+    the middle half of the runs lies within about ± it. One outlier among five runs moves it
+    little, where it set half the min-max range (a 677 µs maximum showed as ±9965%)."""
+    ordered = sorted(value for value in values if value is not None)
+    if not ordered:
         return None
-    median = statistics.median(values)
-    low, high = min(values), max(values)
-    spread = (high - low) / 2 / median * 100 if median else 0.0
-    return {"median": median, "min": low, "max": high, "spread_pct": spread, "n": len(values)}
+    median = statistics.median(ordered)
+    q1, q3 = quantile(ordered, 0.25), quantile(ordered, 0.75)
+    spread = (q3 - q1) / 2 / median * 100 if median else 0.0
+    return {"median": median, "q1": q1, "q3": q3, "min": ordered[0], "max": ordered[-1],
+            "spread_pct": spread, "n": len(ordered)}
 
 
 # sweep_size: the image size of a row of a size sweep (wpcompare.sweep); absent (None) otherwise.
