@@ -357,11 +357,6 @@ int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
 int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *memfd);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
-/*
- * The region as fresh anonymous memory holding the image, read eagerly with
- * pread(): detached from here on (read's restore, and uffd-wp-anon's first step).
- */
-int wpc_run_read_into_anonymous(struct wpc_run *run);
 /* wpc_uffd_open_for() with the run's strategy's needs; the reason goes to the run. */
 int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only);
 /* wpc_uffd_register_for() of [addr, addr + len) with the run's strategy's needs. */
@@ -634,5 +629,8 @@ int wpc_pagemap_open(void);
  */
 int64_t wpc_pagemap_written(int pagemap_fd, void *base, size_t len, bool rearm, uint8_t *bitmap,
 			    struct wpc_scan_stats *st);
+
+/* ---- eager fills (fill.c): fill=, threads=, thp= ---- */
+#include "fill.h"
 
 #endif /* WPC_INTERNAL_H */

@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Eager fills: fill.h says what the parameters mean. One copier splits a
+ * range into contiguous 2 MiB-aligned shares, one per thread (the bounds
+ * copy with it too); each method is one share op.
+ *
+ * Why the methods (512 MiB, page cache hot, in this VM; issue 15): pread
+ * into fresh 4 KiB anonymous pages pays a fault, an allocation and a
+ * zeroing per page before the copy (260-470 ms); UFFDIO_COPY into a range
+ * registered MISSING allocates and copies in one step without zeroing
+ * (130-140 ms in 2 MiB calls); memcpy from a mapping of the source faults
+ * both sides per page but copies in user space. A second thread uses the
+ * other CPU; THP replaces 512 faults by one where the kernel has a huge
+ * page to give (erratic here: fill_huge_pages says what a run got).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+/* pread and memcpy: calls large enough that the call's cost vanishes. */
+#define COPY_CALL_BYTES (8UL << 20)
+/* UFFDIO_COPY: 2 MiB per call, as measured (issue 15). */
+#define UFFDIO_COPY_CALL_BYTES WPC_HUGE_PAGE
+
+/* Index of each choice set's values (fill.h's choice strings), as methods. */
+static const enum wpc_fill_method from_image_methods[] = {
+	WPC_FILL_PREAD, WPC_FILL_MEMCPY, WPC_FILL_UFFDIO_COPY,
+};
+static const enum wpc_fill_method from_region_methods[] = {
+	WPC_FILL_MEMCPY, WPC_FILL_UFFDIO_COPY,
+};
+
+static enum wpc_fill_method method_of(const struct wpc_fill_params *p, bool from_image)
+{
+	return from_image ? from_image_methods[p->fill] : from_region_methods[p->fill];
+}
+
+/* The userfaultfd of a uffdio-copy fill: nobody faults on it, so user mode only, no privilege. */
+static const struct wpc_needs uffdio_copy_needs = {
+	.uffd = WPC_UFFD_USER_MODE,
+	.uffd_ioctls = 1ull << _UFFDIO_COPY,
+};
+
+void wpc_fill_needs(const struct wpc_fill_params *p, bool from_image, struct wpc_needs *needs)
+{
+	if (p->thp == WPC_FILL_THP_YES)
+		needs->thp = true;
+	if (method_of(p, from_image) == WPC_FILL_UFFDIO_COPY) {
+		/* A strategy opening a userfaultfd of its own already needs at least this one. */
+		if (needs->uffd == WPC_UFFD_NONE)
+			needs->uffd = uffdio_copy_needs.uffd;
+		needs->uffd_ioctls |= uffdio_copy_needs.uffd_ioctls;
+	}
+}
+
+int wpc_fill_check(const struct wpc_fill_params *p, bool from_image, char *why, size_t len)
+{
+	if (p->thp == WPC_FILL_THP_YES && method_of(p, from_image) == WPC_FILL_UFFDIO_COPY) {
+		wpc_why(why, len, "thp=yes cannot go with fill=uffdio-copy (UFFDIO_COPY places 4 KiB "
+			"pages): use fill=%s with thp=yes, or thp=no", from_image ? "pread or memcpy"
+										  : "memcpy");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int wpc_fill_thread_count(const struct wpc_run *run, int64_t threads)
+{
+	int n = threads ? (int)threads : run->ncpus;
+
+	return n < 1 ? 1 : n;
+}
+
+/* ---- the copier ---- */
+
+struct copier {
+	pthread_t tid;
+	wpc_copy_share_fn copy_share;
+	void *ctx;
+	uint64_t off, len;
+	int ret;
+};
+
+static void *copier_main(void *arg)
+{
+	struct copier *c = arg;
+
+	c->ret = c->len ? c->copy_share(c->ctx, c->off, c->len) : 0;
+	return NULL;
+}
+
+int wpc_copy_in_shares(uint64_t len, int nthreads, wpc_copy_share_fn copy_share, void *ctx,
+		       int *used, uint64_t *failed_off)
+{
+	struct copier copiers[WPC_MAX_THREADS] = { 0 };
+	uint64_t share;
+	int started = 0, ret = 0;
+
+	if (nthreads < 1)
+		nthreads = 1;
+	if (nthreads > WPC_MAX_THREADS)
+		nthreads = WPC_MAX_THREADS;
+	share = wpc_align_up((len + (uint64_t)nthreads - 1) / (uint64_t)nthreads, WPC_HUGE_PAGE);
+	for (int t = 0; t < nthreads; t++) {
+		struct copier *c = &copiers[t];
+
+		c->copy_share = copy_share;
+		c->ctx = ctx;
+		c->off = (uint64_t)t * share;
+		c->len = c->off >= len ? 0 : len - c->off;
+		c->len = c->len < share ? c->len : share;
+		if (t == 0)
+			continue;	/* the calling thread copies share 0 itself */
+		if (!c->len)
+			break;		/* more threads than shares: the rest would idle */
+		ret = -pthread_create(&c->tid, NULL, copier_main, c);
+		if (ret)
+			break;
+		started++;
+	}
+	if (!ret)
+		copier_main(&copiers[0]);
+	for (int t = 1; t <= started; t++)
+		pthread_join(copiers[t].tid, NULL);
+	*used = started + 1;
+	if (ret)
+		return ret;
+	for (int t = 0; t <= started; t++)
+		if (copiers[t].ret) {
+			*failed_off = copiers[t].off;
+			return copiers[t].ret;
+		}
+	return 0;
+}
+
+/* ---- share ops ---- */
+
+struct fill_job {
+	uint8_t *dst;
+	const uint8_t *src;	/* memcpy, uffdio-copy */
+	int fd;			/* pread: the file; uffdio-copy: the userfaultfd */
+	uint64_t src_len;	/* bytes the source holds; past them dst keeps its zeros */
+};
+
+static int pread_share(void *ctx, uint64_t off, uint64_t len)
+{
+	struct fill_job *job = ctx;
+	uint64_t end = off + len < job->src_len ? off + len : job->src_len;
+	int ret = 0;
+
+	for (uint64_t at = off; at < end && !ret; at += COPY_CALL_BYTES) {
+		uint64_t want = end - at < COPY_CALL_BYTES ? end - at : COPY_CALL_BYTES;
+
+		ret = wpc_pread_full(job->fd, job->dst + at, want, at);
+	}
+	return ret;
+}
+
+static int memcpy_share(void *ctx, uint64_t off, uint64_t len)
+{
+	struct fill_job *job = ctx;
+	uint64_t end = off + len < job->src_len ? off + len : job->src_len;
+
+	if (end > off)
+		memcpy(job->dst + off, job->src + off, end - off);
+	return 0;
+}
+
+/*
+ * Whole pages: [off, off + len) is page-aligned and the source mapping
+ * covers it (a file mapping reads zeros past the end of file in its last page).
+ */
+static int uffdio_copy_share(void *ctx, uint64_t off, uint64_t len)
+{
+	struct fill_job *job = ctx;
+	uint64_t done = 0;
+
+	while (done < len) {
+		uint64_t want = len - done < UFFDIO_COPY_CALL_BYTES ? len - done
+								      : UFFDIO_COPY_CALL_BYTES;
+		struct uffdio_copy copy = {
+			.dst = (uintptr_t)(job->dst + off + done),
+			.src = (uintptr_t)(job->src + off + done),
+			.len = want,
+			/* Nobody waits on the destination: no wake-up to pay for. */
+			.mode = UFFDIO_COPY_MODE_DONTWAKE,
+		};
+
+		if (ioctl(job->fd, UFFDIO_COPY, &copy) < 0) {
+			/* EAGAIN: the address space changed meanwhile; copy.copy says how far it got. */
+			if (errno != EAGAIN && errno != EINTR)
+				return -errno;
+			if (copy.copy > 0)
+				done += (uint64_t)copy.copy;
+			continue;
+		}
+		done += (uint64_t)copy.copy;
+	}
+	return 0;
+}
+
+/* ---- destinations ---- */
+
+/*
+ * Fresh anonymous memory of len bytes for a fill; thp=yes: 2 MiB-aligned and
+ * MADV_HUGEPAGE (an unaligned start could hold one huge page fewer), thp=no:
+ * MADV_NOHUGEPAGE, whatever THP's system setting. MAP_FAILED and errno on failure.
+ */
+static void *map_destination(size_t len, int thp, const char **what)
+{
+	size_t extra = thp == WPC_FILL_THP_YES ? WPC_HUGE_PAGE : 0;
+	uint8_t *p = mmap(NULL, len + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+
+	*what = "mmap";
+	if (p == MAP_FAILED)
+		return MAP_FAILED;
+	if (extra) {
+		uint8_t *aligned = (uint8_t *)wpc_align_up((uintptr_t)p, WPC_HUGE_PAGE);
+
+		if (aligned > p)
+			munmap(p, (size_t)(aligned - p));
+		munmap(aligned + len, (size_t)(p + extra - aligned));
+		p = aligned;
+	}
+	*what = thp == WPC_FILL_THP_YES ? "madvise(MADV_HUGEPAGE)" : "madvise(MADV_NOHUGEPAGE)";
+	if (madvise(p, len, thp == WPC_FILL_THP_YES ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) < 0) {
+		int err = errno;
+
+		munmap(p, len);
+		errno = err;
+		return MAP_FAILED;
+	}
+	return p;
+}
+
+int64_t wpc_anon_huge_pages(const void *addr, size_t len)
+{
+	uintptr_t start = (uintptr_t)addr, end = start + len;
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	bool inside = false;
+	uint64_t kb = 0, v;
+	unsigned long lo, hi;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		/* A VMA's header line: "lo-hi perms ..."; the others are "Field:   N kB". */
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			inside = lo >= start && hi <= end;
+		else if (inside && sscanf(line, "AnonHugePages: %lu kB", &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	return (int64_t)(kb * 1024 / WPC_HUGE_PAGE);
+}
+
+/* Counters of a fill that completed into [addr, addr + len). */
+static int publish(struct wpc_run *run, const void *addr, size_t len, int used, uint64_t t0)
+{
+	int64_t huge = wpc_anon_huge_pages(addr, len);
+
+	if (huge < 0)
+		return wpc_fail(run, (int)-huge, "reading /proc/self/smaps for the huge pages of the "
+				"fill: %s", strerror((int)-huge));
+	wpc_counter_set(run, "fill_threads", (uint64_t)used);
+	wpc_counter_set(run, "fill_huge_pages", (uint64_t)huge);
+	wpc_counter_set(run, "fill_ns", wpc_now_ns() - t0);
+	return 0;
+}
+
+/* A userfaultfd with [dst, dst + len) registered MISSING, for UFFDIO_COPY; -errno with why. */
+static int open_copy_uffd(void *dst, size_t len, char *why, size_t why_len)
+{
+	int fd = wpc_uffd_open_for(&uffdio_copy_needs, 0, NULL, why, why_len);
+	int ret;
+
+	if (fd < 0)
+		return fd;
+	ret = wpc_uffd_register_for(&uffdio_copy_needs, fd, dst, len, UFFDIO_REGISTER_MODE_MISSING,
+				    why, why_len);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+/* Unregister (the range must behave as plain memory from here on) and close. */
+static int close_copy_uffd(int fd, void *dst, size_t len)
+{
+	int ret = wpc_uffd_unregister(fd, dst, len);
+
+	close(fd);
+	return ret;
+}
+
+/* Fill [dst, dst + len) from the job's source with the method, in shares; -errno with why. */
+static int run_method(enum wpc_fill_method method, struct fill_job *job, size_t len, int nthreads,
+		      int *used, char *why, size_t why_len)
+{
+	static const wpc_copy_share_fn ops[] = {
+		[WPC_FILL_PREAD] = pread_share,
+		[WPC_FILL_MEMCPY] = memcpy_share,
+		[WPC_FILL_UFFDIO_COPY] = uffdio_copy_share,
+	};
+	uint64_t failed_off = 0;
+	int ret, uffd = -1;
+
+	if (method == WPC_FILL_UFFDIO_COPY) {
+		uffd = open_copy_uffd(job->dst, len, why, why_len);
+		if (uffd < 0)
+			return uffd;
+		job->fd = uffd;
+	}
+	ret = wpc_copy_in_shares(len, nthreads, ops[method], job, used, &failed_off);
+	if (ret)
+		wpc_why(why, why_len, "%s of the share at byte %llu failed: %s",
+			method == WPC_FILL_PREAD ? "reading the image" : "UFFDIO_COPY",
+			(unsigned long long)failed_off,
+			ret == -ENODATA ? "unexpected end of file" : strerror(-ret));
+	if (uffd >= 0) {
+		int unreg = close_copy_uffd(uffd, job->dst, len);
+
+		if (!ret && unreg) {
+			wpc_why(why, why_len, "UFFDIO_UNREGISTER after the fill failed: %s",
+				strerror(-unreg));
+			ret = unreg;
+		}
+	}
+	return ret;
+}
+
+int wpc_fill_anonymous_from_image(struct wpc_run *run, const struct wpc_fill_params *p)
+{
+	enum wpc_fill_method method = method_of(p, true);
+	struct fill_job job = { .fd = run->image_fd, .src_len = run->image_size };
+	char why[WPC_REASON_LEN] = "";
+	uint64_t t0 = wpc_now_ns();
+	const char *what;
+	void *image = NULL;
+	int used = 0, ret;
+
+	job.dst = map_destination(run->region_len, p->thp, &what);
+	if (job.dst == MAP_FAILED)
+		return wpc_fail(run, errno, "%s of %zu anonymous bytes failed: %s", what,
+				run->region_len, strerror(errno));
+	run->region = job.dst;
+	if (method != WPC_FILL_PREAD) {
+		/* Read-only and private: nothing can reach the image's pages through it. */
+		image = mmap(NULL, run->region_len, PROT_READ, MAP_PRIVATE, run->image_fd, 0);
+		if (image == MAP_FAILED)
+			return wpc_fail(run, errno, "mmap of the image to copy from failed: %s",
+					strerror(errno));
+		job.src = image;
+	}
+	ret = run_method(method, &job, run->region_len, wpc_fill_thread_count(run, p->threads), &used,
+			 why, sizeof(why));
+	if (image)
+		munmap(image, run->region_len);
+	if (ret)
+		return wpc_fail(run, -ret, "filling the region from the image: %s", why);
+	wpc_run_mark_detached(run);
+	return publish(run, run->region, run->region_len, used, t0);
+}
+
+int wpc_fill_pread_image(struct wpc_run *run, uint8_t *dst, int nthreads, int *used)
+{
+	struct fill_job job = { .dst = dst, .fd = run->image_fd, .src_len = run->image_size };
+	char why[WPC_REASON_LEN] = "";
+	int ret = run_method(WPC_FILL_PREAD, &job, run->image_size, nthreads, used, why, sizeof(why));
+
+	return ret ? wpc_fail(run, -ret, "%s", why) : 0;
+}
+
+int wpc_fill_copy_and_remap(struct wpc_run *run, const struct wpc_fill_params *p, void *addr,
+			    size_t len)
+{
+	enum wpc_fill_method method = method_of(p, false);
+	/* The source is the region itself: its written pages are not the image's. */
+	struct fill_job job = { .src = addr, .fd = -1, .src_len = len };
+	char why[WPC_REASON_LEN] = "";
+	uint64_t t0 = wpc_now_ns();
+	const char *what;
+	int used = 0, ret;
+
+	job.dst = map_destination(len, p->thp, &what);
+	if (job.dst == MAP_FAILED) {
+		ret = errno;
+		if (ret == ENOMEM)
+			wpc_enomem_why(len, "", why, sizeof(why));
+		return wpc_fail(run, ret, "%s of the fixup's %zu-byte shadow failed: %s%s%s", what, len,
+				strerror(ret), why[0] ? ": " : "", why);
+	}
+	ret = run_method(method, &job, len, wpc_fill_thread_count(run, p->threads), &used, why,
+			 sizeof(why));
+	if (ret) {
+		munmap(job.dst, len);
+		return wpc_fail(run, -ret, "copying the region into its shadow: %s", why);
+	}
+	if (wpc_mremap(job.dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) == MAP_FAILED) {
+		ret = errno;
+		munmap(job.dst, len);
+		if (ret == ENOMEM)
+			wpc_enomem_why(len, "", why, sizeof(why));
+		return wpc_fail(run, ret, "copy-and-remap of the whole region failed: %s%s%s",
+				strerror(ret), why[0] ? ": " : "", why);
+	}
+	return publish(run, addr, len, used, t0);
+}
