@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -36,10 +37,21 @@ static const enum wpc_fill_method from_image_methods[] = {
 static const enum wpc_fill_method from_region_methods[] = {
 	WPC_FILL_MEMCPY, WPC_FILL_UFFDIO_COPY,
 };
+static const enum wpc_fill_method into_memfd_methods[] = {
+	WPC_FILL_SENDFILE, WPC_FILL_UFFDIO_COPY,
+};
 
-static enum wpc_fill_method method_of(const struct wpc_fill_params *p, bool from_image)
+static enum wpc_fill_method method_of(const struct wpc_fill_params *p, enum wpc_fill_kind kind)
 {
-	return from_image ? from_image_methods[p->fill] : from_region_methods[p->fill];
+	switch (kind) {
+	case WPC_FILL_FROM_IMAGE:
+		return from_image_methods[p->fill];
+	case WPC_FILL_FROM_REGION:
+		return from_region_methods[p->fill];
+	case WPC_FILL_INTO_MEMFD:
+		break;
+	}
+	return into_memfd_methods[p->fill];
 }
 
 /* The userfaultfd of a uffdio-copy fill: nobody faults on it, so user mode only, no privilege. */
@@ -47,25 +59,36 @@ static const struct wpc_needs uffdio_copy_needs = {
 	.uffd = WPC_UFFD_USER_MODE,
 	.uffd_ioctls = 1ull << _UFFDIO_COPY,
 };
+static const struct wpc_needs uffdio_copy_shmem_needs = {
+	.uffd = WPC_UFFD_USER_MODE,
+	.uffd_features = UFFD_FEATURE_MISSING_SHMEM,
+	.uffd_ioctls = 1ull << _UFFDIO_COPY,
+};
 
-void wpc_fill_needs(const struct wpc_fill_params *p, bool from_image, struct wpc_needs *needs)
+void wpc_fill_needs(const struct wpc_fill_params *p, enum wpc_fill_kind kind,
+		    struct wpc_needs *needs)
 {
+	const struct wpc_needs *copy = kind == WPC_FILL_INTO_MEMFD ? &uffdio_copy_shmem_needs
+								   : &uffdio_copy_needs;
+
 	if (p->thp == WPC_FILL_THP_YES)
 		needs->thp = true;
-	if (method_of(p, from_image) == WPC_FILL_UFFDIO_COPY) {
+	if (method_of(p, kind) == WPC_FILL_UFFDIO_COPY) {
 		/* A strategy opening a userfaultfd of its own already needs at least this one. */
 		if (needs->uffd == WPC_UFFD_NONE)
-			needs->uffd = uffdio_copy_needs.uffd;
-		needs->uffd_ioctls |= uffdio_copy_needs.uffd_ioctls;
+			needs->uffd = copy->uffd;
+		needs->uffd_features |= copy->uffd_features;
+		needs->uffd_ioctls |= copy->uffd_ioctls;
 	}
 }
 
-int wpc_fill_check(const struct wpc_fill_params *p, bool from_image, char *why, size_t len)
+int wpc_fill_check(const struct wpc_fill_params *p, enum wpc_fill_kind kind, char *why,
+		   size_t len)
 {
-	if (p->thp == WPC_FILL_THP_YES && method_of(p, from_image) == WPC_FILL_UFFDIO_COPY) {
+	if (p->thp == WPC_FILL_THP_YES && method_of(p, kind) == WPC_FILL_UFFDIO_COPY) {
 		wpc_why(why, len, "thp=yes cannot go with fill=uffdio-copy (UFFDIO_COPY places 4 KiB "
-			"pages): use fill=%s with thp=yes, or thp=no", from_image ? "pread or memcpy"
-										  : "memcpy");
+			"pages): use fill=%s with thp=yes, or thp=no",
+			kind == WPC_FILL_FROM_IMAGE ? "pread or memcpy" : "memcpy");
 		return -EINVAL;
 	}
 	return 0;
@@ -145,7 +168,8 @@ int wpc_copy_in_shares(uint64_t len, int nthreads, wpc_copy_share_fn copy_share,
 struct fill_job {
 	uint8_t *dst;
 	const uint8_t *src;	/* memcpy, uffdio-copy */
-	int fd;			/* pread: the file; uffdio-copy: the userfaultfd */
+	int fd;			/* pread, sendfile: the file; uffdio-copy: the userfaultfd */
+	int memfd;		/* sendfile: the memfd written */
 	uint64_t src_len;	/* bytes the source holds; past them dst keeps its zeros */
 };
 
@@ -204,6 +228,41 @@ static int uffdio_copy_share(void *ctx, uint64_t off, uint64_t len)
 		done += (uint64_t)copy.copy;
 	}
 	return 0;
+}
+
+/*
+ * Share 0 writes through the memfd's own descriptor, as the published
+ * single copy did; every other share through an open file description of
+ * its own (its own file position), opened from /proc/self/fd.
+ */
+static int sendfile_share(void *ctx, uint64_t off, uint64_t len)
+{
+	struct fill_job *job = ctx;
+	uint64_t end = off + len < job->src_len ? off + len : job->src_len;
+	off_t in = (off_t)off;
+	int out = job->memfd, ret = 0;
+
+	if (off) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", job->memfd);
+		out = open(path, O_WRONLY | O_CLOEXEC);
+		if (out < 0)
+			return -errno;
+	}
+	if (lseek(out, (off_t)off, SEEK_SET) < 0)
+		ret = -errno;
+	while (!ret && (uint64_t)in < end) {
+		ssize_t n = sendfile(out, job->fd, &in, end - (uint64_t)in);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = n ? -errno : -ENODATA;
+	}
+	if (out != job->memfd)
+		close(out);
+	return ret;
 }
 
 /* ---- destinations ---- */
@@ -278,15 +337,15 @@ static int publish(struct wpc_run *run, const void *addr, size_t len, int used, 
 }
 
 /* A userfaultfd with [dst, dst + len) registered MISSING, for UFFDIO_COPY; -errno with why. */
-static int open_copy_uffd(void *dst, size_t len, char *why, size_t why_len)
+static int open_copy_uffd(const struct wpc_needs *needs, void *dst, size_t len, char *why,
+			  size_t why_len)
 {
-	int fd = wpc_uffd_open_for(&uffdio_copy_needs, 0, NULL, why, why_len);
+	int fd = wpc_uffd_open_for(needs, 0, NULL, why, why_len);
 	int ret;
 
 	if (fd < 0)
 		return fd;
-	ret = wpc_uffd_register_for(&uffdio_copy_needs, fd, dst, len, UFFDIO_REGISTER_MODE_MISSING,
-				    why, why_len);
+	ret = wpc_uffd_register_for(needs, fd, dst, len, UFFDIO_REGISTER_MODE_MISSING, why, why_len);
 	if (ret) {
 		close(fd);
 		return ret;
@@ -311,20 +370,27 @@ static int run_method(enum wpc_fill_method method, struct fill_job *job, size_t 
 		[WPC_FILL_PREAD] = pread_share,
 		[WPC_FILL_MEMCPY] = memcpy_share,
 		[WPC_FILL_UFFDIO_COPY] = uffdio_copy_share,
+		[WPC_FILL_SENDFILE] = sendfile_share,
+	};
+	static const char *const names[] = {
+		[WPC_FILL_PREAD] = "reading the image",
+		[WPC_FILL_MEMCPY] = "memcpy",
+		[WPC_FILL_UFFDIO_COPY] = "UFFDIO_COPY",
+		[WPC_FILL_SENDFILE] = "sendfile into the memfd",
 	};
 	uint64_t failed_off = 0;
 	int ret, uffd = -1;
 
 	if (method == WPC_FILL_UFFDIO_COPY) {
-		uffd = open_copy_uffd(job->dst, len, why, why_len);
+		uffd = open_copy_uffd(job->memfd >= 0 ? &uffdio_copy_shmem_needs : &uffdio_copy_needs,
+				      job->dst, len, why, why_len);
 		if (uffd < 0)
 			return uffd;
 		job->fd = uffd;
 	}
 	ret = wpc_copy_in_shares(len, nthreads, ops[method], job, used, &failed_off);
 	if (ret)
-		wpc_why(why, why_len, "%s of the share at byte %llu failed: %s",
-			method == WPC_FILL_PREAD ? "reading the image" : "UFFDIO_COPY",
+		wpc_why(why, why_len, "%s of the share at byte %llu failed: %s", names[method],
 			(unsigned long long)failed_off,
 			ret == -ENODATA ? "unexpected end of file" : strerror(-ret));
 	if (uffd >= 0) {
@@ -341,8 +407,8 @@ static int run_method(enum wpc_fill_method method, struct fill_job *job, size_t 
 
 int wpc_fill_anonymous_from_image(struct wpc_run *run, const struct wpc_fill_params *p)
 {
-	enum wpc_fill_method method = method_of(p, true);
-	struct fill_job job = { .fd = run->image_fd, .src_len = run->image_size };
+	enum wpc_fill_method method = method_of(p, WPC_FILL_FROM_IMAGE);
+	struct fill_job job = { .fd = run->image_fd, .memfd = -1, .src_len = run->image_size };
 	char why[WPC_REASON_LEN] = "";
 	uint64_t t0 = wpc_now_ns();
 	const char *what;
@@ -374,7 +440,8 @@ int wpc_fill_anonymous_from_image(struct wpc_run *run, const struct wpc_fill_par
 
 int wpc_fill_pread_image(struct wpc_run *run, uint8_t *dst, int nthreads, int *used)
 {
-	struct fill_job job = { .dst = dst, .fd = run->image_fd, .src_len = run->image_size };
+	struct fill_job job = { .dst = dst, .fd = run->image_fd, .memfd = -1,
+				.src_len = run->image_size };
 	char why[WPC_REASON_LEN] = "";
 	int ret = run_method(WPC_FILL_PREAD, &job, run->image_size, nthreads, used, why, sizeof(why));
 
@@ -384,9 +451,9 @@ int wpc_fill_pread_image(struct wpc_run *run, uint8_t *dst, int nthreads, int *u
 int wpc_fill_copy_and_remap(struct wpc_run *run, const struct wpc_fill_params *p, void *addr,
 			    size_t len)
 {
-	enum wpc_fill_method method = method_of(p, false);
+	enum wpc_fill_method method = method_of(p, WPC_FILL_FROM_REGION);
 	/* The source is the region itself: its written pages are not the image's. */
-	struct fill_job job = { .src = addr, .fd = -1, .src_len = len };
+	struct fill_job job = { .src = addr, .fd = -1, .memfd = -1, .src_len = len };
 	char why[WPC_REASON_LEN] = "";
 	uint64_t t0 = wpc_now_ns();
 	const char *what;
@@ -415,4 +482,47 @@ int wpc_fill_copy_and_remap(struct wpc_run *run, const struct wpc_fill_params *p
 				strerror(ret), why[0] ? ": " : "", why);
 	}
 	return publish(run, addr, len, used, t0);
+}
+
+int wpc_fill_memfd_from_image(struct wpc_run *run, const struct wpc_fill_params *p, int memfd,
+			      size_t len)
+{
+	static const struct wpc_fill_params published = { .fill = 0, .threads = 1 };
+	enum wpc_fill_method method;
+	/* UFFDIO_COPY copies whole pages: the image's, its last one zero-filled past the end. */
+	uint64_t image_pages_len = wpc_align_up(run->image_size, WPC_PAGE);
+	struct fill_job job = { .fd = run->image_fd, .memfd = memfd, .src_len = run->image_size };
+	char why[WPC_REASON_LEN] = "";
+	void *image = NULL, *shared = NULL;
+	int used = 0, ret;
+
+	if (!p)
+		p = &published;
+	method = method_of(p, WPC_FILL_INTO_MEMFD);
+	if (method == WPC_FILL_UFFDIO_COPY) {
+		image = mmap(NULL, image_pages_len, PROT_READ, MAP_PRIVATE, run->image_fd, 0);
+		if (image == MAP_FAILED)
+			return wpc_fail(run, errno, "mmap of the image to copy from failed: %s",
+					strerror(errno));
+		shared = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+		if (shared == MAP_FAILED) {
+			ret = errno;
+			munmap(image, image_pages_len);
+			return wpc_fail(run, ret, "mmap of the memfd to copy into failed: %s",
+					strerror(ret));
+		}
+		job.src = image;
+		job.dst = shared;
+	}
+	ret = run_method(method, &job, method == WPC_FILL_UFFDIO_COPY ? image_pages_len
+								     : run->image_size,
+			 wpc_fill_thread_count(run, p->threads), &used, why, sizeof(why));
+	if (shared) {
+		munmap(shared, len);
+		munmap(image, image_pages_len);
+	}
+	if (ret)
+		return wpc_fail(run, -ret, "copying the image into the memfd: %s", why);
+	wpc_counter_set(run, "fill_threads", (uint64_t)used);
+	return 0;
 }

@@ -42,6 +42,7 @@ enum wpc_fill_method {
 	WPC_FILL_PREAD,
 	WPC_FILL_MEMCPY,
 	WPC_FILL_UFFDIO_COPY,
+	WPC_FILL_SENDFILE,
 };
 
 enum wpc_fill_thp {
@@ -52,6 +53,14 @@ enum wpc_fill_thp {
 /* Choices, in the order of the index params.c stores (fill.c maps them to the method). */
 #define WPC_FILL_FROM_IMAGE_CHOICES "pread|memcpy|uffdio-copy"
 #define WPC_FILL_FROM_REGION_CHOICES "memcpy|uffdio-copy"
+#define WPC_FILL_INTO_MEMFD_CHOICES "sendfile|uffdio-copy"
+
+/* Which choice set a strategy's fill indexes: what fills what. */
+enum wpc_fill_kind {
+	WPC_FILL_FROM_IMAGE,	/* fresh anonymous memory from the image file */
+	WPC_FILL_FROM_REGION,	/* a whole-region fixup's shadow from the region itself */
+	WPC_FILL_INTO_MEMFD,	/* a memfd (shmem) from the image file: no thp */
+};
 
 struct wpc_fill_params {
 	int fill;		/* index into the strategy's choice set */
@@ -81,6 +90,15 @@ struct wpc_fill_params {
 	{ "thp", WPC_PARAM_CHOICE, "no|yes", "no", WPC_FILL_THP_HELP,				\
 	  offsetof(type, member.thp), 0, 0 }
 
+/* fill and threads of the memfd copy of the image (uffd-wp, uffd-minor). */
+#define WPC_FILL_INTO_MEMFD_PARAM_SPECS(type, member)						\
+	{ "fill", WPC_PARAM_CHOICE, WPC_FILL_INTO_MEMFD_CHOICES, "sendfile",			\
+	  "how the image reaches the memfd: sendfile (each thread through an open file "		\
+	  "description of its own); uffdio-copy: UFFDIO_COPY from a mapping of the image into a "	\
+	  "shared mapping of the memfd registered MISSING",					\
+	  offsetof(type, member.fill), 0, 0 },							\
+	WPC_FILL_THREADS_SPEC(type, member)
+
 /* fill, threads, thp of a whole-region fixup (copy the region into a shadow, mremap it over). */
 #define WPC_FILL_FROM_REGION_PARAM_SPECS(type, member)						\
 	{ "fill", WPC_PARAM_CHOICE, WPC_FILL_FROM_REGION_CHOICES, "memcpy",			\
@@ -96,12 +114,14 @@ struct wpc_needs;
 
 /*
  * What a fill adds to the strategy's needs (needs_for): THP for thp=yes,
- * a user-mode userfaultfd offering UFFDIO_COPY for uffdio-copy. from_image:
- * which choice set p->fill indexes.
+ * a user-mode userfaultfd offering UFFDIO_COPY for uffdio-copy (on shmem:
+ * UFFD_FEATURE_MISSING_SHMEM). kind: which choice set p->fill indexes.
  */
-void wpc_fill_needs(const struct wpc_fill_params *p, bool from_image, struct wpc_needs *needs);
+void wpc_fill_needs(const struct wpc_fill_params *p, enum wpc_fill_kind kind,
+		    struct wpc_needs *needs);
 /* A strategy's check: thp=yes with uffdio-copy is refused (it places 4 KiB pages). */
-int wpc_fill_check(const struct wpc_fill_params *p, bool from_image, char *why, size_t len);
+int wpc_fill_check(const struct wpc_fill_params *p, enum wpc_fill_kind kind, char *why,
+		   size_t len);
 /*
  * run->region (run->region_len bytes) as fresh anonymous memory holding the
  * image, filled as p says; detached from here on. 0 or wpc_fail()'s -errno.
@@ -114,6 +134,12 @@ int wpc_fill_anonymous_from_image(struct wpc_run *run, const struct wpc_fill_par
 int wpc_fill_copy_and_remap(struct wpc_run *run, const struct wpc_fill_params *p, void *addr,
 			    size_t len);
 
+/*
+ * The image into memfd (len bytes, sized already, so its tail reads zeros)
+ * as p says (NULL: sendfile, one thread). 0 or wpc_fail()'s -errno.
+ */
+int wpc_fill_memfd_from_image(struct wpc_run *run, const struct wpc_fill_params *p, int memfd,
+			      size_t len);
 /* The image into dst with pread, in shares of nthreads threads (the bounds' copy); wpc_fail()'s -errno. */
 int wpc_fill_pread_image(struct wpc_run *run, uint8_t *dst, int nthreads, int *used);
 

@@ -354,7 +354,10 @@ int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
  * (wpc_run_add_image_identity). *memfd is the descriptor, -1 if none was
  * made; the caller closes it, also after a failure. 0 or wpc_fail()'s -errno.
  */
-int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *memfd);
+struct wpc_fill_params;
+/* p: fill= and threads= (fill.h); NULL: sendfile, one thread. */
+int wpc_run_image_memfd(struct wpc_run *run, size_t len, const struct wpc_fill_params *p,
+			int *memfd);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
 /* wpc_uffd_open_for() with the run's strategy's needs; the reason goes to the run. */

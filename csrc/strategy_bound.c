@@ -103,7 +103,7 @@ static int bound_copy_prepare(struct wpc_run *run)
 	return 0;
 }
 
-/* The image into the region, in contiguous 2 MiB-aligned shares, one per thread (fill.c's copier). */
+/* The image into the region, in 2 MiB-aligned shares, one per thread (fill.c's copier). */
 static int copy_image(struct wpc_run *run)
 {
 	const struct bound_params *params = run->params;

@@ -28,12 +28,16 @@ static const struct wpc_param_spec mmap_param_specs[] = {
 
 static void mmap_needs_for(const void *params, struct wpc_needs *needs)
 {
-	wpc_fill_needs(&((const struct mmap_params *)params)->fill, false, needs);
+	const struct mmap_params *p = params;
+
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_REGION, needs);
 }
 
 static int mmap_check(const void *params, char *why, size_t len)
 {
-	return wpc_fill_check(&((const struct mmap_params *)params)->fill, false, why, len);
+	const struct mmap_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_REGION, why, len);
 }
 
 static int map_image(struct wpc_run *run, int extra_flags)

@@ -18,8 +18,8 @@
  *   rearm_scan_ns    the same with PM_SCAN_WP_MATCHING, protecting them again
  *   clean_scan_ns    once more after the re-arm; written_after_rearm must be 0
  * (rearm=no skips the last two). Then, as `mmap`, the region is copied into
- * anonymous memory and remapped (fill=, threads=, thp= as `mmap`'s: fill.c); it is unregistered first (unregister_ns),
- * because a registered file mapping gets no fault-around: the copy would
+ * anonymous memory and remapped (fill=, threads=, thp= as `mmap`'s:
+ * fill.c); it is unregistered first (unregister_ns), because a registered file mapping gets no fault-around: the copy would
  * take one read fault per untouched page instead of one per 16 (measured:
  * 128 MiB, 10 % of pages read, 62259 faults in fixup instead of 32911 and
  * about 1.3x the time). Unregistering costs little when few pages were
@@ -71,12 +71,16 @@ static const struct wpc_param_spec wp_async_param_specs[] = {
 
 static void wp_async_needs_for(const void *params, struct wpc_needs *needs)
 {
-	wpc_fill_needs(&((const struct wp_async_params *)params)->fill, false, needs);
+	const struct wp_async_params *p = params;
+
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_REGION, needs);
 }
 
 static int wp_async_check(const void *params, char *why, size_t len)
 {
-	return wpc_fill_check(&((const struct wp_async_params *)params)->fill, false, why, len);
+	const struct wp_async_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_REGION, why, len);
 }
 
 static int wp_async_restore(struct wpc_run *run)

@@ -18,12 +18,16 @@ static const struct wpc_param_spec read_param_specs[] = {
 
 static void read_needs_for(const void *params, struct wpc_needs *needs)
 {
-	wpc_fill_needs(&((const struct read_params *)params)->fill, true, needs);
+	const struct read_params *p = params;
+
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_IMAGE, needs);
 }
 
 static int read_check(const void *params, char *why, size_t len)
 {
-	return wpc_fill_check(&((const struct read_params *)params)->fill, true, why, len);
+	const struct read_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_IMAGE, why, len);
 }
 
 static int read_restore(struct wpc_run *run)

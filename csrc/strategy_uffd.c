@@ -44,6 +44,8 @@ struct uffd_params {
 	int order;			/* enum wpc_loader_order */
 	char path[WPC_PARAM_STRING_LEN];
 	uint64_t page;			/* region page size: 4 KiB or 2 MiB (hugetlb) */
+	/* uffd-minor only: the memfd copy at restore */
+	struct wpc_fill_params memfd_fill;
 };
 
 #define PARAM_CHUNK								\
@@ -92,6 +94,14 @@ static void uffd_needs_for(const void *params, struct wpc_needs *needs)
 	}
 }
 
+static void uffd_minor_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct uffd_params *p = params;
+
+	uffd_needs_for(params, needs);
+	wpc_fill_needs(&p->memfd_fill, WPC_FILL_INTO_MEMFD, needs);
+}
+
 static int uffd_hybrid_check(const void *params, char *why, size_t len)
 {
 	const struct uffd_params *p = params;
@@ -138,8 +148,9 @@ static int map_anonymous(struct wpc_run *run, struct wpc_uffd *u)
  */
 static int map_memfd(struct wpc_run *run, struct wpc_uffd *u)
 {
+	const struct uffd_params *params = run->params;
 	void *p;
-	int ret = wpc_run_image_memfd(run, u->map_len, &u->memfd);
+	int ret = wpc_run_image_memfd(run, u->map_len, &params->memfd_fill, &u->memfd);
 
 	if (ret)
 		return ret;
@@ -308,12 +319,21 @@ static void uffd_teardown(struct wpc_run *run)
 
 /* ---- the rows ---- */
 
-/* uffd, uffd-move and uffd-minor. */
+/* uffd and uffd-move. */
 static const struct wpc_param_spec uffd_param_specs[] = {
 	PARAM_CHUNK,
 	PARAM_HANDLER_CPU,
 	PARAM_KERNEL_FAULTS,
 	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+static const struct wpc_param_spec uffd_minor_param_specs[] = {
+	PARAM_CHUNK,
+	PARAM_HANDLER_CPU,
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	WPC_FILL_INTO_MEMFD_PARAM_SPECS(struct uffd_params, memfd_fill),
 	{ 0 },
 };
 
@@ -418,11 +438,11 @@ const struct wpc_strategy wpc_strategy_uffd_minor = {
 	.description = "image copied into a memfd at restore, mapped MAP_PRIVATE; MINOR faults "
 		       "map its pages (UFFDIO_CONTINUE), the first write copies on write; fixup "
 		       "copies the region off the memfd",
-	.params = uffd_param_specs,
+	.params = uffd_minor_param_specs,
 	.params_size = sizeof(struct uffd_params),
 	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_MINOR_SHMEM,
 		   .uffd_ioctls = 1ull << _UFFDIO_CONTINUE },
-	.needs_for = uffd_needs_for,
+	.needs_for = uffd_minor_needs_for,
 	.restore = uffd_minor_restore,
 	.fixup = uffd_minor_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,

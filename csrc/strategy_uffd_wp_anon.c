@@ -75,12 +75,14 @@ static void wp_anon_needs_for(const void *params, struct wpc_needs *needs)
 	const struct wp_anon_params *p = params;
 
 	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
-	wpc_fill_needs(&p->fill, true, needs);
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_IMAGE, needs);
 }
 
 static int wp_anon_check(const void *params, char *why, size_t len)
 {
-	return wpc_fill_check(&((const struct wp_anon_params *)params)->fill, true, why, len);
+	const struct wp_anon_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_IMAGE, why, len);
 }
 
 /*
