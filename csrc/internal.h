@@ -577,6 +577,9 @@ struct wpc_chunks {
 	_Atomic bool stop;
 	uint64_t background_ns;
 	uint64_t pause_ns;		/* of wpc_chunks_finish, the part after the background thread */
+	/* Threads copying each run of a batched (at-checkpoint) sweep; 1 unless set after init. */
+	int sweep_threads;
+	uint64_t sweep_threads_used;	/* most threads one run of it used (counter fill_threads) */
 };
 
 /* source_fd: a file holding the region's bytes at the same offsets, or -1 (memcpy). */
