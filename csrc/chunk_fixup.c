@@ -171,8 +171,9 @@ static int copy_sweep_share(void *ctx, uint64_t off, uint64_t len)
 }
 
 /*
- * nthreads > 1 (the fixup phase's batched sweep only, never a fault path:
- * it starts threads) splits the copy among threads.
+ * nthreads: 0 on a fault path and in a chunk-by-chunk sweep; the batched
+ * (at-checkpoint) sweep's thread count otherwise, and above 1 the copy is
+ * split among threads (never on a fault path: it starts threads).
  */
 static int move_chunks(struct wpc_chunks *c, uint64_t first, uint64_t end, int nthreads)
 {
@@ -191,6 +192,8 @@ static int move_chunks(struct wpc_chunks *c, uint64_t first, uint64_t end, int n
 			c->sweep_threads_used = (uint64_t)used;
 	} else {
 		ret = copy_chunks(c, off, len);
+		if (nthreads == 1 && !c->sweep_threads_used)
+			c->sweep_threads_used = 1;
 	}
 	if (ret)
 		return ret;
@@ -323,7 +326,7 @@ static int settle_chunk(struct wpc_chunks *c, uint64_t idx, _Atomic uint64_t *co
 {
 	if (work_begin(c)) {
 		if (chunk_claim(c, idx))
-			return move_and_finish(c, idx, idx + 1, counter, mark, 1);
+			return move_and_finish(c, idx, idx + 1, counter, mark, 0);
 		work_end(c);
 	}
 	if (wait && atomic_load(&c->state[idx]) != WPC_CHUNK_DONE) {
@@ -373,7 +376,7 @@ static void sweep(struct wpc_chunks *c, _Atomic uint64_t *counter, uint8_t mark,
 			i++;
 			continue;
 		}
-		move_and_finish(c, i, end, counter, mark, batched ? c->sweep_threads : 1);
+		move_and_finish(c, i, end, counter, mark, batched ? c->sweep_threads : 0);
 		i = end;
 	}
 }
