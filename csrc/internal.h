@@ -445,11 +445,6 @@ int wpc_maps_fail(struct wpc_run *run, int err);
  */
 void wpc_enomem_why(size_t want, const char *vma_hint, char *why, size_t len);
 
-/*
- * Replace [addr, addr + len) by an anonymous copy of its current contents:
- * copy into a fresh anonymous mapping, then mremap it over the original.
- */
-int wpc_copy_and_remap(void *addr, size_t len);
 /* mremap(2) as every strategy should call it: it honours the test-only ENOMEM injection. */
 void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr);
 

@@ -283,6 +283,7 @@ static int uffd_hybrid_fixup(struct wpc_run *run)
  */
 static int uffd_minor_fixup(struct wpc_run *run)
 {
+	static const struct wpc_fill_params published_fixup = { .threads = 1 };	/* memcpy */
 	struct wpc_uffd *u = run->priv;
 	int ret = uffd_fixup(run);
 
@@ -290,12 +291,12 @@ static int uffd_minor_fixup(struct wpc_run *run)
 		return ret;
 	/* A write landing between the copy and the remap would be lost: the application waits. */
 	uint64_t t0 = wpc_now_ns();
-	ret = wpc_copy_and_remap(run->region, u->map_len);
+	/* fill.c's whole-region copy as `mmap` publishes it; its reason says what failed. */
+	ret = wpc_fill_copy_and_remap(run, &published_fixup, run->region, u->map_len);
 	u->pause_ns = wpc_now_ns() - t0;
 	wpc_counter_set(run, "fixup_pause_ns", u->pause_ns);
 	if (ret)
-		return wpc_fail(run, -ret, "copy-and-remap of the region off the memfd: %s",
-				strerror(-ret));
+		return ret;
 	close(u->memfd);
 	u->memfd = -1;
 	wpc_run_mark_detached(run);

@@ -109,7 +109,8 @@ def _restore_and_count(image, strategy, params, phases):
 
 @pytest.mark.parametrize("thp", ["no", "yes"])
 @pytest.mark.parametrize("strategy,phases", [("read", ["restore"]),
-                                             ("mmap", ["restore", "touch", "fixup"])])
+                                             ("mmap", ["restore", "touch", "fixup"])],
+                         ids=["read-restore", "mmap-fixup"])
 def test_the_huge_page_count_is_what_the_region_holds(make_image, strategy, phases, thp):
     """fill_huge_pages is the region's AnonHugePages as this process reads them right after:
     whatever THP gave this time (erratic here), the row says it, and thp=no says 0."""
