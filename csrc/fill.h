@@ -24,11 +24,13 @@
  *            places 4 KiB pages (the strategy's check refuses it).
  * Counters: fill_threads (threads that copied), fill_huge_pages (2 MiB
  * pages the destination holds after the fill, from /proc/self/smaps'
- * AnonHugePages of its range; read inside the timed phase), fill_ns.
+ * AnonHugePages of its range; read inside the timed phase; absent where
+ * smaps cannot be read), fill_ns.
  *
- * The memfd copies of uffd-wp and uffd-minor (memfd.c) share the copier
- * (threads= only: sendfile per share, each thread through an open file
- * description of its own); shmem is no anonymous destination, so no thp.
+ * The memfd copies of uffd-wp and uffd-minor (memfd.c) take fill=sendfile
+ * (sendfile per share, each thread through an open file description of its
+ * own) or uffdio-copy, and threads=; shmem is no anonymous destination, so
+ * no thp. Counter memfd_fill_threads (memfd_fill_ns is memfd.c's).
  */
 #ifndef WPC_FILL_H
 #define WPC_FILL_H
