@@ -77,9 +77,11 @@ struct wpc_fill_params {
 	"yes: the anonymous destination 2 MiB-aligned with MADV_HUGEPAGE (skipped where THP is "	\
 	"never); no: MADV_NOHUGEPAGE. Counter fill_huge_pages says what it got"
 
+#define WPC_FILL_THREADS_SPEC_HELP(type, member, help)						\
+	{ "threads", WPC_PARAM_INT, NULL, "1", help, offsetof(type, member.threads), 0,		\
+	  WPC_MAX_THREADS }
 #define WPC_FILL_THREADS_SPEC(type, member)							\
-	{ "threads", WPC_PARAM_INT, NULL, "1", WPC_FILL_THREADS_HELP,				\
-	  offsetof(type, member.threads), 0, WPC_MAX_THREADS }
+	WPC_FILL_THREADS_SPEC_HELP(type, member, WPC_FILL_THREADS_HELP)
 
 /* fill, threads, thp of a strategy that fills fresh anonymous memory from the image. */
 #define WPC_FILL_FROM_IMAGE_PARAM_SPECS(type, member)						\

@@ -273,7 +273,10 @@ static const struct wpc_param_spec sigsegv_param_specs[] = {
 	  "which leaves the region's page tables empty for mremap",
 	  offsetof(struct sigsegv_params, copy), 0, 0 },
 	/* Only threads=: the sweep's copy method is copy= already, its shadow is the chunks' own. */
-	WPC_FILL_THREADS_SPEC(struct sigsegv_params, sweep_fill),
+	WPC_FILL_THREADS_SPEC_HELP(struct sigsegv_params, sweep_fill,
+				   "threads sharing each run of the fixup=at-checkpoint sweep, "
+				   "contiguous 2 MiB-aligned shares; 0: one per CPU this process may "
+				   "use; the other fixups copy chunk by chunk and take 1 only"),
 	{ NULL },
 };
 
