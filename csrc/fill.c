@@ -379,7 +379,9 @@ static int run_method(enum wpc_fill_method method, struct fill_job *job, size_t 
 		[WPC_FILL_PREAD] = "reading the image",
 		[WPC_FILL_MEMCPY] = "memcpy",
 		[WPC_FILL_UFFDIO_COPY] = "UFFDIO_COPY",
-		[WPC_FILL_SENDFILE] = "sendfile into the memfd",
+		/* Where /proc is missing, the open of a share's own description is what fails. */
+		[WPC_FILL_SENDFILE] = "sendfile into the memfd (shares past the first reopen it "
+				      "through /proc/self/fd)",
 	};
 	uint64_t failed_off = 0;
 	int ret, uffd = -1;
