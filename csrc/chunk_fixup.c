@@ -79,6 +79,7 @@ int wpc_chunks_init(struct wpc_chunks *c, struct wpc_run *run, size_t chunk, int
 	c->region = run->region;
 	c->region_len = run->region_len;
 	c->chunk = chunk;
+	c->sweep_threads = 1;
 	c->nchunks = (run->region_len + chunk - 1) / chunk;
 	atomic_store(&c->remaining, c->nchunks);
 	atomic_store(&c->remap_flags, wpc_inject_no_dontunmap() ? 0 : MREMAP_DONTUNMAP);
@@ -148,19 +149,54 @@ static int read_chunks(struct wpc_chunks *c, size_t off, size_t len)
  * Copy chunks [first, end) into the shadow and move them over the region in
  * one mremap. The caller owns them (state COPYING).
  */
-static int move_chunks(struct wpc_chunks *c, uint64_t first, uint64_t end)
+static int copy_chunks(struct wpc_chunks *c, size_t off, size_t len)
+{
+	if (c->source_fd >= 0)
+		return read_chunks(c, off, len);
+	memcpy(c->shadow + off, c->region + off, len);
+	return 0;
+}
+
+/* A share of a threaded sweep's run of chunks (fill.c's copier); never on a fault path. */
+struct sweep_copy {
+	struct wpc_chunks *c;
+	size_t base;
+};
+
+static int copy_sweep_share(void *ctx, uint64_t off, uint64_t len)
+{
+	struct sweep_copy *sc = ctx;
+
+	return copy_chunks(sc->c, sc->base + off, len);
+}
+
+/*
+ * nthreads: 0 on a fault path and in a chunk-by-chunk sweep; the batched
+ * (at-checkpoint) sweep's thread count otherwise, and above 1 the copy is
+ * split among threads (never on a fault path: it starts threads).
+ */
+static int move_chunks(struct wpc_chunks *c, uint64_t first, uint64_t end, int nthreads)
 {
 	size_t off = (size_t)first * c->chunk;
 	size_t len = (size_t)(end - first - 1) * c->chunk + chunk_len(c, end - 1);
 	int flags = atomic_load_explicit(&c->remap_flags, memory_order_relaxed);
+	int ret;
 
-	if (c->source_fd >= 0) {
-		int ret = read_chunks(c, off, len);
-		if (ret)
-			return ret;
+	if (nthreads > 1) {
+		struct sweep_copy sc = { .c = c, .base = off };
+		uint64_t failed_off;
+		int used = 0;
+
+		ret = wpc_copy_in_shares(len, nthreads, copy_sweep_share, &sc, &used, &failed_off);
+		if ((uint64_t)used > c->sweep_threads_used)
+			c->sweep_threads_used = (uint64_t)used;
 	} else {
-		memcpy(c->shadow + off, c->region + off, len);
+		ret = copy_chunks(c, off, len);
+		if (nthreads == 1 && !c->sweep_threads_used)
+			c->sweep_threads_used = 1;
 	}
+	if (ret)
+		return ret;
 	for (uint64_t i = first; i < end; i++)
 		wpc_inject_hold(WPC_HOLD_COPY, i);	/* test-only: a copy in flight */
 	for (;;) {
@@ -266,9 +302,9 @@ void wpc_chunks_give_up(struct wpc_chunks *c, uint64_t idx, int err)
 
 /* Move chunks [first, end), owned by the caller, and finish them. */
 static int move_and_finish(struct wpc_chunks *c, uint64_t first, uint64_t end,
-			   _Atomic uint64_t *counter, uint8_t mark)
+			   _Atomic uint64_t *counter, uint8_t mark, int nthreads)
 {
-	int ret = move_chunks(c, first, end);
+	int ret = move_chunks(c, first, end, nthreads);
 
 	if (!ret)
 		mark |= WPC_CHUNK_MOVED;
@@ -290,7 +326,7 @@ static int settle_chunk(struct wpc_chunks *c, uint64_t idx, _Atomic uint64_t *co
 {
 	if (work_begin(c)) {
 		if (chunk_claim(c, idx))
-			return move_and_finish(c, idx, idx + 1, counter, mark);
+			return move_and_finish(c, idx, idx + 1, counter, mark, 0);
 		work_end(c);
 	}
 	if (wait && atomic_load(&c->state[idx]) != WPC_CHUNK_DONE) {
@@ -340,7 +376,7 @@ static void sweep(struct wpc_chunks *c, _Atomic uint64_t *counter, uint8_t mark,
 			i++;
 			continue;
 		}
-		move_and_finish(c, i, end, counter, mark);
+		move_and_finish(c, i, end, counter, mark, batched ? c->sweep_threads : 0);
 		i = end;
 	}
 }
@@ -447,6 +483,8 @@ void wpc_chunks_publish(struct wpc_chunks *c)
 	wpc_counter_set(run, "waits_on_copy", atomic_load(&c->waits));
 	wpc_counter_set(run, "background_ns", c->background_ns);
 	wpc_counter_set(run, "fixup_pause_ns", c->pause_ns);
+	if (c->sweep_threads_used)
+		wpc_counter_set(run, "fill_threads", c->sweep_threads_used);
 	wpc_hist_merge(&run->res->handler, c->hist);
 	wpc_hist_reset(c->hist);	/* published once */
 }

@@ -101,23 +101,6 @@ void wpc_run_unmap_region(struct wpc_run *run)
 	run->region = NULL;
 }
 
-int wpc_run_read_into_anonymous(struct wpc_run *run)
-{
-	void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-	int ret;
-
-	if (p == MAP_FAILED)
-		return wpc_fail(run, errno, "mmap of %zu anonymous bytes failed: %s", run->region_len,
-				strerror(errno));
-	run->region = p;
-	ret = wpc_run_read_image(run, run->region);
-	if (ret)
-		return ret;
-	wpc_run_mark_detached(run);
-	return 0;
-}
-
 int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only)
 {
 	struct wpc_needs needs;

@@ -358,14 +358,12 @@ int wpc_run_read_image(struct wpc_run *run, uint8_t *dst);
  * (wpc_run_add_image_identity). *memfd is the descriptor, -1 if none was
  * made; the caller closes it, also after a failure. 0 or wpc_fail()'s -errno.
  */
-int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *memfd);
+struct wpc_fill_params;
+/* p: fill= and threads= (fill.h); NULL: sendfile, one thread. */
+int wpc_run_image_memfd(struct wpc_run *run, size_t len, const struct wpc_fill_params *p,
+			int *memfd);
 /* munmap() the region if it is mapped (run->region_len bytes) and forget it. */
 void wpc_run_unmap_region(struct wpc_run *run);
-/*
- * The region as fresh anonymous memory holding the image, read eagerly with
- * pread(): detached from here on (read's restore, and uffd-wp-anon's first step).
- */
-int wpc_run_read_into_anonymous(struct wpc_run *run);
 /* wpc_uffd_open_for() with the run's strategy's needs; the reason goes to the run. */
 int wpc_run_open_uffd(struct wpc_run *run, int flags, bool *user_mode_only);
 /* wpc_uffd_register_for() of [addr, addr + len) with the run's strategy's needs. */
@@ -451,11 +449,6 @@ int wpc_maps_fail(struct wpc_run *run, int err);
  */
 void wpc_enomem_why(size_t want, const char *vma_hint, char *why, size_t len);
 
-/*
- * Replace [addr, addr + len) by an anonymous copy of its current contents:
- * copy into a fresh anonymous mapping, then mremap it over the original.
- */
-int wpc_copy_and_remap(void *addr, size_t len);
 /* mremap(2) as every strategy should call it: it honours the test-only ENOMEM injection. */
 void *wpc_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, void *new_addr);
 
@@ -589,6 +582,9 @@ struct wpc_chunks {
 	_Atomic bool stop;
 	uint64_t background_ns;
 	uint64_t pause_ns;		/* of wpc_chunks_finish, the part after the background thread */
+	/* Threads copying each run of a batched (at-checkpoint) sweep; 1 unless set after init. */
+	int sweep_threads;
+	uint64_t sweep_threads_used;	/* most threads one run of it used (counter fill_threads) */
 };
 
 /* source_fd: a file holding the region's bytes at the same offsets, or -1 (memcpy). */
@@ -644,5 +640,8 @@ int wpc_pagemap_open(void);
  */
 int64_t wpc_pagemap_written(int pagemap_fd, void *base, size_t len, bool rearm, uint8_t *bitmap,
 			    struct wpc_scan_stats *st);
+
+/* ---- eager fills (fill.c): fill=, threads=, thp= ---- */
+#include "fill.h"
 
 #endif /* WPC_INTERNAL_H */

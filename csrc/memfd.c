@@ -12,34 +12,20 @@
  * 278 ms; mapping the memfd and pread(2)ing into it (a page fault and a
  * zeroed page per 4 KiB before the copy) 514 ms; copy_file_range refuses
  * (EXDEV). With it uffd-minor's 64 MiB restore went from 59 ms to 30 ms,
- * uffd-wp's (30 ms) as before.
+ * uffd-wp's (30 ms) as before. That is the default; fill= and threads= of
+ * the two strategies choose otherwise (fill.c: sendfile per share through
+ * open file descriptions of their own, or UFFDIO_COPY into a shared
+ * mapping of the memfd registered MISSING).
  */
 #define _GNU_SOURCE
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-static int fill(struct wpc_run *run, int fd)
-{
-	off_t off = 0;
-
-	while ((uint64_t)off < run->image_size) {
-		ssize_t n = sendfile(fd, run->image_fd, &off, run->image_size - (uint64_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return wpc_fail(run, n ? errno : ENODATA, "copying the image into the memfd at "
-					"byte %lld: %s", (long long)off,
-					n ? strerror(errno) : "unexpected end of file");
-	}
-	return 0;
-}
-
-int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *out)
+int wpc_run_image_memfd(struct wpc_run *run, size_t len, const struct wpc_fill_params *p,
+			int *out)
 {
 	uint64_t t0 = wpc_now_ns();
 	int fd = memfd_create("wpcompare-image", MFD_CLOEXEC);
@@ -51,7 +37,7 @@ int wpc_run_image_memfd(struct wpc_run *run, size_t len, int *out)
 	if (ftruncate(fd, (off_t)len) < 0)
 		return wpc_fail(run, errno, "cannot size the memfd to %zu bytes: %s (tmpfs full?)",
 				len, strerror(errno));
-	ret = fill(run, fd);
+	ret = wpc_fill_memfd_from_image(run, p, fd, len);
 	if (ret)
 		return ret;
 	wpc_counter_set(run, "memfd_fill_ns", wpc_now_ns() - t0);

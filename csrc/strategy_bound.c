@@ -18,7 +18,6 @@
  * (MADV_HUGEPAGE) or hugetlb 2 MiB pages.
  */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -37,8 +36,6 @@ enum bound_page {
 	BOUND_PAGE_2M,
 };
 #define BOUND_PAGE_CHOICES "4K|thp|2M"
-
-#define COPY_CALL_BYTES (8UL << 20)
 
 struct bound_params {
 	int page;		/* enum bound_page */
@@ -106,65 +103,17 @@ static int bound_copy_prepare(struct wpc_run *run)
 	return 0;
 }
 
-struct copier {
-	pthread_t tid;
-	struct wpc_run *run;
-	uint64_t off, len;
-	int ret;
-};
-
-static void *copy_share(void *arg)
-{
-	struct copier *c = arg;
-
-	for (uint64_t done = 0; done < c->len && !c->ret; done += COPY_CALL_BYTES) {
-		uint64_t want = c->len - done < COPY_CALL_BYTES ? c->len - done : COPY_CALL_BYTES;
-
-		c->ret = wpc_pread_full(c->run->image_fd, c->run->region + c->off + done, want,
-					c->off + done);
-	}
-	return NULL;
-}
-
-/* The image into the region, in contiguous 2 MiB-aligned shares, one per thread. */
+/* The image into the region, in 2 MiB-aligned shares, one per thread (fill.c's copier). */
 static int copy_image(struct wpc_run *run)
 {
 	const struct bound_params *params = run->params;
-	int nthreads = params->threads ? (int)params->threads : run->ncpus;
-	struct copier copiers[WPC_MAX_THREADS] = { 0 };
-	uint64_t share;
-	int started = 0, ret = 0;
+	int used = 0;
+	int ret = wpc_fill_pread_image(run, run->region, wpc_fill_thread_count(run, params->threads),
+				       &used);
 
-	if (nthreads < 1)
-		nthreads = 1;
-	share = wpc_align_up((run->image_size + (uint64_t)nthreads - 1) / (uint64_t)nthreads,
-			     WPC_HUGE_PAGE);
-	for (int t = 0; t < nthreads; t++) {
-		struct copier *c = &copiers[t];
-
-		c->run = run;
-		c->off = (uint64_t)t * share;
-		c->len = c->off >= run->image_size ? 0 : run->image_size - c->off;
-		c->len = c->len < share ? c->len : share;
-		if (t == 0)
-			continue;	/* the calling thread copies share 0 itself */
-		ret = -pthread_create(&c->tid, NULL, copy_share, c);
-		if (ret)
-			break;
-		started++;
-	}
-	if (!ret)
-		copy_share(&copiers[0]);
-	for (int t = 1; t <= started; t++)
-		pthread_join(copiers[t].tid, NULL);
 	if (ret)
-		return wpc_fail(run, -ret, "cannot start copy thread %d of %d", started + 1, nthreads);
-	for (int t = 0; t < nthreads; t++)
-		if (copiers[t].ret)
-			return wpc_fail(run, -copiers[t].ret, "reading the image: %s",
-					copiers[t].ret == -ENODATA ? "unexpected end of file"
-								   : strerror(-copiers[t].ret));
-	wpc_counter_set(run, "copy_threads", (uint64_t)nthreads);
+		return ret;
+	wpc_counter_set(run, "copy_threads", (uint64_t)used);
 	wpc_run_mark_detached(run);
 	return 0;
 }

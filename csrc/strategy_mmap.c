@@ -8,13 +8,37 @@
  * Either way the region keeps referencing the image, so before a restored
  * process can be checkpointed again its fixup copies the whole region into
  * anonymous memory and moves it over the original with one mremap, as a
- * restored CRaC process must.
+ * restored CRaC process must. How it copies is fill.c's: fill=memcpy (as
+ * published) or uffdio-copy, threads=, thp= (of the copy).
  */
 #define _GNU_SOURCE
 #include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
+
+struct mmap_params {
+	struct wpc_fill_params fill;	/* of the fixup */
+};
+
+static const struct wpc_param_spec mmap_param_specs[] = {
+	WPC_FILL_FROM_REGION_PARAM_SPECS(struct mmap_params, fill),
+	{ 0 }
+};
+
+static void mmap_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct mmap_params *p = params;
+
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_REGION, needs);
+}
+
+static int mmap_check(const void *params, char *why, size_t len)
+{
+	const struct mmap_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_REGION, why, len);
+}
 
 static int map_image(struct wpc_run *run, int extra_flags)
 {
@@ -37,17 +61,12 @@ static int mmap_populate_restore(struct wpc_run *run)
 	return map_image(run, MAP_POPULATE);
 }
 
+/* The whole-region copy-and-remap, as fill= threads= thp= say (fill.c). */
 static int mmap_fixup(struct wpc_run *run)
 {
-	int ret = wpc_copy_and_remap(run->region, run->region_len);
-	char why[WPC_REASON_LEN] = "";
+	const struct mmap_params *p = run->params;
 
-	if (ret == -ENOMEM)
-		wpc_enomem_why(run->region_len, "", why, sizeof(why));
-	if (ret)
-		return wpc_fail(run, -ret, "copy-and-remap of the whole region failed: %s%s%s",
-				strerror(-ret), why[0] ? ": " : "", why);
-	return 0;
+	return wpc_fill_copy_and_remap(run, &p->fill, run->region, run->region_len);
 }
 
 static void mmap_teardown(struct wpc_run *run)
@@ -60,6 +79,10 @@ const struct wpc_strategy wpc_strategy_mmap = {
 	.family = "baseline",
 	.description = "MAP_PRIVATE file mapping, loaded lazily; fixup copies the region into "
 		       "anonymous memory and remaps it",
+	.params = mmap_param_specs,
+	.params_size = sizeof(struct mmap_params),
+	.needs_for = mmap_needs_for,
+	.check = mmap_check,
 	.restore = mmap_restore,
 	.fixup = mmap_fixup,
 	.teardown = mmap_teardown,
@@ -70,6 +93,10 @@ const struct wpc_strategy wpc_strategy_mmap_populate = {
 	.family = "baseline",
 	.description = "MAP_PRIVATE|MAP_POPULATE file mapping, every page copied at restore; "
 		       "fixup as mmap",
+	.params = mmap_param_specs,
+	.params_size = sizeof(struct mmap_params),
+	.needs_for = mmap_needs_for,
+	.check = mmap_check,
 	.restore = mmap_populate_restore,
 	.fixup = mmap_fixup,
 	.teardown = mmap_teardown,

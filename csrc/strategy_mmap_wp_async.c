@@ -18,8 +18,8 @@
  *   rearm_scan_ns    the same with PM_SCAN_WP_MATCHING, protecting them again
  *   clean_scan_ns    once more after the re-arm; written_after_rearm must be 0
  * (rearm=no skips the last two). Then, as `mmap`, the region is copied into
- * anonymous memory and remapped; it is unregistered first (unregister_ns),
- * because a registered file mapping gets no fault-around: the copy would
+ * anonymous memory and remapped (fill=, threads=, thp= as `mmap`'s:
+ * fill.c); it is unregistered first (unregister_ns), because a registered file mapping gets no fault-around: the copy would
  * take one read fault per untouched page instead of one per 16 (measured:
  * 128 MiB, 10 % of pages read, 62259 faults in fixup instead of 32911 and
  * about 1.3x the time). Unregistering costs little when few pages were
@@ -50,6 +50,7 @@ enum wp_async_rearm {
 
 struct wp_async_params {
 	int rearm;		/* enum wp_async_rearm */
+	struct wpc_fill_params fill;	/* of the whole-region copy-and-remap */
 };
 
 struct wp_async {
@@ -64,8 +65,23 @@ static const struct wpc_param_spec wp_async_param_specs[] = {
 	{ "rearm", WPC_PARAM_CHOICE, "yes|no", "yes",
 	  "in fixup, also time a re-arming scan (PM_SCAN_WP_MATCHING) and the scan after it",
 	  offsetof(struct wp_async_params, rearm), 0, 0 },
+	WPC_FILL_FROM_REGION_PARAM_SPECS(struct wp_async_params, fill),
 	{ NULL, 0, NULL, NULL, NULL, 0, 0, 0 },
 };
+
+static void wp_async_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct wp_async_params *p = params;
+
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_REGION, needs);
+}
+
+static int wp_async_check(const void *params, char *why, size_t len)
+{
+	const struct wp_async_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_REGION, why, len);
+}
 
 static int wp_async_restore(struct wpc_run *run)
 {
@@ -174,10 +190,9 @@ static int wp_async_fixup(struct wpc_run *run)
 		return wpc_fail(run, -ret, "UFFDIO_UNREGISTER of the region failed: %s", strerror(-ret));
 	wa->registered = false;
 	t2 = wpc_now_ns();
-	ret = wpc_copy_and_remap(run->region, run->region_len);
+	ret = wpc_fill_copy_and_remap(run, &params->fill, run->region, run->region_len);
 	if (ret)
-		return wpc_fail(run, -ret, "copy-and-remap of the whole region failed: %s",
-				strerror(-ret));
+		return ret;
 	t3 = wpc_now_ns();
 	wpc_counter_set(run, "unregister_ns", t2 - t1);
 	wpc_counter_set(run, "copy_remap_ns", t3 - t2);
@@ -223,6 +238,8 @@ const struct wpc_strategy wpc_strategy_mmap_wp_async = {
 	/* No handler thread: nothing waits in the kernel, so user mode only and no privilege. */
 	.needs = { .uffd = WPC_UFFD_USER_MODE, .uffd_features = WP_ASYNC_FEATURES,
 		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT, .pagemap_scan = true },
+	.needs_for = wp_async_needs_for,
+	.check = wp_async_check,
 	.restore = wp_async_restore,
 	.fixup = wp_async_fixup,
 	.dirty_pages = wp_async_dirty_pages,

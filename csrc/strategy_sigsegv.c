@@ -41,6 +41,7 @@ struct sigsegv_params {
 	uint64_t chunk;
 	int fixup;		/* enum sigsegv_fixup */
 	int copy;		/* enum wpc_chunk_copy */
+	struct wpc_fill_params sweep_fill;	/* threads= of the at-checkpoint sweep */
 };
 
 struct sigsegv_ctx {
@@ -209,6 +210,7 @@ static int sigsegv_restore(struct wpc_run *run)
 	if (ret)
 		return wpc_fail(run, -ret, "cannot set up %llu chunks and a %zu-byte shadow: %s",
 				(unsigned long long)ctx->chunks.nchunks, run->region_len, strerror(-ret));
+	ctx->chunks.sweep_threads = wpc_fill_thread_count(run, params->sweep_fill.threads);
 	ctx->chunks.degrade = sigsegv_degrade;
 	ctx->chunks.owner = ctx;
 
@@ -270,8 +272,27 @@ static const struct wpc_param_spec sigsegv_param_specs[] = {
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the image file, "
 	  "which leaves the region's page tables empty for mremap",
 	  offsetof(struct sigsegv_params, copy), 0, 0 },
+	/* Only threads=: the sweep's copy method is copy= already, its shadow is the chunks' own. */
+	WPC_FILL_THREADS_SPEC_HELP(struct sigsegv_params, sweep_fill,
+				   "threads sharing each run of the fixup=at-checkpoint sweep, "
+				   "contiguous 2 MiB-aligned shares; 0: one per CPU this process may "
+				   "use; the other fixups copy chunk by chunk and take 1 only"),
 	{ NULL },
 };
+
+/* threads= splits the at-checkpoint sweep's copies; the other fixups copy chunk by chunk. */
+static int sigsegv_check(const void *params, char *why, size_t len)
+{
+	const struct sigsegv_params *p = params;
+
+	if (p->sweep_fill.threads != 1 && p->fixup != SIGSEGV_FIXUP_AT_CHECKPOINT) {
+		wpc_why(why, len, "threads=%lld applies to fixup=at-checkpoint only (its batched "
+			"sweep): add fixup=at-checkpoint, or drop threads=",
+			(long long)p->sweep_fill.threads);
+		return -EINVAL;
+	}
+	return 0;
+}
 
 const struct wpc_strategy wpc_strategy_sigsegv = {
 	.name = "sigsegv",
@@ -280,6 +301,7 @@ const struct wpc_strategy wpc_strategy_sigsegv = {
 		       "anonymous memory and mremaps it over (openjdk/crac PR 57)",
 	.params = sigsegv_param_specs,
 	.params_size = sizeof(struct sigsegv_params),
+	.check = sigsegv_check,
 	.restore = sigsegv_restore,
 	.fixup = sigsegv_fixup,
 	.dirty_pages = sigsegv_dirty_pages,

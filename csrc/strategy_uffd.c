@@ -44,6 +44,8 @@ struct uffd_params {
 	int order;			/* enum wpc_loader_order */
 	char path[WPC_PARAM_STRING_LEN];
 	uint64_t page;			/* region page size: 4 KiB or 2 MiB (hugetlb) */
+	/* uffd-minor only: the memfd copy at restore */
+	struct wpc_fill_params memfd_fill;
 };
 
 #define PARAM_CHUNK								\
@@ -92,6 +94,14 @@ static void uffd_needs_for(const void *params, struct wpc_needs *needs)
 	}
 }
 
+static void uffd_minor_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct uffd_params *p = params;
+
+	uffd_needs_for(params, needs);
+	wpc_fill_needs(&p->memfd_fill, WPC_FILL_INTO_MEMFD, needs);
+}
+
 static int uffd_hybrid_check(const void *params, char *why, size_t len)
 {
 	const struct uffd_params *p = params;
@@ -138,8 +148,9 @@ static int map_anonymous(struct wpc_run *run, struct wpc_uffd *u)
  */
 static int map_memfd(struct wpc_run *run, struct wpc_uffd *u)
 {
+	const struct uffd_params *params = run->params;
 	void *p;
-	int ret = wpc_run_image_memfd(run, u->map_len, &u->memfd);
+	int ret = wpc_run_image_memfd(run, u->map_len, &params->memfd_fill, &u->memfd);
 
 	if (ret)
 		return ret;
@@ -272,6 +283,7 @@ static int uffd_hybrid_fixup(struct wpc_run *run)
  */
 static int uffd_minor_fixup(struct wpc_run *run)
 {
+	static const struct wpc_fill_params published_fixup = { .threads = 1 };	/* memcpy */
 	struct wpc_uffd *u = run->priv;
 	int ret = uffd_fixup(run);
 
@@ -279,12 +291,12 @@ static int uffd_minor_fixup(struct wpc_run *run)
 		return ret;
 	/* A write landing between the copy and the remap would be lost: the application waits. */
 	uint64_t t0 = wpc_now_ns();
-	ret = wpc_copy_and_remap(run->region, u->map_len);
+	/* fill.c's whole-region copy as `mmap` publishes it; its reason says what failed. */
+	ret = wpc_fill_copy_and_remap(run, &published_fixup, run->region, u->map_len);
 	u->pause_ns = wpc_now_ns() - t0;
 	wpc_counter_set(run, "fixup_pause_ns", u->pause_ns);
 	if (ret)
-		return wpc_fail(run, -ret, "copy-and-remap of the region off the memfd: %s",
-				strerror(-ret));
+		return ret;
 	close(u->memfd);
 	u->memfd = -1;
 	wpc_run_mark_detached(run);
@@ -308,12 +320,21 @@ static void uffd_teardown(struct wpc_run *run)
 
 /* ---- the rows ---- */
 
-/* uffd, uffd-move and uffd-minor. */
+/* uffd and uffd-move. */
 static const struct wpc_param_spec uffd_param_specs[] = {
 	PARAM_CHUNK,
 	PARAM_HANDLER_CPU,
 	PARAM_KERNEL_FAULTS,
 	PARAM_FAULT_DELAY,
+	{ 0 },
+};
+
+static const struct wpc_param_spec uffd_minor_param_specs[] = {
+	PARAM_CHUNK,
+	PARAM_HANDLER_CPU,
+	PARAM_KERNEL_FAULTS,
+	PARAM_FAULT_DELAY,
+	WPC_FILL_INTO_MEMFD_PARAM_SPECS(struct uffd_params, memfd_fill),
 	{ 0 },
 };
 
@@ -418,11 +439,11 @@ const struct wpc_strategy wpc_strategy_uffd_minor = {
 	.description = "image copied into a memfd at restore, mapped MAP_PRIVATE; MINOR faults "
 		       "map its pages (UFFDIO_CONTINUE), the first write copies on write; fixup "
 		       "copies the region off the memfd",
-	.params = uffd_param_specs,
+	.params = uffd_minor_param_specs,
 	.params_size = sizeof(struct uffd_params),
 	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_MINOR_SHMEM,
 		   .uffd_ioctls = 1ull << _UFFDIO_CONTINUE },
-	.needs_for = uffd_needs_for,
+	.needs_for = uffd_minor_needs_for,
 	.restore = uffd_minor_restore,
 	.fixup = uffd_minor_fixup,
 	.fixup_pause_ns = uffd_fixup_pause_ns,

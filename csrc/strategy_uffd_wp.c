@@ -51,6 +51,7 @@ struct uffd_wp_params {
 	int fixup;		/* enum uffd_wp_fixup */
 	int handler_cpu;	/* enum wpc_handler_cpu */
 	int copy;		/* enum wpc_chunk_copy */
+	struct wpc_fill_params memfd_fill;	/* of the memfd copy at restore */
 };
 
 struct uffd_wp_ctx {
@@ -176,7 +177,7 @@ static int uffd_wp_restore(struct wpc_run *run)
 	wpc_handler_init(&ctx->handler);
 	run->priv = ctx;
 
-	ret = wpc_run_image_memfd(run, run->region_len, &memfd);
+	ret = wpc_run_image_memfd(run, run->region_len, &params->memfd_fill, &memfd);
 	if (!ret) {
 		void *p = mmap(NULL, run->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, memfd, 0);
 		if (p == MAP_FAILED)
@@ -295,6 +296,7 @@ static void uffd_wp_needs_for(const void *params, struct wpc_needs *needs)
 	const struct uffd_wp_params *p = params;
 
 	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+	wpc_fill_needs(&p->memfd_fill, WPC_FILL_INTO_MEMFD, needs);
 }
 
 static const struct wpc_param_spec uffd_wp_param_specs[] = {
@@ -304,6 +306,7 @@ static const struct wpc_param_spec uffd_wp_param_specs[] = {
 	  "memcpy: copy from the mapped region (openjdk/crac PR 57); read: pread() from the memfd, "
 	  "which leaves the region's page tables empty for mremap",
 	  offsetof(struct uffd_wp_params, copy), 0, 0 },
+	WPC_FILL_INTO_MEMFD_PARAM_SPECS(struct uffd_wp_params, memfd_fill),
 	{ NULL },
 };
 

@@ -39,6 +39,7 @@
 struct wp_anon_params {
 	int handler_cpu;	/* enum wpc_handler_cpu */
 	uint64_t chunk;		/* bytes unprotected (and reported dirty) per fault */
+	struct wpc_fill_params fill;	/* of the restore, as `read`'s */
 };
 
 struct wp_anon {
@@ -65,6 +66,7 @@ static const struct wpc_param_spec wp_anon_param_specs[] = {
 	  "bytes unprotected per fault; the whole chunk is reported dirty, so chunks above "
 	  "4K trade fewer faults for a coarser dirty set",
 	  offsetof(struct wp_anon_params, chunk), 0, 0 },
+	WPC_FILL_FROM_IMAGE_PARAM_SPECS(struct wp_anon_params, fill),
 	{ NULL, 0, NULL, NULL, NULL, 0, 0, 0 },
 };
 
@@ -73,6 +75,14 @@ static void wp_anon_needs_for(const void *params, struct wpc_needs *needs)
 	const struct wp_anon_params *p = params;
 
 	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+	wpc_fill_needs(&p->fill, WPC_FILL_FROM_IMAGE, needs);
+}
+
+static int wp_anon_check(const void *params, char *why, size_t len)
+{
+	const struct wp_anon_params *p = params;
+
+	return wpc_fill_check(&p->fill, WPC_FILL_FROM_IMAGE, why, len);
 }
 
 /*
@@ -171,7 +181,7 @@ static int wp_anon_restore(struct wpc_run *run)
 
 	/* As `read` restores: from here on nothing refers to the image. */
 	t0 = wpc_now_ns();
-	ret = wpc_run_read_into_anonymous(run);
+	ret = wpc_fill_anonymous_from_image(run, &params->fill);
 	if (ret)
 		return ret;
 	t1 = wpc_now_ns();
@@ -271,6 +281,7 @@ const struct wpc_strategy wpc_strategy_uffd_wp_anon = {
 	.needs = { .uffd = WPC_UFFD_AUTO, .uffd_features = UFFD_FEATURE_PAGEFAULT_FLAG_WP,
 		   .uffd_ioctls = 1ull << _UFFDIO_WRITEPROTECT },
 	.needs_for = wp_anon_needs_for,
+	.check = wp_anon_check,
 	.restore = wp_anon_restore,
 	.fixup = wp_anon_fixup,
 	.dirty_pages = wp_anon_dirty_pages,

@@ -118,6 +118,19 @@ def test_a_failed_run_leaves_nothing_in_its_process(image, strategy, failing):
         pytest.skip(f"{strategy} makes no mremap number {failing}: its run did not fail")
 
 
+@pytest.mark.parametrize("strategy,params", [
+    ("read", "fill=uffdio-copy,threads=3"), ("read", "fill=memcpy,threads=8,thp=yes"),
+    ("mmap", "fill=uffdio-copy,threads=3"), ("mmap-wp-async", "fill=uffdio-copy,threads=3"),
+    ("uffd-wp-anon", "fill=uffdio-copy,threads=3"), ("uffd-minor", "fill=uffdio-copy,threads=3"),
+    ("uffd-wp", "fill=sendfile,threads=3"), ("sigsegv", "fixup=at-checkpoint,threads=3"),
+])
+def test_a_threaded_fill_leaves_nothing_behind(make_image, strategy, params):
+    """Copier threads joined, their stacks back, the fill's userfaultfd closed, its mappings
+    (of the image, of a memfd, of a shadow) unmapped."""
+    outcome = _check_nothing_left(make_image((5 << 20) + 3 * 4096 + 100), strategy, "verify", params=params)
+    assert outcome["failed"] is None, outcome["failed"]
+
+
 def _generate_with_file_size_limit(path):
     # SIGXFSZ would kill the process: ignored, write() fails with EFBIG instead.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

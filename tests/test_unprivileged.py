@@ -36,7 +36,9 @@ from wpcompare._core import ffi
 HERE = os.path.dirname(os.path.abspath(__file__))
 UFFD_STRATEGIES = ["uffd", "uffd-wp", "uffd-wp-anon", "mmap-wp-async", "uffd-sigbus", "uffd-minor",
                    "uffd-move", "uffd-hybrid", "uffd-huge"]
-EXTRA_CHOICES = ["uffd:kernel-faults=yes", "uffd:kernel-faults=no"]
+# A fill with UFFDIO_COPY (csrc/fill.c) opens a user-mode userfaultfd of its own.
+FILL_CHOICES = ["read:fill=uffdio-copy", "mmap:fill=uffdio-copy"]
+EXTRA_CHOICES = ["uffd:kernel-faults=yes", "uffd:kernel-faults=no", *FILL_CHOICES]
 SYSCTL = "/proc/sys/vm/unprivileged_userfaultfd"
 
 
@@ -145,6 +147,11 @@ def test_info_predicts_run(tmp_path, privilege, device, seccomp):
     assert (uffd_rows["uffd-wp"]["status"] == "ok") == kernel_mode
     if not anyway:
         assert "seccomp" in uffd_rows["uffd"]["reason"], uffd_rows["uffd"]["reason"]
+    # User mode only: no privilege needed, only a userfaultfd to be had at all.
+    for label in FILL_CHOICES:
+        assert (uffd_rows[label]["status"] == "ok") == anyway, uffd_rows[label]
+        if not anyway:
+            assert "seccomp" in uffd_rows[label]["reason"], uffd_rows[label]["reason"]
 
 
 @pytest.mark.skipif(not os.path.exists(SYSCTL), reason="no vm.unprivileged_userfaultfd here")
