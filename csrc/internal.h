@@ -403,6 +403,20 @@ int wpc_plan_trace(struct wpc_plan *plan, uint64_t npages, const struct wpc_work
 int wpc_workload_touch(struct wpc_run *run);
 /* The same pass again, no clock inside its loop: its wall time only. */
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);
+/* What wpc_image_zero_map found (image.c). */
+struct wpc_zero_stats {
+	uint64_t zero_pages;	/* pages whose bytes are all zero, holes included */
+	uint64_t hole_pages;	/* of them, inside holes (SEEK_HOLE): known zero without reading */
+	uint64_t scanned_pages;	/* pages read and checked */
+};
+
+/*
+ * map[p] = 1 where page p of the image (size bytes of fd) is all zero, else
+ * 0; one byte per WPC_PAGE page. Holes are taken as zero unread, the data
+ * extents are read and checked: a sparse file costs its data only.
+ */
+int wpc_image_zero_map(int fd, uint64_t size, uint8_t *map, struct wpc_zero_stats *st);
+
 int wpc_verify_bytes(struct wpc_run *run);
 int wpc_verify_dirty(struct wpc_run *run);
 

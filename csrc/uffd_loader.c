@@ -112,7 +112,47 @@ int wpc_uffd_map_view(struct wpc_uffd *u)
 	return 0;
 }
 
+int wpc_uffd_map_zeros(struct wpc_uffd *u)
+{
+	struct wpc_run *run = u->run;
+	struct wpc_zero_stats st;
+	uint64_t t0 = wpc_now_ns();
+	int ret;
+
+	if (u->unit != WPC_PAGE)
+		return wpc_fail(run, EINVAL, "zero=zeropage needs 4 KiB pages (UFFDIO_ZEROPAGE has no "
+				"hugetlb form): use zero=copy with page=2M");
+	u->zero = malloc(u->nunits);
+	if (!u->zero)
+		return wpc_fail(run, ENOMEM, "out of memory for the zero-page map");
+	ret = wpc_image_zero_map(run->image_fd, run->image_size, u->zero, &st);
+	if (ret)
+		return wpc_fail(run, -ret, "finding the image's zero pages: %s", strerror(-ret));
+	wpc_counter_set(run, "zero_map_ns", wpc_now_ns() - t0);
+	wpc_counter_set(run, "zero_pages", st.zero_pages);
+	wpc_counter_set(run, "zero_hole_pages", st.hole_pages);
+	return 0;
+}
+
 /* ---- placing units ---- */
+
+static bool unit_zero(const struct wpc_uffd *u, uint64_t off)
+{
+	return u->zero && u->zero[off / u->unit];
+}
+
+/* From off, the bytes up to end whose units are all zero, or all not (one ioctl's worth). */
+static uint64_t same_kind(const struct wpc_uffd *u, uint64_t off, uint64_t end)
+{
+	bool zero = unit_zero(u, off);
+	uint64_t at = off + u->unit;
+
+	if (!u->zero)
+		return end - off;
+	while (at < end && unit_zero(u, at) == zero)
+		at += u->unit;
+	return at - off;
+}
 
 static bool unit_loaded(struct wpc_uffd *u, uint64_t off)
 {
@@ -157,6 +197,17 @@ static int place_once(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontw
 	int ret;
 
 	*done = 0;
+	if (unit_zero(u, off)) {
+		struct uffdio_zeropage z = {
+			.range = { .start = dst, .len = len },
+			.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0,
+		};
+		ret = ioctl(u->fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+		*done = z.zeropage > 0 ? z.zeropage : 0;
+		atomic_fetch_add_explicit(&u->st.zeropage_pages, pages_of((uint64_t)*done),
+					  memory_order_relaxed);
+		return ret;
+	}
 	switch (u->fill) {
 	case WPC_FILL_COPY: {
 		struct uffdio_copy c = {
@@ -212,7 +263,7 @@ static int place(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake,
 	uint64_t end = off + len;
 
 	while (off < end) {
-		uint64_t want = end - off;
+		uint64_t want = same_kind(u, off, end);
 		int64_t done;
 		int ret;
 
@@ -733,6 +784,7 @@ void wpc_uffd_publish(struct wpc_uffd *u)
 		{ "handler_pages", &u->st.handler_pages },
 		{ "loader_pages", &u->st.loader_pages },
 		{ "fixup_pages", &u->st.fixup_pages },
+		{ "zeropage_pages", &u->st.zeropage_pages },
 	};
 
 	for (size_t i = 0; i < WPC_ARRAY_SIZE(counters); i++)
@@ -772,6 +824,8 @@ void wpc_uffd_teardown(struct wpc_uffd *u)
 		close(u->memfd);
 	u->memfd = -1;
 	free((void *)u->loaded);
+	free(u->zero);
+	u->zero = NULL;
 	free(u->hist);
 	free(u->prefetch);
 	free(u->fault_order);

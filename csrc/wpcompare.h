@@ -282,6 +282,11 @@ uint64_t wpc_hist_quantile(const struct wpc_hist *h, double q);
 int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind, char *why, size_t len);
 /* The bytes of generated page `page` (WPC_IMAGE_PAGE of them) into buf. */
 void wpc_image_fill_page(uint64_t seed, int kind, uint64_t page, uint8_t *buf);
+/*
+ * Make the all-zero pages of the image file at path holes (fallocate
+ * PUNCH_HOLE, size and bytes unchanged): *punched of its *pages pages.
+ */
+int wpc_image_punch_zeros(const char *path, uint64_t *punched, uint64_t *pages, char *why, size_t len);
 /* Pages of the file resident in the page cache (mincore), and pages in all. */
 int wpc_image_residency(const char *path, uint64_t *resident, uint64_t *total);
 

@@ -357,6 +357,14 @@ def generate_image(path, size, seed, kind):
     check(lib.wpc_image_generate(str(path).encode(), size, seed, IMAGE_KINDS[kind], why, len(why)), why)
 
 
+def punch_zero_pages(path):
+    """Make the image file's all-zero pages holes (its bytes unchanged): (pages punched, pages)."""
+    punched, pages = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    why = _why_buffer()
+    check(lib.wpc_image_punch_zeros(str(path).encode(), punched, pages, why, len(why)), why)
+    return punched[0], pages[0]
+
+
 def image_page(seed, kind, page):
     """The PAGE_SIZE bytes the generator puts at page `page`."""
     buf = ffi.new("uint8_t[]", PAGE_SIZE)

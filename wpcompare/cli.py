@@ -709,6 +709,20 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                                    "their reasons are listed with the results")
 
 
+@main.command(name="sparsify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def sparsify_command(path):
+    """Make an image file sparse: its all-zero pages become holes (fallocate PUNCH_HOLE; size
+    and bytes unchanged), which zero=zeropage then finds without reading them."""
+    try:
+        punched, pages = binding.punch_zero_pages(path)
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+    click.echo(f"{path}: {punched} of {pages} pages were all zero and are holes now")
+
+
 from wpcompare.trace_commands import capture_command, trace_command  # noqa: E402 (commands of their own)
 
 main.add_command(trace_command)
