@@ -99,7 +99,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 
 		ours = true;
 		atomic_fetch_add_explicit(&u->st.faults, 1, memory_order_relaxed);
-		ret = wpc_uffd_resolve(u, addr, false);
+		ret = wpc_uffd_resolve(u, addr, false, false);
 		if (ret)
 			die_unresolved(u, -ret);
 		wpc_hist_record_concurrent(u->hist, wpc_now_ns() - t0);

@@ -80,6 +80,7 @@ struct wpc_uffd_stats {
 	_Atomic uint64_t loader_pages;	/* ... by the proactive loader */
 	_Atomic uint64_t fixup_pages;	/* ... by fixup (whatever was still missing) */
 	_Atomic uint64_t zeropage_pages;	/* of all those, mapped to the zero page (UFFDIO_ZEROPAGE) */
+	_Atomic uint64_t zero_written;	/* zero units a write faulted on: copied, not the zero page */
 };
 
 struct wpc_uffd;
@@ -180,8 +181,12 @@ int wpc_uffd_record_faults(struct wpc_uffd *u);
  * fails (a recorded error, or the handler thread gone).
  */
 int wpc_uffd_health(struct wpc_uffd *u);
-/* Resolve the fault at addr from the calling thread (the SIGBUS path): 0 or -errno. */
-int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake);
+/*
+ * Resolve the fault at addr (the handler's, or the SIGBUS path's from the
+ * faulting thread): 0 or -errno. write: a write fault (a zero unit is then
+ * copied, not mapped to the zero page); the SIGBUS path cannot tell, false.
+ */
+int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake, bool write);
 
 /* Record a fatal resolver error; the faulting thread is never handed an empty page (uffd_loader.c). */
 void wpc_uffd_give_up(struct wpc_uffd *u, int err, const char *what);
