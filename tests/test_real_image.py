@@ -74,10 +74,14 @@ def _assert_cycles_ok(chain):
 def test_a_chain_on_a_real_image_verifies_across_cycles_with_writes_from_several_threads(
         real_image, tmp_path, strategy):
     pattern = parse_pattern(f"trace:{_save(_trace(seed=3), tmp_path / 'a.trace')}")
+    with open(real_image.path, "rb") as file:
+        before = file.read()
     chain = _chain(real_image, strategy, tmp_path, pattern)
     _assert_cycles_ok(chain)
     assert [row["cycle"] for row in chain["cycles"]] == [1, 2, 3]
-    assert os.path.getsize(real_image.path) == SMALL, "the user's file is never written"
+    assert all(row["workload"]["threads"] == 3 for row in chain["cycles"])
+    with open(real_image.path, "rb") as file:
+        assert file.read() == before, "the user's file is never written"
 
 
 def test_a_real_image_chain_with_old_images_deleted_when_detached_verifies(real_image, tmp_path):
