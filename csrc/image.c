@@ -26,6 +26,7 @@
 #define TEMPLATE_PAGES 16
 #define TEMPLATE_SALT 0x7e3a11c0ffee5eedull
 #define WRITE_BLOCK (1u << 20)
+#define ZERO_SCAN_PAGES 256
 
 static void fill_random(uint64_t stream, uint8_t *buf)
 {
@@ -222,4 +223,169 @@ int wpc_pread_full(int fd, void *buf, size_t len, uint64_t off)
 		done += (size_t)got;
 	}
 	return 0;
+}
+
+/* ---- zero pages ---- */
+
+static bool page_is_zero(const uint8_t *page)
+{
+	const uint64_t *w = (const uint64_t *)page;
+
+	for (size_t i = 0; i < WPC_WORDS_PER_PAGE; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/*
+ * The data extents of fd from off (SEEK_DATA/SEEK_HOLE), page aligned
+ * outward: [*data, *hole). 0, or -ENXIO when only a hole is left. A
+ * filesystem without the seeks (EINVAL) is all data.
+ */
+static int next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_t *hole)
+{
+	off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+	off_t h;
+
+	if (d < 0 && errno == ENXIO)
+		return -ENXIO;
+	if (d < 0 && errno != EINVAL)
+		return -errno;
+	if (d < 0) {
+		*data = off;
+		*hole = wpc_align_up(size, WPC_PAGE);
+		return 0;
+	}
+	h = lseek(fd, d, SEEK_HOLE);
+	if (h < 0)
+		return -errno;
+	*data = (uint64_t)d / WPC_PAGE * WPC_PAGE;
+	*hole = wpc_align_up((uint64_t)h, WPC_PAGE);
+	return 0;
+}
+
+/* Read pages [first, first + n) of the image, checking each; zeros past its end. */
+static int scan_pages(int fd, uint64_t size, uint64_t first, uint64_t n, uint8_t *block,
+		      uint8_t *map, struct wpc_zero_stats *st)
+{
+	while (n) {
+		uint64_t count = n < ZERO_SCAN_PAGES ? n : ZERO_SCAN_PAGES;
+		uint64_t off = first * WPC_PAGE;
+		uint64_t have = size - off < count * WPC_PAGE ? size - off : count * WPC_PAGE;
+		int ret = wpc_pread_full(fd, block, have, off);
+
+		if (ret)
+			return ret;
+		memset(block + have, 0, count * WPC_PAGE - have);
+		for (uint64_t p = 0; p < count; p++) {
+			map[first + p] = page_is_zero(block + p * WPC_PAGE);
+			st->zero_pages += map[first + p];
+		}
+		st->scanned_pages += count;
+		first += count;
+		n -= count;
+	}
+	return 0;
+}
+
+int wpc_image_zero_map(int fd, uint64_t size, uint8_t *map, struct wpc_zero_stats *st)
+{
+	uint64_t npages = wpc_align_up(size, WPC_PAGE) / WPC_PAGE;
+	uint8_t *block = malloc(ZERO_SCAN_PAGES * WPC_PAGE);
+	uint64_t page = 0;
+	int ret = 0;
+
+	memset(st, 0, sizeof(*st));
+	if (!block)
+		return -ENOMEM;
+	while (page < npages) {
+		uint64_t data = 0, hole = 0;
+
+		ret = next_data(fd, page * WPC_PAGE, size, &data, &hole);
+		if (ret == -ENXIO) {
+			data = hole = npages * WPC_PAGE;
+			ret = 0;
+		}
+		if (ret)
+			break;
+		/* Pages wholly inside a hole read as zeros: no need to read them. */
+		for (; page < data / WPC_PAGE && page < npages; page++)
+			map[page] = 1;
+		if (hole > npages * WPC_PAGE)
+			hole = npages * WPC_PAGE;
+		if (page < hole / WPC_PAGE) {
+			ret = scan_pages(fd, size, page, hole / WPC_PAGE - page, block, map, st);
+			if (ret)
+				break;
+			page = hole / WPC_PAGE;
+		}
+	}
+	st->hole_pages = npages - st->scanned_pages;
+	st->zero_pages += st->hole_pages;
+	free(block);
+	return ret;
+}
+
+int wpc_image_punch_zeros(const char *path, uint64_t *punched, uint64_t *pages, char *why,
+			  size_t len)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	uint8_t *map = NULL;
+	struct wpc_zero_stats st;
+	struct stat sb;
+	int ret = 0;
+
+	*punched = *pages = 0;
+	if (fd < 0) {
+		ret = -errno;
+		wpc_why(why, len, "cannot open %s for writing: %s", path, strerror(errno));
+		return ret;
+	}
+	if (fstat(fd, &sb) < 0) {
+		ret = -errno;
+		wpc_why(why, len, "cannot stat %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		ret = -EINVAL;
+		wpc_why(why, len, "%s is not a regular file: give an image file", path);
+		goto out;
+	}
+	*pages = wpc_align_up((uint64_t)sb.st_size, WPC_PAGE) / WPC_PAGE;
+	map = malloc(*pages ? *pages : 1);
+	if (!map) {
+		ret = -ENOMEM;
+		wpc_why(why, len, "out of memory for the zero map of %s", path);
+		goto out;
+	}
+	ret = wpc_image_zero_map(fd, (uint64_t)sb.st_size, map, &st);
+	if (ret) {
+		wpc_why(why, len, "reading %s: %s", path, strerror(-ret));
+		goto out;
+	}
+	/* Whole pages only, so the file keeps its size and every byte its value. */
+	for (uint64_t p = 0; p < *pages;) {
+		uint64_t end = p;
+
+		while (end < *pages && map[end] && (end + 1) * WPC_PAGE <= (uint64_t)sb.st_size)
+			end++;
+		if (end > p) {
+			if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)(p * WPC_PAGE), (off_t)((end - p) * WPC_PAGE)) < 0) {
+				ret = -errno;
+				wpc_why(why, len, "punching holes into %s: %s (the filesystem may not "
+					"support holes: copy the image to ext4, xfs or tmpfs)", path,
+					strerror(errno));
+				goto out;
+			}
+			*punched += end - p;
+			p = end;
+		} else {
+			p++;
+		}
+	}
+out:
+	free(map);
+	close(fd);
+	return ret;
 }

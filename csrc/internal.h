@@ -325,6 +325,7 @@ struct wpc_run {
 	struct wpc_result *res;
 
 	struct wpc_workload *history;	/* a copy of cfg.history (cycle runs) */
+	char *base_image_path;		/* a copy of cfg.base_image_path; NULL: none */
 	bool fixed_up;			/* the strategy's fixup returned success */
 	/*
 	 * Workload threads may still be blocked in a fault nobody will serve
@@ -404,12 +405,26 @@ int wpc_plan_trace(struct wpc_plan *plan, uint64_t npages, const struct wpc_work
 int wpc_workload_touch(struct wpc_run *run);
 /* The same pass again, no clock inside its loop: its wall time only. */
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);
+/* What wpc_image_zero_map found (image.c). */
+struct wpc_zero_stats {
+	uint64_t zero_pages;	/* pages whose bytes are all zero, holes included */
+	uint64_t hole_pages;	/* of them, inside holes (SEEK_HOLE): known zero without reading */
+	uint64_t scanned_pages;	/* pages read and checked */
+};
+
+/*
+ * map[p] = 1 where page p of the image (size bytes of fd) is all zero, else
+ * 0; one byte per WPC_PAGE page. Holes are taken as zero unread, the data
+ * extents are read and checked: a sparse file costs its data only.
+ */
+int wpc_image_zero_map(int fd, uint64_t size, uint8_t *map, struct wpc_zero_stats *st);
+
 int wpc_verify_bytes(struct wpc_run *run);
 int wpc_verify_dirty(struct wpc_run *run);
 
 /*
- * What memory holds after a chain of cycles (model.c): the generated image
- * plus, cycle by cycle, the words each cycle's workload wrote. A later write
+ * What memory holds after a chain of cycles (model.c): the base image (the
+ * generated one, or the file at base_fd) plus, cycle by cycle, the words each cycle's workload wrote. A later write
  * to the same word replaces an earlier one (thread t always writes word slot
  * (page, t)), so the last cycle that wrote a word says what it must hold.
  */
@@ -421,13 +436,16 @@ struct wpc_model {
 	int ncycles;
 	uint64_t **writers;	/* writers[j][page]: threads that wrote page in cycle j + 1 */
 	uint64_t *write_seeds;	/* cycle j + 1's workload seed: the values it wrote */
+	int base_fd;		/* >= 0: the base is this file (a real image), not the generator */
 };
 
-int wpc_model_build(struct wpc_model *m, uint64_t seed, int kind, uint64_t image_size,
-		    const struct wpc_workload *cycles, int ncycles);
+/* base_path NULL: the generated image (seed, kind); else that file, image_size bytes. */
+int wpc_model_build(struct wpc_model *m, uint64_t seed, int kind, const char *base_path,
+		    uint64_t image_size, const struct wpc_workload *cycles, int ncycles,
+		    char *why, size_t len);
 void wpc_model_free(struct wpc_model *m);
-/* The bytes page `page` holds after every cycle; zeros past the image's end. */
-void wpc_model_page(const struct wpc_model *m, uint64_t page, uint8_t *buf);
+/* The bytes pages [first, first + n) hold after every cycle into buf; zeros past the image's end. */
+int wpc_model_pages(const struct wpc_model *m, uint64_t first, uint64_t n, uint8_t *buf);
 /* The last cycle (1..ncycles) that wrote word `word` of `page`; 0: none did. */
 int wpc_model_word_cycle(const struct wpc_model *m, uint64_t page, size_t word);
 /* Bitmask of the threads that write each of npages pages under plan (calloc'd; NULL: no memory). */

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The model of a chain of checkpoints: what every page must hold after
- * cycles 1..n, computed from the generator and the cycles' workloads alone,
- * never from an image file, so a file that lost a write cannot vouch for
- * itself. Also the check of an image file against it, which names the page
+ * cycles 1..n, computed from the base image (the generator's, or a real
+ * image file the chain started from and never writes) and the cycles'
+ * workloads alone, never from a later image file, so a file that lost a
+ * write cannot vouch for itself. Also the check of an image file against it, which names the page
  * and the cycle whose write went missing.
  */
 #define _GNU_SOURCE
@@ -49,6 +50,9 @@ int64_t wpc_first_differing_word(const uint8_t *a, const uint8_t *b, size_t nbyt
 
 void wpc_model_free(struct wpc_model *m)
 {
+	if (m->base_fd >= 0)
+		close(m->base_fd);
+	m->base_fd = -1;
 	if (m->writers)
 		for (int j = 0; j < m->ncycles; j++)
 			free(m->writers[j]);
@@ -58,51 +62,115 @@ void wpc_model_free(struct wpc_model *m)
 	m->write_seeds = NULL;
 }
 
-int wpc_model_build(struct wpc_model *m, uint64_t seed, int kind, uint64_t image_size,
-		    const struct wpc_workload *cycles, int ncycles)
+/* The base image file: open, and exactly image_size bytes (the chain's images all are). */
+static int open_base(struct wpc_model *m, const char *base_path, char *why, size_t len)
 {
-	memset(m, 0, sizeof(*m));
-	m->seed = seed;
-	m->kind = kind;
-	m->image_size = image_size;
-	m->npages = wpc_align_up(image_size, WPC_PAGE) / WPC_PAGE;
-	if (ncycles < 0 || (ncycles && !cycles))
-		return -EINVAL;
-	if (!ncycles)
-		return 0;
-	m->writers = calloc((size_t)ncycles, sizeof(*m->writers));
-	m->write_seeds = calloc((size_t)ncycles, sizeof(*m->write_seeds));
-	if (!m->writers || !m->write_seeds) {
-		wpc_model_free(m);
-		return -ENOMEM;
-	}
-	m->ncycles = ncycles;
-	for (int j = 0; j < ncycles; j++) {
-		struct wpc_plan plan;
-		int ret = wpc_plan_build(&plan, m->npages, &cycles[j]);
+	struct stat st;
 
-		if (ret) {
-			wpc_model_free(m);
-			return ret;
-		}
-		m->writers[j] = wpc_plan_writer_masks(&plan, cycles[j].threads, m->npages);
-		m->write_seeds[j] = cycles[j].seed;
-		wpc_plan_free(&plan);
-		if (!m->writers[j]) {
-			wpc_model_free(m);
-			return -ENOMEM;
-		}
+	m->base_fd = open(base_path, O_RDONLY | O_CLOEXEC);
+	if (m->base_fd < 0) {
+		int err = errno;
+
+		wpc_why(why, len, "cannot open the base image %s: %s; give the image file the "
+			"chain started from", base_path, strerror(err));
+		return -err;
+	}
+	if (fstat(m->base_fd, &st) < 0) {
+		int err = errno;
+
+		wpc_why(why, len, "cannot stat the base image %s: %s", base_path, strerror(err));
+		return -err;
+	}
+	if ((uint64_t)st.st_size != m->image_size) {
+		wpc_why(why, len, "the base image %s is %lld bytes, the chain's images %llu: it changed "
+			"since the chain started; give a copy nothing writes to", base_path,
+			(long long)st.st_size, (unsigned long long)m->image_size);
+		return -EINVAL;
 	}
 	return 0;
 }
 
-void wpc_model_page(const struct wpc_model *m, uint64_t page, uint8_t *buf)
+int wpc_model_build(struct wpc_model *m, uint64_t seed, int kind, const char *base_path,
+		    uint64_t image_size, const struct wpc_workload *cycles, int ncycles,
+		    char *why, size_t len)
+{
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	m->base_fd = -1;
+	m->seed = seed;
+	m->kind = kind;
+	m->image_size = image_size;
+	m->npages = wpc_align_up(image_size, WPC_PAGE) / WPC_PAGE;
+	if (ncycles < 0 || (ncycles && !cycles)) {
+		wpc_why(why, len, "invalid model: %d cycle(s)", ncycles);
+		return -EINVAL;
+	}
+	if (base_path) {
+		ret = open_base(m, base_path, why, len);
+		if (ret)
+			goto fail;
+	}
+	if (!ncycles)
+		return 0;
+	m->writers = calloc((size_t)ncycles, sizeof(*m->writers));
+	m->write_seeds = calloc((size_t)ncycles, sizeof(*m->write_seeds));
+	ret = -ENOMEM;
+	if (!m->writers || !m->write_seeds)
+		goto fail_nomem;
+	m->ncycles = ncycles;
+	for (int j = 0; j < ncycles; j++) {
+		struct wpc_plan plan;
+
+		ret = wpc_plan_build(&plan, m->npages, &cycles[j]);
+		if (ret) {
+			wpc_why(why, len, ret == -ENOMEM ? "out of memory for the model of %d cycle(s)"
+				: "invalid workload in cycle %d of the model", ret == -ENOMEM ? ncycles : j + 1);
+			goto fail;
+		}
+		m->writers[j] = wpc_plan_writer_masks(&plan, cycles[j].threads, m->npages);
+		m->write_seeds[j] = cycles[j].seed;
+		wpc_plan_free(&plan);
+		ret = -ENOMEM;
+		if (!m->writers[j])
+			goto fail_nomem;
+	}
+	return 0;
+fail_nomem:
+	wpc_why(why, len, "out of memory for the model of %d cycle(s)", ncycles);
+fail:
+	wpc_model_free(m);
+	return ret;
+}
+
+/*
+ * The base's bytes of pages [first, first + n) into buf, zeros past the
+ * image's end: the generator's, or the base file's.
+ */
+static int base_pages(const struct wpc_model *m, uint64_t first, uint64_t n, uint8_t *buf)
+{
+	uint64_t off = first * WPC_PAGE;
+	uint64_t want = n * WPC_PAGE;
+	uint64_t have = off < m->image_size ? m->image_size - off : 0;
+
+	if (m->base_fd < 0) {
+		for (uint64_t p = 0; p < n; p++)
+			wpc_image_fill_page(m->seed, m->kind, first + p, buf + p * WPC_PAGE);
+		return 0;
+	}
+	if (have > want)
+		have = want;
+	memset(buf + have, 0, want - have);
+	return wpc_pread_full(m->base_fd, buf, have, off);
+}
+
+/* Page `page` of buf, which holds its base bytes, after every cycle's writes. */
+static void apply_writes(const struct wpc_model *m, uint64_t page, uint8_t *buf)
 {
 	uint64_t *words = (uint64_t *)buf;
 	uint64_t off = page * WPC_PAGE;
 	uint64_t have = off < m->image_size ? m->image_size - off : 0;
 
-	wpc_image_fill_page(m->seed, m->kind, page, buf);
 	for (int j = 0; j < m->ncycles; j++)
 		for (uint64_t mask = m->writers[j][page]; mask; mask &= mask - 1) {
 			int t = __builtin_ctzll(mask);
@@ -111,6 +179,17 @@ void wpc_model_page(const struct wpc_model *m, uint64_t page, uint8_t *buf)
 	/* The file ends inside its last page: a dump keeps nothing past it, a mapping reads zeros. */
 	if (have < WPC_PAGE)
 		memset(buf + have, 0, WPC_PAGE - have);
+}
+
+int wpc_model_pages(const struct wpc_model *m, uint64_t first, uint64_t n, uint8_t *buf)
+{
+	int ret = base_pages(m, first, n, buf);
+
+	if (ret)
+		return ret;
+	for (uint64_t p = 0; p < n; p++)
+		apply_writes(m, first + p, buf + p * WPC_PAGE);
+	return 0;
 }
 
 int wpc_model_word_cycle(const struct wpc_model *m, uint64_t page, size_t word)
@@ -127,7 +206,7 @@ static int compare_file(int fd, const struct wpc_model *m, struct wpc_image_chec
 			const char *path, char *why, size_t len)
 {
 	uint8_t *file = malloc(CHECK_BLOCK_PAGES * WPC_PAGE);
-	uint8_t *model = malloc(WPC_PAGE);
+	uint8_t *model = malloc(CHECK_BLOCK_PAGES * WPC_PAGE);
 	int ret = 0;
 
 	if (!file || !model) {
@@ -147,13 +226,18 @@ static int compare_file(int fd, const struct wpc_model *m, struct wpc_image_chec
 				strerror(-ret));
 			goto out;
 		}
+		ret = wpc_model_pages(m, first, wpc_align_up(bytes, WPC_PAGE) / WPC_PAGE, model);
+		if (ret) {
+			wpc_why(why, len, "reading the base image at page %llu: %s",
+				(unsigned long long)first, strerror(-ret));
+			goto out;
+		}
 		for (uint64_t p = 0; p * WPC_PAGE < bytes; p++) {
 			uint64_t page = first + p;
 			size_t n = bytes - p * WPC_PAGE < WPC_PAGE ? bytes - p * WPC_PAGE : WPC_PAGE;
 			int64_t word;
 
-			wpc_model_page(m, page, model);
-			word = wpc_first_differing_word(model, file + p * WPC_PAGE, n);
+			word = wpc_first_differing_word(model + p * WPC_PAGE, file + p * WPC_PAGE, n);
 			if (word < 0)
 				continue;
 			if (!out->mismatched_pages) {
@@ -185,8 +269,8 @@ out:
 }
 
 int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
-		    const struct wpc_workload *cycles, int ncycles, struct wpc_image_check *out,
-		    char *why, size_t len)
+		    const char *base_path, const struct wpc_workload *cycles, int ncycles,
+		    struct wpc_image_check *out, char *why, size_t len)
 {
 	struct wpc_model m;
 	struct stat st;
@@ -195,16 +279,13 @@ int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
 	memset(out, 0, sizeof(*out));
 	out->first_mismatch_page = -1;
 	out->first_mismatch_offset = -1;
-	if (!size || (kind != WPC_IMAGE_MIXED && kind != WPC_IMAGE_RANDOM)) {
+	if (!size || (!base_path && kind != WPC_IMAGE_MIXED && kind != WPC_IMAGE_RANDOM)) {
 		wpc_why(why, len, "image check: size must be > 0 and kind mixed or random");
 		return -EINVAL;
 	}
-	ret = wpc_model_build(&m, seed, kind, size, cycles, ncycles);
-	if (ret) {
-		wpc_why(why, len, ret == -ENOMEM ? "out of memory for the model of %d cycle(s)"
-			: "invalid workload among the %d cycle(s) of the model", ncycles);
+	ret = wpc_model_build(&m, seed, kind, base_path, size, cycles, ncycles, why, len);
+	if (ret)
 		return ret;
-	}
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;

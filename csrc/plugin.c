@@ -232,6 +232,12 @@ static void host_chunks_free(struct wpc_chunks *c)
 	free(plugin_chunks_of(c));
 }
 
+/* ABI 1's memfd copy: the published one (sendfile, one thread), as built-in strategies' default. */
+static int host_image_memfd(struct wpc_run *run, size_t len, int *memfd)
+{
+	return wpc_run_image_memfd(run, len, NULL, memfd);
+}
+
 static const struct wpc_plugin_host host = {
 	.abi_version = WPC_PLUGIN_ABI_VERSION,
 	.size = sizeof(struct wpc_plugin_host),
@@ -250,7 +256,7 @@ static const struct wpc_plugin_host host = {
 	.image_size = host_image_size,
 	.read_image = wpc_run_read_image,
 	.pread_full = wpc_pread_full,
-	.image_memfd = wpc_run_image_memfd,
+	.image_memfd = host_image_memfd,
 	.mremap = wpc_mremap,
 	.now_ns = host_now_ns,
 	.open_uffd = wpc_run_open_uffd,

@@ -64,9 +64,11 @@ static int copy_history(struct wpc_run *run, const struct wpc_config *cfg, char 
 		run->cfg.history_len = 0;
 		return 0;
 	}
-	if (cfg->history_len < 0 || (cfg->history_len && cfg->image_seed < 0)) {
-		wpc_why(why, len, "a run with earlier cycles needs a generated image (image_seed >= 0) "
-			"and a history length >= 0");
+	if (cfg->history_len < 0 ||
+	    (cfg->history_len && cfg->image_seed < 0 && !cfg->base_image_path)) {
+		wpc_why(why, len, "a run with earlier cycles needs its base image: a generated one "
+			"(image_seed >= 0) or the file it started from (base_image_path), and a "
+			"history length >= 0");
 		return -EINVAL;
 	}
 	run->history = calloc((size_t)cfg->history_len + 1, sizeof(*run->history));
@@ -94,6 +96,8 @@ int wpc_run_create(const struct wpc_config *cfg, struct wpc_run **out, char *why
 	run->cfg = *cfg;
 	run->image_path = strdup(cfg->image_path ? cfg->image_path : "");
 	run->cfg.image_path = run->image_path;
+	run->base_image_path = cfg->base_image_path ? strdup(cfg->base_image_path) : NULL;
+	run->cfg.base_image_path = run->base_image_path;
 
 	if (cfg->latency < WPC_LATENCY_NONE || cfg->latency > WPC_LATENCY_SAMPLE ||
 	    (cfg->latency == WPC_LATENCY_SAMPLE && cfg->latency_every < 2)) {
@@ -339,6 +343,7 @@ void wpc_run_destroy(struct wpc_run *run)
 		close(run->image_fd);
 	wpc_plan_free(&run->plan);
 	free(run->image_path);
+	free(run->base_image_path);
 	wpc_choice_free(run->choice);
 	free(run->history);
 	free(run->res);

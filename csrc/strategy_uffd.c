@@ -46,6 +46,7 @@ struct uffd_params {
 	uint64_t page;			/* region page size: 4 KiB or 2 MiB (hugetlb) */
 	/* uffd-minor only: the memfd copy at restore */
 	struct wpc_fill_params memfd_fill;
+	int zero;			/* enum wpc_zero_mode (uffd, uffd-move, uffd-hybrid) */
 };
 
 #define PARAM_CHUNK								\
@@ -53,6 +54,7 @@ struct uffd_params {
 	  "bytes resolved per fault (fault-around), the aligned block around the "	\
 	  "faulting page", offsetof(struct uffd_params, chunk), 0, 0 }
 #define PARAM_HANDLER_CPU WPC_HANDLER_CPU_PARAM_SPEC(struct uffd_params)
+#define PARAM_ZERO WPC_ZERO_PARAM_SPEC(struct uffd_params)
 #define PARAM_KERNEL_FAULTS							\
 	{ "kernel-faults", WPC_PARAM_CHOICE, WPC_KFAULTS_CHOICES, "auto",	\
 	  "also serve faults taken inside syscalls (needs privilege); no: "	\
@@ -88,6 +90,7 @@ static void uffd_needs_for(const void *params, struct wpc_needs *needs)
 	needs->uffd = kernel_faults_access[p->kernel_faults];
 	needs->without_privilege = "kernel-faults=auto or no works without";
 	needs->other_cpu = p->handler_cpu == WPC_HANDLER_OTHER;
+	wpc_uffd_zero_needs(p->zero, needs);
 	if (p->page == WPC_HUGE_PAGE) {
 		needs->uffd_features |= UFFD_FEATURE_MISSING_HUGETLBFS;
 		needs->hugetlb_2m = true;
@@ -109,6 +112,11 @@ static int uffd_hybrid_check(const void *params, char *why, size_t len)
 	if (p->order == WPC_ORDER_RECORDED && !p->path[0]) {
 		wpc_why(why, len, "uffd-hybrid: order=recorded needs path=FILE, written by an "
 			"earlier run with order=sequential,path=FILE");
+		return -EINVAL;
+	}
+	if (p->zero == WPC_ZERO_ZEROPAGE && p->page == WPC_HUGE_PAGE) {
+		wpc_why(why, len, "uffd-hybrid: zero=zeropage needs page=4K (UFFDIO_ZEROPAGE has no "
+			"hugetlb form); drop one of them");
 		return -EINVAL;
 	}
 	return 0;
@@ -179,6 +187,8 @@ static int restore_with(struct wpc_run *run, const struct uffd_kind *k, size_t u
 	u->fault_delay_ns = (uint64_t)p->fault_delay_us * 1000u;
 
 	ret = k->fill == WPC_FILL_CONTINUE ? map_memfd(run, u) : map_anonymous(run, u);
+	if (!ret && p->zero == WPC_ZERO_ZEROPAGE)
+		ret = wpc_uffd_map_zeros(u);
 	if (!ret)
 		ret = wpc_uffd_register(u, k->register_mode);
 	if (!ret && k->fill == WPC_FILL_COPY)
@@ -326,9 +336,14 @@ static const struct wpc_param_spec uffd_param_specs[] = {
 	PARAM_HANDLER_CPU,
 	PARAM_KERNEL_FAULTS,
 	PARAM_FAULT_DELAY,
+	PARAM_ZERO,
 	{ 0 },
 };
 
+/*
+ * uffd-minor: its pages are the memfd's, so no zero= (a zero page there is a
+ * shmem page); fill= and threads= are its memfd copy's.
+ */
 static const struct wpc_param_spec uffd_minor_param_specs[] = {
 	PARAM_CHUNK,
 	PARAM_HANDLER_CPU,
@@ -362,6 +377,7 @@ static const struct wpc_param_spec uffd_hybrid_param_specs[] = {
 	  "region page size; 2M uses MAP_HUGETLB pages", offsetof(struct uffd_params, page), 0, 0 },
 	PARAM_KERNEL_FAULTS,
 	PARAM_FAULT_DELAY,
+	PARAM_ZERO,
 	{ 0 },
 };
 

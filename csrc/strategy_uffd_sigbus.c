@@ -23,6 +23,7 @@
 
 struct sigbus_params {
 	uint64_t chunk;		/* fault-around bytes resolved per SIGBUS */
+	int zero;		/* enum wpc_zero_mode */
 };
 
 /*
@@ -98,7 +99,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 
 		ours = true;
 		atomic_fetch_add_explicit(&u->st.faults, 1, memory_order_relaxed);
-		ret = wpc_uffd_resolve(u, addr, false);
+		ret = wpc_uffd_resolve(u, addr, false, false);
 		if (ret)
 			die_unresolved(u, -ret);
 		wpc_hist_record_concurrent(u->hist, wpc_now_ns() - t0);
@@ -135,7 +136,9 @@ static int sigbus_restore(struct wpc_run *run)
 	if (p == MAP_FAILED)
 		return wpc_fail(run, errno, "mmap of the region: %s", strerror(errno));
 	run->region = p;
-	ret = wpc_uffd_register(u, UFFDIO_REGISTER_MODE_MISSING);
+	ret = params->zero == WPC_ZERO_ZEROPAGE ? wpc_uffd_map_zeros(u) : 0;
+	if (!ret)
+		ret = wpc_uffd_register(u, UFFDIO_REGISTER_MODE_MISSING);
 	if (!ret)
 		ret = wpc_uffd_map_view(u);
 	if (ret)
@@ -188,8 +191,16 @@ static const struct wpc_param_spec sigbus_param_specs[] = {
 	{ "chunk", WPC_PARAM_SIZE, "4K|8K|16K|32K|64K|128K|256K|512K|1M|2M", "4K",
 	  "bytes resolved per fault (fault-around), the aligned block around the faulting page",
 	  offsetof(struct sigbus_params, chunk), 0, 0 },
+	WPC_ZERO_PARAM_SPEC(struct sigbus_params),
 	{ 0 },
 };
+
+static void sigbus_needs_for(const void *params, struct wpc_needs *needs)
+{
+	const struct sigbus_params *p = params;
+
+	wpc_uffd_zero_needs(p->zero, needs);
+}
 
 const struct wpc_strategy wpc_strategy_uffd_sigbus = {
 	.name = "uffd-sigbus",
@@ -204,6 +215,7 @@ const struct wpc_strategy wpc_strategy_uffd_sigbus = {
 	 */
 	.needs = { .uffd = WPC_UFFD_USER_MODE, .uffd_features = UFFD_FEATURE_SIGBUS,
 		   .uffd_ioctls = 1ull << _UFFDIO_COPY },
+	.needs_for = sigbus_needs_for,
 	.restore = sigbus_restore,
 	.fixup = sigbus_fixup,
 	.fixup_pause_ns = sigbus_fixup_pause_ns,

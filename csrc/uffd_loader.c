@@ -112,7 +112,50 @@ int wpc_uffd_map_view(struct wpc_uffd *u)
 	return 0;
 }
 
+int wpc_uffd_map_zeros(struct wpc_uffd *u)
+{
+	struct wpc_run *run = u->run;
+	struct wpc_zero_stats st;
+	uint64_t t0 = wpc_now_ns();
+	int ret;
+
+	if (u->unit != WPC_PAGE)
+		return wpc_fail(run, EINVAL, "zero=zeropage needs 4 KiB pages (UFFDIO_ZEROPAGE has no "
+				"hugetlb form): use zero=copy with page=2M");
+	u->zero = malloc(u->nunits);
+	if (!u->zero)
+		return wpc_fail(run, ENOMEM, "out of memory for the zero-page map");
+	ret = wpc_image_zero_map(run->image_fd, run->image_size, u->zero, &st);
+	if (ret)
+		return wpc_fail(run, -ret, "finding the image's zero pages: %s", strerror(-ret));
+	wpc_counter_set(run, "zero_map_ns", wpc_now_ns() - t0);
+	wpc_counter_set(run, "zero_pages", st.zero_pages);
+	wpc_counter_set(run, "zero_hole_pages", st.hole_pages);
+	return 0;
+}
+
 /* ---- placing units ---- */
+
+static bool unit_zero(const struct wpc_uffd *u, uint64_t off)
+{
+	return u->zero && u->zero[off / u->unit];
+}
+
+/*
+ * From off, the bytes up to end whose units are all zero, or all not (one
+ * ioctl's worth); all of them where zero pages are copied (!zero_ok).
+ */
+static uint64_t same_kind(const struct wpc_uffd *u, uint64_t off, uint64_t end, bool zero_ok)
+{
+	bool zero = unit_zero(u, off);
+	uint64_t at = off + u->unit;
+
+	if (!u->zero || !zero_ok)
+		return end - off;
+	while (at < end && unit_zero(u, at) == zero)
+		at += u->unit;
+	return at - off;
+}
 
 static bool unit_loaded(struct wpc_uffd *u, uint64_t off)
 {
@@ -149,14 +192,28 @@ static int stage(struct wpc_uffd *u, uint64_t off, uint64_t len, uint8_t *stagin
 	return 0;
 }
 
-/* One ioctl over [off, off + len). 0: all placed; else -errno and *done bytes placed first. */
-static int place_once(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake,
+/*
+ * One ioctl over [off, off + len). 0: all placed; else -errno and *done
+ * bytes placed first. zero_ok: zero units get UFFDIO_ZEROPAGE.
+ */
+static int place_once(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake, bool zero_ok,
 		      uint8_t *staging, int64_t *done)
 {
 	uintptr_t dst = (uintptr_t)u->run->region + off;
 	int ret;
 
 	*done = 0;
+	if (zero_ok && unit_zero(u, off)) {
+		struct uffdio_zeropage z = {
+			.range = { .start = dst, .len = len },
+			.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0,
+		};
+		ret = ioctl(u->fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+		*done = z.zeropage > 0 ? z.zeropage : 0;
+		atomic_fetch_add_explicit(&u->st.zeropage_pages, pages_of((uint64_t)*done),
+					  memory_order_relaxed);
+		return ret;
+	}
 	switch (u->fill) {
 	case WPC_FILL_COPY: {
 		struct uffdio_copy c = {
@@ -206,19 +263,19 @@ static int place_once(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontw
  * the kernel stopped; a unit found present is skipped, with any neighbours
  * already known present.
  */
-static int place(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake,
-		 uint8_t *staging, size_t staging_len, uint64_t *placed)
+static int place_as(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake, bool zero_ok,
+		    uint8_t *staging, size_t staging_len, uint64_t *placed)
 {
 	uint64_t end = off + len;
 
 	while (off < end) {
-		uint64_t want = end - off;
+		uint64_t want = same_kind(u, off, end, zero_ok);
 		int64_t done;
 		int ret;
 
 		if (u->fill == WPC_FILL_MOVE && want > staging_len)
 			want = staging_len;
-		ret = place_once(u, off, want, dontwake, staging, &done);
+		ret = place_once(u, off, want, dontwake, zero_ok, staging, &done);
 		if (done > 0) {
 			mark_loaded(u, off, (uint64_t)done);
 			*placed += (uint64_t)done;
@@ -245,6 +302,12 @@ static int place(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake,
 		}
 	}
 	return 0;
+}
+
+static int place(struct wpc_uffd *u, uint64_t off, uint64_t len, bool dontwake,
+		 uint8_t *staging, size_t staging_len, uint64_t *placed)
+{
+	return place_as(u, off, len, dontwake, true, staging, staging_len, placed);
 }
 
 /* place() for the units of [off, off + len) not known present, one stretch at a time. */
@@ -308,7 +371,7 @@ static void drop_view(struct wpc_uffd *u)
 		wpc_run_mark_detached(u->run);
 }
 
-int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake_waiters)
+int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake_waiters, bool write)
 {
 	uint64_t at = (addr - (uintptr_t)u->run->region) / u->unit * u->unit;
 	uint64_t c0 = at / u->chunk * u->chunk;
@@ -322,8 +385,14 @@ int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake_waiters)
 		return wake_waiters ? wake(u, at, u->unit) : 0;
 	}
 	wpc_inject_hold(WPC_HOLD_RESOLVE, at / u->unit);	/* test-only: a fault in flight */
-	/* The faulting unit first, woken by its own copy; then the rest of the chunk. */
-	ret = place(u, at, u->unit, !wake_waiters, u->staging, u->chunk, &placed);
+	/*
+	 * The faulting unit first, woken by its own copy; then the rest of the
+	 * chunk. A write to a zero unit gets a copy of zeros, not the zero page:
+	 * it would fault again at once to copy it on write.
+	 */
+	ret = place_as(u, at, u->unit, !wake_waiters, !write, u->staging, u->chunk, &placed);
+	if (write && placed && unit_zero(u, at))
+		atomic_fetch_add_explicit(&u->st.zero_written, 1, memory_order_relaxed);
 	if (!ret && c1 - c0 > u->unit) {
 		ret = place_missing(u, c0, at - c0, true, u->staging, u->chunk, &around);
 		if (!ret)
@@ -366,7 +435,7 @@ static bool serve_fault(void *owner, const struct uffd_msg *msg)
 	atomic_fetch_add_explicit(&u->st.faults, 1, memory_order_relaxed);
 	atomic_fetch_add(&u->fault_gen, 1);
 	record_fault(u, addr - region);
-	ret = wpc_uffd_resolve(u, addr, true);
+	ret = wpc_uffd_resolve(u, addr, true, msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE);
 	if (ret)
 		wpc_uffd_give_up(u, -ret, "resolving a fault");
 	return true;
@@ -733,6 +802,8 @@ void wpc_uffd_publish(struct wpc_uffd *u)
 		{ "handler_pages", &u->st.handler_pages },
 		{ "loader_pages", &u->st.loader_pages },
 		{ "fixup_pages", &u->st.fixup_pages },
+		{ "zeropage_pages", &u->st.zeropage_pages },
+		{ "zero_written_faults", &u->st.zero_written },
 	};
 
 	for (size_t i = 0; i < WPC_ARRAY_SIZE(counters); i++)
@@ -772,6 +843,8 @@ void wpc_uffd_teardown(struct wpc_uffd *u)
 		close(u->memfd);
 	u->memfd = -1;
 	free((void *)u->loaded);
+	free(u->zero);
+	u->zero = NULL;
 	free(u->hist);
 	free(u->prefetch);
 	free(u->fault_order);

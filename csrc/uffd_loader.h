@@ -45,6 +45,25 @@ enum wpc_loader_order {
 };
 #define WPC_ORDER_CHOICES "sequential|recorded"
 
+/* Parameter zero: how a unit whose image bytes are all zero is placed. */
+enum wpc_zero_mode {
+	WPC_ZERO_COPY,		/* like any other: copied */
+	WPC_ZERO_ZEROPAGE,	/* UFFDIO_ZEROPAGE (wpc_uffd_map_zeros) */
+};
+#define WPC_ZERO_PARAM_SPEC(type)						\
+	{ "zero", WPC_PARAM_CHOICE, "copy|zeropage", "copy",			\
+	  "pages of the image that are all zero: copied like the others (copy), or mapped "	\
+	  "to the shared zero page with UFFDIO_ZEROPAGE (zeropage; a first write copies it); " \
+	  "zeropage finds them at restore: holes of a sparse image unread, the rest read once", \
+	  offsetof(type, zero), 0, 0 }
+
+/* The ioctl zero=zeropage places with: the registered range must offer it. */
+static inline void wpc_uffd_zero_needs(int zero, struct wpc_needs *needs)
+{
+	if (zero == WPC_ZERO_ZEROPAGE)
+		needs->uffd_ioctls |= 1ull << _UFFDIO_ZEROPAGE;
+}
+
 #define WPC_LOADER_MAX_THREADS 8
 /* CRIU lazy-pages' background transfer: start small, double while undisturbed. */
 #define WPC_LOADER_MIN_XFER (64u << 10)
@@ -60,6 +79,8 @@ struct wpc_uffd_stats {
 	_Atomic uint64_t handler_pages;	/* 4 KiB pages placed by fault handling */
 	_Atomic uint64_t loader_pages;	/* ... by the proactive loader */
 	_Atomic uint64_t fixup_pages;	/* ... by fixup (whatever was still missing) */
+	_Atomic uint64_t zeropage_pages;	/* of all those, mapped to the zero page (UFFDIO_ZEROPAGE) */
+	_Atomic uint64_t zero_written;	/* zero units a write faulted on: copied, not the zero page */
 };
 
 struct wpc_uffd;
@@ -93,6 +114,15 @@ struct wpc_uffd {
 	_Atomic bool view_closing;	/* set once every unit is loaded */
 	int memfd;			/* WPC_FILL_CONTINUE: the image copy; -1 none */
 	uint8_t *staging;		/* WPC_FILL_MOVE: the handler's staging buffer, chunk long */
+
+	/*
+	 * Parameter zero=zeropage: one byte per (4 KiB) unit, 1 where the image's
+	 * bytes are all zero; such units are placed with UFFDIO_ZEROPAGE (the
+	 * shared zero page, read-only: the first write copies it into a page of
+	 * the region's own, with no userfault since the pte is present). NULL:
+	 * every unit is copied.
+	 */
+	uint8_t *zero;
 
 	/* One byte per unit, set once the unit holds its bytes (a hint: the kernel arbitrates). */
 	_Atomic uint8_t *loaded;
@@ -134,6 +164,11 @@ int wpc_uffd_init(struct wpc_run *run, struct wpc_uffd *u, enum wpc_uffd_fill fi
 int wpc_uffd_register(struct wpc_uffd *u, uint64_t mode);
 /* Map the read-only shared view of the image that WPC_FILL_COPY copies from. */
 int wpc_uffd_map_view(struct wpc_uffd *u);
+/*
+ * zero=zeropage: find the image's zero pages (wpc_image_zero_map), timed, so
+ * that their faults map the zero page instead of copying; 4 KiB units only.
+ */
+int wpc_uffd_map_zeros(struct wpc_uffd *u);
 /* Start the handler thread at the placement asked (enum wpc_handler_cpu). */
 int wpc_uffd_start_handler(struct wpc_uffd *u, int placement);
 /* Start n proactive loader threads (uffd-hybrid); they prefetch u->prefetch first. */
@@ -146,8 +181,12 @@ int wpc_uffd_record_faults(struct wpc_uffd *u);
  * fails (a recorded error, or the handler thread gone).
  */
 int wpc_uffd_health(struct wpc_uffd *u);
-/* Resolve the fault at addr from the calling thread (the SIGBUS path): 0 or -errno. */
-int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake);
+/*
+ * Resolve the fault at addr (the handler's, or the SIGBUS path's from the
+ * faulting thread): 0 or -errno. write: a write fault (a zero unit is then
+ * copied, not mapped to the zero page); the SIGBUS path cannot tell, false.
+ */
+int wpc_uffd_resolve(struct wpc_uffd *u, uintptr_t addr, bool wake, bool write);
 
 /* Record a fatal resolver error; the faulting thread is never handed an empty page (uffd_loader.c). */
 void wpc_uffd_give_up(struct wpc_uffd *u, int err, const char *what);

@@ -20,9 +20,18 @@ static uint64_t *writer_masks(const struct wpc_run *run)
 }
 
 /*
- * Expected image bytes of pages [first, first + n) into buf: for a generated
- * image, the model (the generator plus the writes of earlier cycles, if this
- * run is part of a chain), so the file need not exist any more.
+ * The model applies to a generated image, and to a chain on a real image
+ * (its base file): the file this run restored from need not exist any more.
+ */
+static bool modelled(const struct wpc_run *run)
+{
+	return run->cfg.image_seed >= 0 || run->cfg.base_image_path;
+}
+
+/*
+ * Expected image bytes of pages [first, first + n) into buf: the model (the
+ * base image plus the writes of earlier cycles, if this run is part of a
+ * chain), or else the image file itself.
  */
 static int expected_image(const struct wpc_run *run, const struct wpc_model *model, uint64_t first,
 			  uint64_t n, uint8_t *buf)
@@ -33,9 +42,10 @@ static int expected_image(const struct wpc_run *run, const struct wpc_model *mod
 
 	if (have > want)
 		have = want;
-	if (run->cfg.image_seed >= 0) {
-		for (uint64_t p = 0; p < n; p++)
-			wpc_model_page(model, first + p, buf + p * WPC_PAGE);
+	if (modelled(run)) {
+		int ret = wpc_model_pages(model, first, n, buf);
+		if (ret)
+			return ret;
 	} else {
 		int ret = wpc_pread_full(run->image_fd, buf, have, off);
 		if (ret)
@@ -94,7 +104,7 @@ int wpc_verify_bytes(struct wpc_run *run)
 	uint64_t *masks = writer_masks(run);
 	uint8_t *buf = malloc(READ_BLOCK_PAGES * WPC_PAGE);
 	uint64_t seed = run->cfg.workload.seed;
-	struct wpc_model model = { 0 };
+	struct wpc_model model = { .base_fd = -1 };
 	int first_cycle = 0;
 	int64_t first_word = -1;
 	int first_writer = -1;
@@ -105,12 +115,14 @@ int wpc_verify_bytes(struct wpc_run *run)
 		ret = wpc_fail(run, ENOMEM, "out of memory for verification");
 		goto out;
 	}
-	if (run->cfg.image_seed >= 0) {
+	if (modelled(run)) {
+		char why[WPC_REASON_LEN];
+
 		ret = wpc_model_build(&model, (uint64_t)run->cfg.image_seed, run->cfg.image_kind,
-				      run->image_size, run->history, run->cfg.history_len);
+				      run->cfg.base_image_path, run->image_size, run->history,
+				      run->cfg.history_len, why, sizeof(why));
 		if (ret) {
-			ret = wpc_fail(run, -ret, "cannot build the model of the earlier cycles: %s",
-				       strerror(-ret));
+			ret = wpc_fail(run, -ret, "cannot build the model of the earlier cycles: %s", why);
 			goto out;
 		}
 	}

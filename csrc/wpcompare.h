@@ -134,6 +134,13 @@ struct wpc_config {
 	 */
 	const struct wpc_workload *history;
 	int history_len;
+	/*
+	 * A chain on a real image (image_seed < 0): the file the chain started
+	 * from, which the verifier reads as the base under the history's
+	 * writes (image_path may be a later image, or deleted by now). NULL
+	 * otherwise. Its size must be the image's.
+	 */
+	const char *base_image_path;
 	int latency;		/* enum wpc_latency, for the touch phase (the steady pass never times accesses) */
 	uint32_t latency_every;	/* WPC_LATENCY_SAMPLE: mean distance between timed accesses, >= 2 */
 	/*
@@ -283,6 +290,11 @@ uint64_t wpc_hist_quantile(const struct wpc_hist *h, double q);
 int wpc_image_generate(const char *path, uint64_t size, uint64_t seed, int kind, char *why, size_t len);
 /* The bytes of generated page `page` (WPC_IMAGE_PAGE of them) into buf. */
 void wpc_image_fill_page(uint64_t seed, int kind, uint64_t page, uint8_t *buf);
+/*
+ * Make the all-zero pages of the image file at path holes (fallocate
+ * PUNCH_HOLE, size and bytes unchanged): *punched of its *pages pages.
+ */
+int wpc_image_punch_zeros(const char *path, uint64_t *punched, uint64_t *pages, char *why, size_t len);
 /* Pages of the file resident in the page cache (mincore), and pages in all. */
 int wpc_image_residency(const char *path, uint64_t *resident, uint64_t *total);
 
@@ -373,13 +385,14 @@ struct wpc_image_check {
 
 /*
  * Check the image file at path against the model: the generated image of
- * size bytes (seed, kind) plus the writes of cycles[0..ncycles), in order.
+ * size bytes (seed, kind), or the file base_path if not NULL, plus the
+ * writes of cycles[0..ncycles), in order.
  * 0 if equal; -EIO if not, with out filled and why naming the first page and
  * the cycle whose write it lost.
  */
 int wpc_image_check(const char *path, uint64_t size, uint64_t seed, int kind,
-		    const struct wpc_workload *cycles, int ncycles, struct wpc_image_check *out,
-		    char *why, size_t len);
+		    const char *base_path, const struct wpc_workload *cycles, int ncycles,
+		    struct wpc_image_check *out, char *why, size_t len);
 
 /*
  * ---- test-only: kernel write tracking outside a run ----

@@ -146,8 +146,8 @@ def test_a_cycle_that_restores_an_image_without_the_last_cycles_writes_names_tha
     assert "which lost the write of cycle 1" in reason
 
 
-def test_history_needs_a_generated_image(image):
-    with pytest.raises(InvalidArgument, match="needs a generated image"):
+def test_history_needs_a_base_image(image):
+    with pytest.raises(InvalidArgument, match="needs its base image"):
         binding.Run(image_path=image.path, image_seed=None, image_kind=None, strategy="read",
                     params=None, op="mixed", pattern=parse_pattern("random"), threads=1,
                     overlap=False, seed=2, write_fraction=0.5, history=[_workload(seed=1)])

@@ -111,8 +111,8 @@ def test_binary_and_missing_files_are_refused_in_one_line(tmp_path):
         traces.load(path)
     with pytest.raises(InvalidArgument, match="cannot read it: No such file"):
         traces.load(tmp_path / "none")
-    with pytest.raises(InvalidArgument, match="is not a file"):
-        parse_pattern(f"trace:{tmp_path}")
+    with pytest.raises(InvalidArgument, match="is neither a file nor a directory"):
+        parse_pattern(f"trace:{tmp_path / 'none'}")
 
 
 def test_show_summarises(tmp_path):

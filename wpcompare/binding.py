@@ -200,10 +200,13 @@ class Run:
 
     def __init__(self, *, image_path, image_seed, image_kind, strategy, params,
                  op, pattern, threads, overlap, seed, pin_threads=True, write_fraction=0.0,
-                 history=None, latency="none", latency_every=0, image_bytes=0):
+                 history=None, latency="none", latency_every=0, image_bytes=0,
+                 base_image_path=None):
         """params: the "name=value,..." text, or a Choice parsed already (for strategy).
         history: for a cycle of a chain, the workloads (fill_workload dicts) of the earlier
         cycles, oldest first, whose writes the image holds; None for a run of its own.
+        base_image_path: for a cycle of a chain on a real image (image_seed None), the file
+        the chain started from: the verifier's base under the history's writes.
         latency: how touch times first accesses (LATENCY_MODES; "sample" every latency_every-th
         on average); "none" leaves the clock out of the loop, so touch's time is the application's."""
         # cffi frees what ffi.new returned when the Python object dies, so the
@@ -222,6 +225,9 @@ class Run:
                       overlap=overlap, pin_threads=pin_threads, write_fraction=write_fraction)
         cfg.latency = LATENCY_MODES[latency]
         cfg.latency_every = latency_every
+        if base_image_path is not None:
+            self._keep.append(ffi.new("char[]", str(base_image_path).encode()))
+            cfg.base_image_path = self._keep[-1]
         if history is not None:
             self._keep.append(workload_array(history))
             cfg.history = self._keep[-1]
@@ -361,6 +367,14 @@ def generate_image(path, size, seed, kind):
     check(lib.wpc_image_generate(str(path).encode(), size, seed, IMAGE_KINDS[kind], why, len(why)), why)
 
 
+def punch_zero_pages(path):
+    """Make the image file's all-zero pages holes (its bytes unchanged): (pages punched, pages)."""
+    punched, pages = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    why = _why_buffer()
+    check(lib.wpc_image_punch_zeros(str(path).encode(), punched, pages, why, len(why)), why)
+    return punched[0], pages[0]
+
+
 def image_page(seed, kind, page):
     """The PAGE_SIZE bytes the generator puts at page `page`."""
     buf = ffi.new("uint8_t[]", PAGE_SIZE)
@@ -420,8 +434,9 @@ def written_pages(workload, pages):
     return count, bytes(ffi.buffer(bitmap))
 
 
-def image_check(path, size, seed, kind, cycles):
-    """An image file against the model: the generated image plus the cycles' writes, in order.
+def image_check(path, size, seed, kind, cycles, base_path=None):
+    """An image file against the model: the generated image (seed, kind), or the file
+    base_path, plus the cycles' writes, in order.
 
     Returns {"verified", "mismatched_pages", "first_mismatch_page", "first_mismatch_offset",
     "first_mismatch_cycle", "reason"}; raises only where the check itself could not run.
@@ -429,8 +444,10 @@ def image_check(path, size, seed, kind, cycles):
     out = ffi.new("struct wpc_image_check *")
     why = _why_buffer()
     array = workload_array(cycles)
-    rc = lib.wpc_image_check(str(path).encode(), size, seed, IMAGE_KINDS[kind], array, len(cycles),
-                             out, why, len(why))
+    base = ffi.new("char[]", str(base_path).encode()) if base_path else ffi.NULL
+    rc = lib.wpc_image_check(str(path).encode(), size, 0 if seed is None else seed,
+                             IMAGE_KINDS[kind or "mixed"], base, array, len(cycles), out, why,
+                             len(why))
     if rc < 0 and rc != -errno.EIO:
         check(rc, why)
     return {

@@ -28,6 +28,7 @@ from wpcompare import cache as image_cache
 from wpcompare import plugins
 from wpcompare.options import human_bytes
 from wpcompare import check as check_battery
+from wpcompare.options import Pattern, trace_files
 
 DEFAULT_IMAGE_SIZE = 256 << 20
 from wpcompare.worker import parse_injection
@@ -431,6 +432,9 @@ def _trace_threads(ctx, pattern, threads, overlap, image_bytes):
     count; a --threads that differs is refused). The trace says which accesses write, so
     --op, --dirty and --overlap do not apply to it."""
     from wpcompare import trace as traces
+    if os.path.isdir(pattern.path):
+        raise BadInput(f"--pattern trace:{pattern.path} is a directory: one trace per cycle is "
+                       "for `wpcompare cycle`; give run one trace file")
     try:
         loaded = binding.loaded_trace(pattern.path)
         traces.check_region(loaded, image_bytes)
@@ -442,6 +446,25 @@ def _trace_threads(ctx, pattern, threads, overlap, image_bytes):
         raise BadInput(f"--threads {threads}: the trace {pattern.path} was recorded with "
                        f"{loaded.threads} thread(s); drop --threads")
     return loaded.threads
+
+
+def _cycle_traces(ctx, pattern, threads, overlap, cycles, image_bytes):
+    """For cycle's --pattern trace:PATH: each cycle's (Pattern, threads). A file is replayed
+    every cycle; a directory's *.trace files one per cycle, in name order, so cycle k replays
+    the k-th (as a CRaC user's successive restores each left one). Each is checked as
+    run's --pattern trace is; fewer traces than --cycles is refused."""
+    try:
+        files = trace_files(pattern)
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
+    if len(files) > 1 and cycles > len(files):
+        raise BadInput(f"--cycles {cycles}, but {pattern.path} holds {len(files)} traces (one per "
+                       f"cycle): give --cycles {len(files)} or fewer, or more traces")
+    per_cycle = []
+    for number in range(cycles):
+        each = Pattern("trace", path=files[number % len(files)])
+        per_cycle.append((each, _trace_threads(ctx, each, threads, overlap, image_bytes)))
+    return per_cycle
 
 
 # Options a preset may set, by the name of run()'s parameter.
@@ -711,7 +734,9 @@ def include_dir():
               help="Share F of the pattern's pages each cycle writes (the others it reads), 0 <= F <= 1.")
 @click.option("--pattern", type=PatternType(), default="random", show_default=True,
               help="Pages each cycle touches: seq, random, sparse:F (0<F<=1), stride:N, or "
-                   "trace:PATH (replayed every cycle; its writes replace --dirty).")
+                   "trace:PATH (a trace file, replayed every cycle, or a directory of *.trace "
+                   "files, cycle k replaying the k-th in name order; a trace's writes replace "
+                   "--dirty).")
 @click.option("--threads", type=click.IntRange(1, binding.MAX_THREADS), default=1, show_default=True,
               help="Workload threads; the pages are split among them.")
 @click.option("--overlap", is_flag=True, help="Every thread touches every selected page.")
@@ -723,6 +748,10 @@ def include_dir():
               help="Seed of the image; cycle k's workload uses seed + k.")
 @click.option("--image-kind", type=click.Choice(["mixed", "random"]), default=None,
               help="Generated image content. [default: mixed]")
+@click.option("--image", type=ImageType(), default=None, metavar="PATH",
+              help="Start the chain from this file (e.g. a captured heap) instead of a generated "
+                   "image; it is copied, never written, and is the base every cycle is verified "
+                   "against, so it must not change while the chains run.")
 @click.option("--delete-old", type=click.Choice(chains.DELETE_MODES), default="after-checkpoint",
               show_default=True,
               help="When image k goes: after image k+1 is written, or as soon as the strategy "
@@ -748,21 +777,28 @@ def include_dir():
 @click.option("--lose-write", type=click.IntRange(min=1), default=None, hidden=True)
 @click.pass_context
 def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, size, seed, image_kind,
-                  delete_old, directory, fmt, columns, output, timeout, repeat, quiet, lose_write):
+                  image, delete_old, directory, fmt, columns, output, timeout, repeat, quiet, lose_write):
     """Repeated checkpoints: per strategy, cycles of restore, work, fixup, checkpoint, each verified."""
     if lose_write is not None and (lose_write > cycles or delete_old != "after-checkpoint"):
         raise click.UsageError("--lose-write CYCLE needs a CYCLE within --cycles and "
                                "--delete-old after-checkpoint")
     if not choices:
         choices = [strategies.default_choice(strategy) for strategy in strategies.measured_strategies()]
+    if image is not None and (size is not None or image_kind is not None):
+        raise click.UsageError("--size and --image-kind describe a generated image: "
+                               "drop them, or drop --image")
     unique = _first_of_each_label(choices)
+    image_bytes = image.size if image else size or DEFAULT_IMAGE_SIZE
+    cycle_patterns = None
     if pattern.kind == "trace":
-        threads = _trace_threads(ctx, pattern, threads, overlap, size or DEFAULT_IMAGE_SIZE)
+        cycle_patterns = _cycle_traces(ctx, pattern, threads, overlap, cycles, image_bytes)
+        threads = max(each_threads for _, each_threads in cycle_patterns)
     _remove_stale_directories([None, directory])
     _warn_oversubscribed(threads)
     try:
-        images.check_memory(size or DEFAULT_IMAGE_SIZE)
-        image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
+        images.check_memory(image_bytes, image)
+        if image is None:
+            image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
     except WpcError as error:
@@ -772,7 +808,7 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
     plan = chains.ChainPlan(choices=unique, cycles=cycles, dirty=dirty, pattern=pattern,
                             image=image, threads=threads, overlap=overlap, pin_threads=pin, seed=seed,
                             delete_old=delete_old, directory=directory, timeout=timeout,
-                            lose_write=lose_write)
+                            lose_write=lose_write, cycle_patterns=cycle_patterns)
     started = time.monotonic()
     progress = progress_for(quiet=quiet, cycles=True)
     done = []
@@ -868,6 +904,20 @@ def check_command(choice_texts, all_strategies, quick, case_names, seconds, outp
         if note:
             click.echo(f"note: {note}", err=True)
     sys.exit(check_battery.exit_status(counts))
+
+
+@main.command(name="sparsify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def sparsify_command(path):
+    """Make an image file sparse: its all-zero pages become holes (fallocate PUNCH_HOLE; size
+    and bytes unchanged), which zero=zeropage then finds without reading them."""
+    try:
+        punched, pages = binding.punch_zero_pages(path)
+    except InvalidArgument as error:
+        raise BadInput(error.reason) from None
+    except WpcError as error:
+        raise click.ClickException(error.reason) from None
+    click.echo(f"{path}: {punched} of {pages} pages were all zero and are holes now")
 
 
 from wpcompare.trace_commands import capture_command, trace_command  # noqa: E402 (commands of their own)

@@ -42,7 +42,8 @@ class ChainPlan:
     cycles: int
     dirty: float               # share of the pattern's pages each cycle writes
     pattern: object            # options.Pattern
-    image: object              # image.Image, generated: the model needs its seed and kind
+    image: object              # image.Image: generated (the model needs its seed and kind) or a
+                               # user's file (the model reads it as the base of every cycle)
     threads: int = 1
     overlap: bool = False
     pin_threads: bool = True
@@ -51,13 +52,18 @@ class ChainPlan:
     directory: Optional[str] = None   # where the chains' images go; None: the system temp dir
     timeout: float = runner.DEFAULT_TIMEOUT
     lose_write: Optional[int] = None  # tests only: the cycle whose kept image loses one written page
+    # A trace pattern: cycle k's (options.Pattern of one trace file, its threads), k from 1.
+    cycle_patterns: Optional[list] = None
 
 
 def cycle_workload(plan, cycle):
     """Cycle `cycle`'s workload (binding.fill_workload's keywords, the pattern an options.Pattern):
-    its own seed, so each cycle reads and writes other pages."""
-    return {"op": "mixed", "pattern": plan.pattern, "seed": plan.seed + cycle,
-            "threads": plan.threads, "overlap": plan.overlap, "pin_threads": plan.pin_threads,
+    its own seed, so each cycle reads and writes other pages; a trace pattern, that cycle's trace."""
+    pattern, threads = plan.pattern, plan.threads
+    if plan.cycle_patterns:
+        pattern, threads = plan.cycle_patterns[cycle - 1]
+    return {"op": "mixed", "pattern": pattern, "seed": plan.seed + cycle,
+            "threads": threads, "overlap": plan.overlap, "pin_threads": plan.pin_threads,
             "write_fraction": plan.dirty}
 
 
@@ -107,9 +113,8 @@ def run_chain(plan, choice, steps=None):
     if unavailable:
         return chain.end("skipped", unavailable).to_json()
 
-    directory = leftovers.private_directory(plan.directory)
-    try:
-        # Image 1 is the generated one: cycle k restores image k and writes image k+1.
+    with leftovers.owned_directory(plan.directory) as directory:
+        # Image 1 is a copy of the base image: cycle k restores image k and writes image k+1.
         try:
             copy_image(plan.image.path, _image_path(directory, 1))
         except OSError as error:
@@ -131,8 +136,6 @@ def run_chain(plan, choice, steps=None):
                 chain.end("failed", f"cycle {cycle}: {row['reason']}")
                 break
             history.append(spec["workload"])
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
     return chain.to_json()
 
 
@@ -158,7 +161,9 @@ def _cycle_spec(plan, choice, directory, cycle, history):
         "cycle": cycle,
         "image": _image_path(directory, cycle),
         "next_image": _image_path(directory, cycle + 1),
-        "base": {"seed": plan.image.seed, "kind": plan.image.kind, "bytes": plan.image.size},
+        # The model's base: the generator's (seed, kind), or the user's file itself (path).
+        "base": {"seed": plan.image.seed, "kind": plan.image.kind, "bytes": plan.image.size,
+                 "path": plan.image.path if plan.image.seed is None else None},
         "history": list(history),
         "workload": cycle_workload(plan, cycle),
         "delete_old": plan.delete_old,
@@ -167,7 +172,7 @@ def _cycle_spec(plan, choice, directory, cycle, history):
 
 
 def copy_image(source, target):
-    """Image 0 of a chain: the generated image copied, never the cached file itself (it gets deleted)."""
+    """Image 1 of a chain: the base image copied, never the cached or user's file itself (it gets deleted)."""
     with open(source, "rb") as src, open(target, "wb") as dst:
         remaining = os.fstat(src.fileno()).st_size
         try:
@@ -249,6 +254,7 @@ def run_cycle(spec):
     data["written_pages"] = binding.written_pages(current, pages)[0]
     try:
         run = binding.Run(image_path=image, image_seed=base["seed"], image_kind=base["kind"],
+                          base_image_path=base["path"],
                           strategy=spec["strategy"], params=spec["params"] or None, op="mixed",
                           pattern=current["pattern"], threads=current["threads"],
                           overlap=current["overlap"], seed=current["seed"],
@@ -306,10 +312,11 @@ def run_cycle(spec):
         data["lost_write_page"] = _lose_one_write(current, pages, image, kept)
 
     model = history + [current]
-    checks = {"full": binding.image_check(full_path, base["bytes"], base["seed"], base["kind"], model)}
+    checks = {"full": binding.image_check(full_path, base["bytes"], base["seed"], base["kind"], model,
+                                          base_path=base["path"])}
     if checkpoint["incremental"]:
         checks["incremental"] = binding.image_check(incremental_path, base["bytes"], base["seed"],
-                                                    base["kind"], model)
+                                                    base["kind"], model, base_path=base["path"])
     data["image_check"] = checks
     for name in ("incremental", "full"):
         if name in checks and not checks[name]["verified"]:

@@ -152,7 +152,9 @@ def context_line(document):
     pattern = str(options.get("pattern"))
     work = (f"replaying {pattern} (its reads and writes)" if pattern.startswith("trace:") else
             f"reading the {pattern} pattern's pages and writing {options.get('dirty', 0) * 100:g}% of them")
-    return (f"{human_bytes(image.get('bytes', 0))} {image.get('kind')} image, seed {image.get('seed')}; "
+    source = (f"image {image.get('path')}" if image.get("seed") is None else
+              f"{image.get('kind')} image, seed {image.get('seed')}")
+    return (f"{human_bytes(image.get('bytes', 0))} {source}; "
             f"{options.get('cycles')} cycle(s), each {work}, {options.get('threads')} "
             f"thread(s); images in {directory.get('path')} ({directory.get('filesystem')}), "
             f"each deleted {deletion}")

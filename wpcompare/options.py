@@ -60,7 +60,7 @@ class Pattern:
     kind: str
     fraction: float = 1.0
     stride: int = 1
-    path: str = None        # trace: the trace file (wpcompare.trace), absolute
+    path: str = None        # trace: the trace file (wpcompare.trace), or a directory of them, absolute
 
     def __str__(self):
         if self.kind == "trace":
@@ -72,15 +72,34 @@ class Pattern:
         return self.kind
 
 
+TRACE_SUFFIX = ".trace"
+
+
+def trace_files(pattern):
+    """The trace files of a trace pattern: its file, or a directory's *.trace files in natural
+    name order (cycle-2 before cycle-10), one per cycle of `cycle`."""
+    if not os.path.isdir(pattern.path):
+        return [pattern.path]
+    names = [name for name in os.listdir(pattern.path) if name.endswith(TRACE_SUFFIX)
+             and os.path.isfile(os.path.join(pattern.path, name))]
+    if not names:
+        raise InvalidArgument(f"--pattern trace:{pattern.path}: the directory holds no *{TRACE_SUFFIX} "
+                              "file; put one trace per cycle there (wpcompare capture writes them)")
+    natural = sorted(names, key=lambda name: [int(part) if part.isdigit() else part
+                                              for part in re.split("([0-9]+)", name)])
+    return [os.path.join(pattern.path, name) for name in natural]
+
+
 def parse_pattern(text):
-    """Pattern from "seq", "random", "sparse:0.1", "stride:16" or "trace:PATH" (an existing file;
-    its content is read by wpcompare.trace where the run is set up)."""
+    """Pattern from "seq", "random", "sparse:0.1", "stride:16" or "trace:PATH" (an existing file,
+    or for `cycle` a directory of them; their content is read by wpcompare.trace where the run
+    is set up)."""
     kind, sep, arg = str(text).strip().partition(":")
     kind = kind.lower()
     if kind == "trace" and arg:
-        if not os.path.isfile(arg):
-            raise InvalidArgument(f"invalid pattern {text!r}: {arg} is not a file (a trace: "
-                                  "wpcompare capture writes one)")
+        if not os.path.isfile(arg) and not os.path.isdir(arg):
+            raise InvalidArgument(f"invalid pattern {text!r}: {arg} is neither a file nor a "
+                                  "directory (a trace: wpcompare capture writes one)")
         return Pattern("trace", path=os.path.abspath(arg))
     if kind in ("seq", "random") and not sep:
         return Pattern(kind)
