@@ -308,6 +308,7 @@ struct wpc_run {
 	uint64_t npages;
 
 	struct wpc_plan plan;
+	struct wpc_crew *crew;		/* the first touch's threads, started before restore */
 	int cpus[WPC_MAX_THREADS * 4];	/* CPUs this process may run on */
 	int ncpus;
 
@@ -402,6 +403,12 @@ int wpc_plan_build(struct wpc_plan *plan, uint64_t npages, const struct wpc_work
 void wpc_plan_free(struct wpc_plan *plan);
 /* WPC_PATTERN_TRACE (trace.c): plan->order, begin, entry_flags and firsts from w->trace. */
 int wpc_plan_trace(struct wpc_plan *plan, uint64_t npages, const struct wpc_workload *w);
+/*
+ * Start the first touch's workload threads, blocked until touch: called
+ * before restore's clock starts. wpc_workload_dismiss ends them unused.
+ */
+int wpc_workload_park(struct wpc_run *run);
+void wpc_workload_dismiss(struct wpc_run *run);
 int wpc_workload_touch(struct wpc_run *run);
 /* The same pass again, no clock inside its loop: its wall time only. */
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns);

@@ -204,6 +204,9 @@ int wpc_run_restore(struct wpc_run *run)
 		if (ret)
 			return ret;
 	}
+	ret = wpc_workload_park(run);
+	if (ret)
+		return ret;
 	phase_begin(&pc);
 	run->restore_start_ns = pc.t0;
 	ret = run->strategy->restore(run);
@@ -221,7 +224,7 @@ int wpc_run_touch(struct wpc_run *run)
 	if (run->abandoned)
 		return wpc_fail(run, EINVAL, "touch after the workload was abandoned");
 	phase_begin(&pc);
-	ret = wpc_workload_touch(run);	/* times itself: thread start-up excluded */
+	ret = wpc_workload_touch(run);	/* times itself: its threads were started before restore */
 	phase_end(run, WPC_PHASE_TOUCH, &pc, false);
 	return ret;
 }
@@ -335,6 +338,7 @@ void wpc_run_destroy(struct wpc_run *run)
 	/* Threads blocked in the region still use it, the plan and the result: leave all to exit. */
 	if (run->abandoned)
 		return;
+	wpc_workload_dismiss(run);
 	if (run->restored && !run->torn_down && run->strategy->teardown) {
 		run->torn_down = true;
 		run->strategy->teardown(run);

@@ -172,16 +172,42 @@ int64_t wpc_plan_pages(const struct wpc_workload *w, uint64_t npages, uint64_t *
 	return (int64_t)plan.count;
 }
 
-/* Releases every workload thread at once, or none if one failed to start. */
+/*
+ * Releases every workload thread at once, or none if one failed to start.
+ * Threads wait in two stages: blocked (no CPU taken) until the pass is
+ * called, then spinning until all have arrived, so they start together.
+ */
 struct start_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t called_cond;
+	bool called;		/* under lock: come to the gate */
 	atomic_int ready;
 	atomic_int state;	/* 0 wait, 1 go, -1 abandon */
 };
+
+static void gate_init(struct start_gate *g)
+{
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->called_cond, NULL);
+	g->called = false;
+	atomic_init(&g->ready, 0);
+	atomic_init(&g->state, 0);
+}
+
+static void gate_destroy(struct start_gate *g)
+{
+	pthread_cond_destroy(&g->called_cond);
+	pthread_mutex_destroy(&g->lock);
+}
 
 static bool gate_pass(struct start_gate *g)
 {
 	int s;
 
+	pthread_mutex_lock(&g->lock);
+	while (!g->called)
+		pthread_cond_wait(&g->called_cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
 	atomic_fetch_add(&g->ready, 1);
 	while (!(s = atomic_load_explicit(&g->state, memory_order_acquire)))
 		sched_yield();
@@ -190,6 +216,10 @@ static bool gate_pass(struct start_gate *g)
 
 static void gate_open(struct start_gate *g, int expected, int state)
 {
+	pthread_mutex_lock(&g->lock);
+	g->called = true;
+	pthread_cond_broadcast(&g->called_cond);
+	pthread_mutex_unlock(&g->lock);
 	while (atomic_load(&g->ready) < expected)
 		sched_yield();
 	atomic_store_explicit(&g->state, state, memory_order_release);
@@ -320,9 +350,6 @@ static void *touch_thread(void *arg)
 	struct toucher *tc = arg;
 	struct wpc_run *run = tc->run;
 	const struct wpc_plan *plan = &run->plan;
-	struct access_plan ap = { .order = plan->order, .write_set = plan->write_set,
-				  .flags = plan->entry_flags, .write_all = plan->write_all, .region = run->region,
-				  .seed = run->cfg.workload.seed, .thread = tc->index };
 	uint64_t first = plan->overlap ? 0 : plan->begin[tc->index];
 	uint64_t last = plan->overlap ? plan->count : plan->begin[tc->index + 1];
 
@@ -331,6 +358,10 @@ static void *touch_thread(void *arg)
 	if (!gate_pass(tc->gate))
 		return NULL;
 
+	/* Read after the gate: a crew parked before restore starts with no region. */
+	struct access_plan ap = { .order = plan->order, .write_set = plan->write_set,
+				  .flags = plan->entry_flags, .write_all = plan->write_all, .region = run->region,
+				  .seed = run->cfg.workload.seed, .thread = tc->index };
 	uint64_t reads_before = wpc_thread_clock_reads;
 
 	tc->start_ns = wpc_now_ns();
@@ -400,40 +431,90 @@ struct pass_totals {
 };
 
 /*
- * One pass of every workload thread over its part of the order. Used for the
- * first touch and, untimed inside, for the steady-state pass, so the two
- * differ only in the state of the memory they find.
+ * The workload threads of one pass, started (pinned, then blocked: no CPU
+ * taken) before the pass is called. The first touch's crew is started
+ * before restore's clock, as a restored application's threads exist before
+ * its memory is restored: thread creation and pinning are in no figure,
+ * touch's time to touched or any time to detached.
  */
-static int workload_pass(struct wpc_run *run, struct pass_totals *out)
+struct wpc_crew {
+	struct toucher *tcs;
+	struct start_gate gate;
+	int nthreads;
+	int started;
+	int create_err;		/* -errno of the pthread_create that failed */
+};
+
+static int crew_start(struct wpc_run *run, int latency, struct wpc_crew **out)
 {
 	int nthreads = run->cfg.workload.threads;
-	struct toucher *tcs = calloc((size_t)nthreads, sizeof(*tcs));
-	struct start_gate gate = { 0 };
-	int started = 0, ret = 0;
+	struct wpc_crew *crew = calloc(1, sizeof(*crew));
 
-	if (!tcs)
+	*out = NULL;
+	if (crew)
+		crew->tcs = calloc((size_t)nthreads, sizeof(*crew->tcs));
+	if (!crew || !crew->tcs) {
+		free(crew);
 		return wpc_fail(run, ENOMEM, "out of memory for %d workload threads", nthreads);
-
-	for (int t = 0; t < nthreads; t++) {
-		tcs[t].run = run;
-		tcs[t].gate = &gate;
-		tcs[t].index = t;
-		tcs[t].latency = out->latency;
-		tcs[t].cpu = run->cfg.workload.pin_threads ? wpc_cpu_nth(run, t) : -1;
-		wpc_hist_reset(&tcs[t].hist);
-		ret = -pthread_create(&tcs[t].tid, NULL, touch_thread, &tcs[t]);
-		if (ret)
-			break;
-		started++;
 	}
-	gate_open(&gate, started, started == nthreads ? 1 : -1);
-	int health = join_workload(run, tcs, started);
+	gate_init(&crew->gate);
+	crew->nthreads = nthreads;
+	for (int t = 0; t < nthreads; t++) {
+		struct toucher *tc = &crew->tcs[t];
+
+		tc->run = run;
+		tc->gate = &crew->gate;
+		tc->index = t;
+		tc->latency = latency;
+		tc->cpu = run->cfg.workload.pin_threads ? wpc_cpu_nth(run, t) : -1;
+		wpc_hist_reset(&tc->hist);
+		crew->create_err = -pthread_create(&tc->tid, NULL, touch_thread, tc);
+		if (crew->create_err)
+			break;
+		crew->started++;
+	}
+	*out = crew;
+	return 0;
+}
+
+static void crew_free(struct wpc_crew *crew)
+{
+	gate_destroy(&crew->gate);
+	free(crew->tcs);
+	free(crew);
+}
+
+/* A crew whose pass never comes (restore failed, or the run ends without touch). */
+static void crew_dismiss(struct wpc_crew *crew)
+{
+	gate_open(&crew->gate, crew->started, -1);
+	for (int t = 0; t < crew->started; t++)
+		pthread_join(crew->tcs[t].tid, NULL);
+	crew_free(crew);
+}
+
+/*
+ * One pass of the crew over its part of the order. Used for the first touch
+ * and, untimed inside, for the steady-state pass, so the two differ only in
+ * the state of the memory they find. The crew is freed, unless the run is
+ * abandoned (its stuck threads still write into it).
+ */
+static int crew_pass(struct wpc_run *run, struct wpc_crew *crew, struct pass_totals *out)
+{
+	int nthreads = crew->nthreads;
+	struct toucher *tcs = crew->tcs;
+	int ret = crew->create_err;
+
+	gate_open(&crew->gate, crew->started, crew->started == nthreads ? 1 : -1);
+	int health = join_workload(run, tcs, crew->started);
 
 	if (health)
-		return health;	/* tcs stays: the stuck threads still write into it */
+		return health;
 
 	if (ret) {
-		free(tcs);
+		int started = crew->started;
+
+		crew_free(crew);
 		return wpc_fail(run, -ret, "cannot start workload thread %d of %d", started, nthreads);
 	}
 
@@ -458,8 +539,22 @@ static int workload_pass(struct wpc_run *run, struct pass_totals *out)
 	/* A pass of no accesses still took its threads' start-up to end: never report 0. */
 	out->ns = end > start ? end - start : 1;
 	out->end_ns = end;
-	free(tcs);
+	crew_free(crew);
 	return ret;
+}
+
+int wpc_workload_park(struct wpc_run *run)
+{
+	if (run->crew)
+		return 0;
+	return crew_start(run, run->cfg.latency, &run->crew);
+}
+
+void wpc_workload_dismiss(struct wpc_run *run)
+{
+	if (run->crew)
+		crew_dismiss(run->crew);
+	run->crew = NULL;
 }
 
 int wpc_workload_touch(struct wpc_run *run)
@@ -467,8 +562,13 @@ int wpc_workload_touch(struct wpc_run *run)
 	struct wpc_result *res = run->res;
 	struct pass_totals pass = { .latency = run->cfg.latency,
 				    .hist = run->cfg.latency == WPC_LATENCY_NONE ? NULL : &res->touch };
-	int ret = workload_pass(run, &pass);
+	int ret = wpc_workload_park(run);
+	struct wpc_crew *crew = run->crew;
 
+	if (ret)
+		return ret;
+	run->crew = NULL;
+	ret = crew_pass(run, crew, &pass);
 	if (pass.ns) {
 		res->phase[WPC_PHASE_TOUCH].ns = (int64_t)pass.ns;
 		res->time_to_touched_ns = (int64_t)(pass.end_ns - run->restore_start_ns);
@@ -484,8 +584,12 @@ int wpc_workload_touch(struct wpc_run *run)
 int wpc_workload_steady(struct wpc_run *run, uint64_t *ns)
 {
 	struct pass_totals pass = { .latency = WPC_LATENCY_NONE };
-	int ret = workload_pass(run, &pass);
+	struct wpc_crew *crew;
+	int ret = crew_start(run, WPC_LATENCY_NONE, &crew);
 
+	if (ret)
+		return ret;
+	ret = crew_pass(run, crew, &pass);
 	*ns = pass.ns;
 	return ret;
 }
