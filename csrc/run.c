@@ -186,8 +186,16 @@ static void phase_end(struct wpc_run *run, enum wpc_phase phase, const struct ph
 	ps->minflt = (uint64_t)(ru.ru_minflt - pc->ru.ru_minflt);
 	ps->majflt = (uint64_t)(ru.ru_majflt - pc->ru.ru_majflt);
 
+	/*
+	 * The region's VMAs, from /proc/self/maps: not after restore or touch,
+	 * whose ends lie inside time to detached (the worker's maps are ~37 KiB
+	 * of text for the kernel to generate, 37 read()s, in the ~1 ms measured
+	 * between restore's end and touch's start), only once the clocks that
+	 * matter have stopped.
+	 */
 	struct wpc_maps_report maps;
-	if (run->region && !wpc_maps_inspect(run, &maps))
+	if ((phase == WPC_PHASE_FIXUP || phase == WPC_PHASE_VERIFY) && run->region &&
+	    !wpc_maps_inspect(run, &maps))
 		ps->vmas = maps.region_vmas;
 }
 

@@ -155,7 +155,7 @@ struct wpc_phase_stats {
 	int64_t ns;		/* wall time of the phase; -1 if it did not run */
 	uint64_t minflt;	/* getrusage deltas over the phase */
 	uint64_t majflt;
-	int64_t vmas;		/* VMAs overlapping the region after the phase */
+	int64_t vmas;		/* VMAs overlapping the region after fixup or verify; -1 after restore and touch */
 };
 
 struct wpc_counter {
