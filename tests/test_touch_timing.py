@@ -87,3 +87,41 @@ def test_sampled_percentiles_match_timing_every_access_on_a_slow_path(make_image
         assert max(a, b) / min(a, b) < 1.5, (q, a, b)
     assert results.histogram_percentile(sampled["hist"], 0.99) >= SLOW_US * 1000
     assert results.histogram_percentile(sampled["hist"], 0.5) < SLOW_US * 1000 / 10
+
+
+def _threads_around_the_phases(image, threads):
+    """The process's thread count before restore, after it (before touch) and after touch."""
+    def count():
+        return len(os.listdir("/proc/self/task"))
+    with open_run(image, "mmap", op="read", pattern="seq", threads=threads) as run:
+        before = count()
+        run.restore()
+        parked = count()
+        run.touch()
+        after = count()
+        run.fixup()
+        run.verify()
+        return dict(before=before, parked=parked, after=after, verified=run.result.verified)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_the_workload_threads_exist_before_restore_and_end_with_touch(image, threads):
+    """A restored application's threads exist before its memory does: the first touch's threads
+    are started (and pinned) before restore's clock, so their creation is in no time to touched
+    or detached; they end with touch."""
+    out = in_child(_threads_around_the_phases, image, threads)
+    assert out["parked"] == out["before"] + threads, out
+    assert out["after"] == out["before"], out
+    assert out["verified"]
+
+
+def _restore_without_touch(image):
+    with open_run(image, "mmap", op="read", threads=4) as run:
+        before = len(os.listdir("/proc/self/task"))
+        run.restore()
+    return dict(before=before, after=len(os.listdir("/proc/self/task")))
+
+
+def test_workload_threads_parked_for_a_touch_that_never_comes_are_joined(image):
+    out = in_child(_restore_without_touch, image)
+    assert out["after"] == out["before"], out
