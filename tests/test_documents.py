@@ -2,6 +2,7 @@
 one error line and exit status 2, or work; never a traceback. Each of the issue's examples,
 then every field of a real run and cycle document replaced by values of the wrong kind."""
 import copy
+import gzip
 import json
 
 import pytest
@@ -49,6 +50,8 @@ ISSUE_EXAMPLES = {
     "not JSON": "{",
     "not UTF-8": b'{"schema":"\xff"}',
     "a list": "[]",
+    "damaged gzip": b"\x1f\x8b\x08\x00" + b"not deflate data",
+    "gzip of not JSON": gzip.compress(b"{"),
 }
 
 
@@ -189,3 +192,23 @@ def test_a_malformed_histogram_bucket_is_refused(tmp_path, run_document, bucket)
     path.write_text(json.dumps(document))
     line = one_line_refusal(CliRunner().invoke(main, ["compare", str(path), str(path)]))
     assert "$.runs[0].histograms.touch.buckets[" in line
+
+
+def test_a_gzipped_document_is_read_as_the_plain_one(tmp_path, run_document):
+    """docs/results/data/ keeps results gzipped: show, compare and plot take them as they are,
+    recognised by their first bytes whatever their name."""
+    plain = tmp_path / "run.json"
+    plain.write_text(json.dumps(run_document))
+    packed = tmp_path / "run.json.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    misnamed = tmp_path / "packed.json"
+    misnamed.write_bytes(packed.read_bytes())
+    assert documents.read_json(packed) == documents.read_json(misnamed) == run_document
+    shown = [CliRunner().invoke(main, ["show", str(path)], catch_exceptions=False) for path in (plain, packed)]
+    assert shown[0].exit_code == shown[1].exit_code == 0, shown[1].output
+    assert shown[1].output == shown[0].output
+    compared = CliRunner().invoke(main, ["compare", str(plain), str(packed)], catch_exceptions=False)
+    assert compared.exit_code == 0, compared.output
+    plotted = CliRunner().invoke(main, ["plot", str(packed), "-o", str(tmp_path / "r.svg")], catch_exceptions=False)
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "r.svg").stat().st_size > 0

@@ -4,10 +4,13 @@ A file is parsed with every number checked as it is read (finite, within 64 bits
 NaN, Infinity, 1e308 or a 400-digit integer are refused, so no renderer meets them),
 nesting that would exhaust the parser's recursion is refused, and the document is
 validated against the JSON Schema of its kind, shipped in wpcompare/schemas/
-(`run-1`, `run-2`, `cycle-1`, `cycle-2`, `compare-1`). The schemas type every field wpcompare reads and
+(`run-1`, `run-2`, `cycle-1`, `cycle-2`, `compare-1`). A gzipped file is read as its content
+(recognised by its magic bytes, whatever its name). The schemas type every field wpcompare reads and
 allow fields they do not list, so later versions may add some.
 """
 import functools
+import gzip
+import zlib
 import json
 import math
 from importlib import resources
@@ -17,6 +20,7 @@ from wpcompare.errors import InvalidArgument
 SCHEMA_FILES = {"wpcompare.run/1": "run-1.schema.json", "wpcompare.run/2": "run-2.schema.json",
                 "wpcompare.cycle/1": "cycle-1.schema.json", "wpcompare.cycle/2": "cycle-2.schema.json",
                 "wpcompare.compare/1": "compare-1.schema.json"}
+GZIP_MAGIC = b"\x1f\x8b"
 LIMIT = 2 ** 64          # the widest value the C core writes (a u64 checksum)
 _MESSAGE_CHARS = 120
 
@@ -49,6 +53,11 @@ def read_json(path):
             data = source.read()
     except OSError as error:
         raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
+    if data.startswith(GZIP_MAGIC):     # saved results kept small, e.g. docs/results/data/
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise InvalidArgument(f"{path} is not a wpcompare result: a damaged gzip file ({_short(str(error))})") from None
     try:
         return json.loads(data, parse_int=_integer, parse_float=_float, parse_constant=_constant)
     except _Refused as error:
