@@ -212,3 +212,11 @@ def test_a_gzipped_document_is_read_as_the_plain_one(tmp_path, run_document):
     plotted = CliRunner().invoke(main, ["plot", str(packed), "-o", str(tmp_path / "r.svg")], catch_exceptions=False)
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "r.svg").stat().st_size > 0
+
+
+def test_a_gzip_that_expands_without_end_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(documents, "GZIP_EXPANSION_LIMIT", 1000)
+    path = tmp_path / "bomb.json.gz"
+    path.write_bytes(gzip.compress(b"[" + b"0," * 600 + b"0]"))
+    refusal = one_line_refusal(CliRunner().invoke(main, ["compare", str(path), str(path)]))
+    assert "expands beyond" in refusal and "bomb.json.gz" in refusal

@@ -10,6 +10,7 @@ allow fields they do not list, so later versions may add some.
 """
 import functools
 import gzip
+import io
 import zlib
 import json
 import math
@@ -21,6 +22,7 @@ SCHEMA_FILES = {"wpcompare.run/1": "run-1.schema.json", "wpcompare.run/2": "run-
                 "wpcompare.cycle/1": "cycle-1.schema.json", "wpcompare.cycle/2": "cycle-2.schema.json",
                 "wpcompare.compare/1": "compare-1.schema.json"}
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_EXPANSION_LIMIT = 256 << 20   # a result is a few MiB; a gzip bomb stops here, not at memory's end
 LIMIT = 2 ** 64          # the widest value the C core writes (a u64 checksum)
 _MESSAGE_CHARS = 120
 
@@ -55,9 +57,13 @@ def read_json(path):
         raise InvalidArgument(f"cannot read {path}: {error.strerror}") from None
     if data.startswith(GZIP_MAGIC):     # saved results kept small, e.g. docs/results/data/
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as packed:
+                data = packed.read(GZIP_EXPANSION_LIMIT + 1)
         except (OSError, EOFError, zlib.error) as error:
             raise InvalidArgument(f"{path} is not a wpcompare result: a damaged gzip file ({_short(str(error))})") from None
+        if len(data) > GZIP_EXPANSION_LIMIT:
+            raise InvalidArgument(f"{path} is not a wpcompare result: it expands beyond "
+                                  f"{GZIP_EXPANSION_LIMIT >> 20} MiB once decompressed")
     try:
         return json.loads(data, parse_int=_integer, parse_float=_float, parse_constant=_constant)
     except _Refused as error:
