@@ -43,3 +43,49 @@ def test_license_file_is_the_licence_pyproject_declares():
     assert text.startswith("MIT License\n")
     assert "Copyright (c) 2026 the wpcompare developers" in text
     assert "Permission is hereby granted, free of charge" in text
+
+
+def test_a_mistyped_strategy_is_refused_with_the_closest_name():
+    result = invoke("run", "-s", "sigsgev", "--size", "1M")
+    assert result.exit_code == 2
+    assert "unknown strategy 'sigsgev' (did you mean 'sigsegv'?)" in error_line(result)
+
+
+def test_a_mistyped_parameter_is_refused_with_the_closest_name():
+    result = invoke("run", "-s", "sigsegv:chnk=4K", "--size", "1M")
+    assert result.exit_code == 2
+    assert "unknown parameter 'chnk' for strategy 'sigsegv' (did you mean 'chunk'?)" in error_line(result)
+
+
+def test_a_name_far_from_every_strategy_gets_no_guess():
+    result = invoke("run", "-s", "zzzzzz", "--size", "1M")
+    assert result.exit_code == 2
+    assert "did you mean" not in error_line(result)
+
+
+def _completions(command, incomplete):
+    from click.shell_completion import ShellComplete
+    from wpcompare.cli import main
+    completer = ShellComplete(main, {}, "wpcompare", "_WPCOMPARE_COMPLETE")
+    return [item.value for item in completer.get_completions([command, "-s"], incomplete)]
+
+
+def test_completion_offers_strategy_names_for_s():
+    offered = _completions("run", "uffd-w")
+    assert offered == ["uffd-wp", "uffd-wp-anon"]
+    assert "mmap-populate" in _completions("cycle", "mm")
+    assert "sigsegv" in _completions("check", "sig")
+
+
+def test_completion_offers_a_strategys_parameters_and_their_choices():
+    assert _completions("run", "sigsegv:") == ["sigsegv:chunk=", "sigsegv:fixup=", "sigsegv:copy=",
+                                              "sigsegv:threads="]
+    assert _completions("run", "sigsegv:fixup=at") == ["sigsegv:fixup=at-checkpoint"]
+    assert _completions("run", "sigsegv:chunk=4K,fi") == ["sigsegv:chunk=4K,fixup="]
+    assert _completions("run", "nonesuch:") == []
+
+
+def test_the_completion_script_is_what_click_generates():
+    done = subprocess.run(["wpcompare"], env={**os.environ, "_WPCOMPARE_COMPLETE": "bash_source"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "_wpcompare_completion" in done.stdout

@@ -96,6 +96,10 @@ class StrategyType(_ParsedType):
     def parse(self, value):
         return strategies.parse_choice(value)
 
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+        return [CompletionItem(text) for text in strategies.completions(incomplete)]
+
 
 class ImageType(_ParsedType):
     name = "path"
@@ -834,6 +838,7 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
 @main.command(name="check")
 @plugin_option
 @click.option("-s", "--strategy", "choice_texts", multiple=True, metavar="NAME[:PARAM=VALUE,...]",
+              shell_complete=lambda ctx, param, incomplete: StrategyType().shell_complete(ctx, param, incomplete),
               help="Strategy to check, with parameters; repeat for several.")
 @click.option("--all", "all_strategies", is_flag=True,
               help="Check every strategy (the bounds excepted) with its default parameters: the "
