@@ -391,7 +391,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
                            threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject, latency=latency,
                            latency_runs=latency_runs, bounds=bound_choices if unique else [])
-    started = time.monotonic()
+    started = document_metadata.Start()
     progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
     cache_state = sweep_facts = None
     try:
@@ -409,7 +409,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = document_metadata.run(matrix, facts, time.monotonic() - started, cache_state, sys.argv)
+    metadata = document_metadata.run(matrix, facts, started, cache_state, sys.argv)
     if preset is not None:
         rows = _in_preset_order(preset, rows, missing, matrix)
         metadata["preset"] = {
@@ -813,7 +813,7 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                             image=image, threads=threads, overlap=overlap, pin_threads=pin, seed=seed,
                             delete_old=delete_old, directory=directory, timeout=timeout,
                             lose_write=lose_write, cycle_patterns=cycle_patterns)
-    started = time.monotonic()
+    started = document_metadata.Start()
     progress = progress_for(quiet=quiet, cycles=True)
     done = []
     try:
@@ -823,7 +823,7 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv)
+    metadata = document_metadata.cycle(plan, facts, started, sys.argv)
     metadata["options"]["repeat"] = repeat
     document = cycle_results.build_document(done, metadata)
 
