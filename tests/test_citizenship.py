@@ -89,3 +89,39 @@ def test_the_completion_script_is_what_click_generates():
     done = subprocess.run(["wpcompare"], env={**os.environ, "_WPCOMPARE_COMPLETE": "bash_source"},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "_wpcompare_completion" in done.stdout
+
+
+def test_require_answers_as_info_json_does_for_every_strategy():
+    facts = json.loads(invoke("info", "--json").stdout)
+    assert facts["schema"] == "wpcompare.info/1"
+    for strategy in facts["strategies"]:
+        result = invoke("info", "--require", strategy["name"])
+        if strategy["available"]:
+            assert result.exit_code == 0 and result.stdout == result.stderr == "", strategy["name"]
+        else:
+            assert result.exit_code == 1, strategy["name"]
+            assert result.stderr == f"{strategy['name']}: {strategy['reason']}\n"
+
+
+def test_require_a_feature_by_its_info_json_name(monkeypatch):
+    from wpcompare import probe
+    offered = probe.userfaultfd_facts()
+    if not offered["available"] or "UFFD_FEATURE_WP_ASYNC" not in offered["features"]:
+        result = invoke("info", "--require", "UFFD_FEATURE_WP_ASYNC")
+        assert result.exit_code == 1 and "UFFD_FEATURE_WP_ASYNC" in result.stderr
+        return
+    assert invoke("info", "--require", "UFFD_FEATURE_WP_ASYNC", "--require", "userfaultfd").exit_code == 0
+    assert invoke("info", "--require", "wp_async").exit_code == 0, "the prefix may be left out"
+    without = dict(offered, features=[name for name in offered["features"] if name != "UFFD_FEATURE_WP_ASYNC"])
+    monkeypatch.setattr(probe, "userfaultfd_facts", lambda: without)
+    result = invoke("info", "--require", "userfaultfd", "--require", "UFFD_FEATURE_WP_ASYNC")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"UFFD_FEATURE_WP_ASYNC: this kernel ({os.uname().release}) does not offer UFFD_FEATURE_WP_ASYNC"]
+
+
+def test_require_an_unknown_name_is_bad_input_with_a_guess():
+    result = invoke("info", "--require", "uffd-hge")
+    assert result.exit_code == 2
+    assert "'uffd-hge' is neither a strategy nor a userfaultfd feature (did you mean 'uffd-huge'?)" \
+        in error_line(result)

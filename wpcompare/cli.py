@@ -654,13 +654,38 @@ def plot_results(document, output):
 @main.command()
 @plugin_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def info(as_json):
+@click.option("--require", "required", multiple=True, metavar="FEATURE|STRATEGY",
+              help="Print nothing else; exit 0 if this userfaultfd feature (as `info --json` names "
+                   "it, e.g. UFFD_FEATURE_WP_ASYNC) or strategy (NAME[:PARAM=VALUE,...]) is available "
+                   "here, 1 with the reason on stderr if not. Repeat for several.")
+def info(as_json, required):
     """What this machine offers: kernel, userfaultfd features, privileges, huge pages, CPUs, strategies."""
-    facts = probe.system_facts()
+    if required:
+        _require(required)
+        return
+    facts = dict(schema=INFO_SCHEMA, **probe.system_facts())
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
         click.echo(probe.format_facts(facts))
+
+
+INFO_SCHEMA = "wpcompare.info/1"
+
+
+def _require(names):
+    """`info --require`: like `criu check --feature`, the answer is the exit status."""
+    missing = 0
+    for name in names:
+        try:
+            reason = probe.requirement(name)
+        except WpcError as error:
+            raise BadInput(f"--require: {error.reason}") from None
+        if reason is not None:
+            click.echo(f"{name}: {reason}", err=True)
+            missing += 1
+    if missing:
+        sys.exit(1)
 
 
 @main.command(name="list")
