@@ -125,3 +125,18 @@ def test_require_an_unknown_name_is_bad_input_with_a_guess():
     assert result.exit_code == 2
     assert "'uffd-hge' is neither a strategy nor a userfaultfd feature (did you mean 'uffd-huge'?)" \
         in error_line(result)
+
+
+def test_list_json_describes_every_strategy_and_its_parameters():
+    from wpcompare import strategies
+    result = invoke("list", "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["schema"] == "wpcompare.list/1"
+    listed = {entry["name"]: entry for entry in document["strategies"]}
+    assert list(listed) == [strategy.name for strategy in strategies.all_strategies()]
+    sigsegv = listed["sigsegv"]
+    assert sigsegv["family"] == strategies.find("sigsegv").family and sigsegv["origin"] == "builtin"
+    chunk = next(param for param in sigsegv["params"] if param["name"] == "chunk")
+    assert chunk["choices"] == ["4K", "64K", "2M"] and chunk["default"] == "64K" and chunk["kind"] == "size"
+    assert listed["mmap"]["params"] == [] or all("default" in p for p in listed["mmap"]["params"])

@@ -688,11 +688,25 @@ def _require(names):
         sys.exit(1)
 
 
+LIST_SCHEMA = "wpcompare.list/1"
+
+
 @main.command(name="list")
 @plugin_option
-def list_strategies():
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the strategies as JSON (schema wpcompare.list/1): name, family, description, "
+                   "params with kind, choices and default, and origin (builtin or the plugin's path).")
+def list_strategies(as_json):
     """Strategies with their descriptions and parameters."""
     table = strategies.all_strategies()
+    if as_json:
+        click.echo(json.dumps({"schema": LIST_SCHEMA, "strategies": [
+            {"name": strategy.name, "family": strategy.family, "description": strategy.description,
+             "origin": plugins.origin(strategy.name) or "builtin",
+             "params": [{"name": param.name, "kind": param.kind, "choices": list(param.choices),
+                         "default": param.default, "help": param.help} for param in strategy.params]}
+            for strategy in table]}, indent=2))
+        return
     width = max((len(strategy.name) for strategy in table), default=0)
     for strategy in table:
         source = plugins.origin(strategy.name)
