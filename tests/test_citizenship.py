@@ -140,3 +140,119 @@ def test_list_json_describes_every_strategy_and_its_parameters():
     chunk = next(param for param in sigsegv["params"] if param["name"] == "chunk")
     assert chunk["choices"] == ["4K", "64K", "2M"] and chunk["default"] == "64K" and chunk["kind"] == "size"
     assert listed["mmap"]["params"] == [] or all("default" in p for p in listed["mmap"]["params"])
+
+
+# ---- exit codes: 3 when every row was skipped, 130 when interrupted ----
+
+def _unavailable_strategy():
+    """A strategy this machine cannot run (uffd-huge without huge pages), or a skip."""
+    import pytest
+    from harness import probe
+    from wpcompare import strategies
+    for strategy in strategies.measured_strategies():
+        if probe(strategy.name, None, 1 << 20)[0] != 0:
+            return strategy.name
+    pytest.skip("every strategy can run here: nothing to be skipped")
+
+
+def test_every_row_skipped_exits_3_for_run_and_cycle(tmp_path):
+    name = _unavailable_strategy()
+    for command, extra in (("run", ["--repeat", "1", "--warmup", "0"]), ("cycle", ["--cycles", "1"])):
+        result = invoke(command, "-s", name, "--size", "1M", *extra)
+        assert result.exit_code == 3, (command, result.output)
+        assert error_line(result).startswith(f"Error: nothing ran, every strategy asked for was "
+                                             f"skipped here ({name}: ")
+
+
+def test_a_skipped_row_beside_a_measured_one_exits_0():
+    name = _unavailable_strategy()
+    result = invoke("run", "-s", name, "-s", "mmap", "--size", "1M", "--repeat", "1", "--warmup", "0",
+                    "--no-bounds", "--latency", "off")
+    assert result.exit_code == 0, result.output
+
+
+# clock_nanosleep and nanosleep, where the hung worker's main thread waits (time.sleep).
+_SLEEP_SYSCALLS = {"x86_64": {230, 35}, "aarch64": {115, 101}}
+
+
+def _sleeping_worker(parent):
+    """The pid of parent's child that sleeps in time.sleep (the `hang` injection), or None."""
+    try:
+        children = open(f"/proc/{parent}/task/{parent}/children").read().split()
+    except OSError:
+        return None
+    for pid in children:
+        try:
+            number = open(f"/proc/{pid}/syscall").read().split()[0]
+        except (OSError, IndexError):
+            continue
+        if number.isdigit() and int(number) in _SLEEP_SYSCALLS[os.uname().machine]:
+            return int(pid)
+    return None
+
+
+def _interrupted_when_hung(tmp_path, command_args):
+    """Start wpcompare with a worker that hangs in its last row, SIGINT it once that worker
+    sleeps (every earlier row finished then: rows run one after another), and return it."""
+    import signal
+    import time
+
+    import pytest
+    from harness import CLI
+    if os.uname().machine not in _SLEEP_SYSCALLS:
+        pytest.skip("this test knows the sleep syscalls of x86_64 and aarch64 only")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    process = subprocess.Popen([*CLI, *command_args], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _sleeping_worker(process.pid) is None:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the hung worker never started"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, stdout, stderr
+
+
+def test_sigint_exits_130_and_saves_the_finished_rows(tmp_path):
+    output = tmp_path / "results.json"
+    code, stdout, stderr = _interrupted_when_hung(tmp_path, [
+        "run", "-s", "mmap", "-s", "read", "--op", "write", "--size", "1M", "--repeat", "2",
+        "--warmup", "0", "--no-bounds", "--latency", "off", "--inject", "hang@read", "-o", str(output)])
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == (f"Error: interrupted by SIGINT: 2 row(s) finished are shown "
+                                       f"above; they are saved in {output}")
+    shown = [line.split()[0] for line in stdout.splitlines() if line.split()[:1] in (["mmap"], ["read"])]
+    assert shown == ["mmap"], "the finished rows are printed, the interrupted one is not"
+    document = json.loads(output.read_text())
+    assert document["metadata"]["interrupted"] is True
+    assert [(run["strategy"], run["status"]) for run in document["runs"]] == [("mmap", "ok")] * 2
+    from wpcompare import results
+    assert results.load_document(str(output))["metadata"]["interrupted"] is True
+
+
+def test_interrupted_cycle_exits_130_and_saves_the_finished_chains(tmp_path, monkeypatch):
+    # Ctrl-C arrives as KeyboardInterrupt wherever the main process is; here, as the second
+    # chain starts (the subprocess test above covers the signal itself, for run).
+    from wpcompare import cycle
+    real = cycle.run_chain
+
+    def interrupted_at_read(plan, choice, steps=None):
+        if choice.label == "read":
+            raise KeyboardInterrupt
+        return real(plan, choice, steps)
+    monkeypatch.setattr(cycle, "run_chain", interrupted_at_read)
+    output = tmp_path / "cycles.json"
+    result = invoke("cycle", "-s", "mmap", "-s", "read", "--cycles", "2", "--size", "1M", "-o", str(output))
+    assert result.exit_code == 130, result.output
+    assert error_line(result) == ("Error: interrupted by SIGINT: 1 chain(s) finished are shown above; "
+                                  f"they are saved in {output}")
+    document = json.loads(output.read_text())
+    assert document["metadata"]["interrupted"] is True
+    assert [chain["label"] for chain in document["chains"]] == ["mmap"]

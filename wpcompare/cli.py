@@ -235,6 +235,10 @@ class _Commands(click.Group):
             name = signal.Signals(terminated.number).name
             click.echo(f"Error: stopped by {name}; workers and temporary files removed", err=True)
             sys.exit(128 + terminated.number)
+        except KeyboardInterrupt:
+            # Interrupted outside the runs (generating the image, probing): nothing finished yet.
+            click.echo("Error: interrupted by SIGINT; workers and temporary files removed", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except OSError as error:
             if not _raised_writing_stdout(error):
                 raise
@@ -394,6 +398,7 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     started = document_metadata.Start()
     progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
     cache_state = sweep_facts = None
+    rows, interrupted = [], False
     try:
         if sweep_sizes:
             rows, sweep_facts = sweep.run_sweep(matrix, sized_images, cache, progress)
@@ -401,15 +406,26 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         else:
             # Set before any run, so a state that cannot be had is refused now, not after the first rows.
             with images.PageCache(image, cache) as page_cache:
-                rows = runner.run_matrix(matrix, progress, page_cache) if matrix.choices else []
-                cache_state = page_cache.describe()
+                try:
+                    if matrix.choices:
+                        runner.run_matrix(matrix, progress, page_cache, rows)
+                finally:
+                    cache_state = page_cache.describe()     # interrupted: "after" stays None
+    except KeyboardInterrupt:
+        if sweep_sizes:
+            raise       # a sweep's rows are by size; a part of one is not a sweep document
+        interrupted = True
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
+    if interrupted and not rows:
+        _interrupted("no row had finished", None)
     metadata = document_metadata.run(matrix, facts, started, cache_state, sys.argv)
+    if interrupted:
+        metadata["interrupted"] = True
     if preset is not None:
         rows = _in_preset_order(preset, rows, missing, matrix)
         metadata["preset"] = {
@@ -424,10 +440,20 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         document = results.build_document(rows, metadata)
 
     _show_and_export(document, sweep.KIND if sweep_facts else report.KIND, fmt, output, columns)
+    if interrupted:
+        _interrupted(f"{len(rows)} row(s) finished", output)
 
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
         raise click.ClickException(f"{failed} run(s) failed; their reasons are listed with the results")
+    unverified = [group["label"] for group in document["groups"]
+                  if group["status"] == "ok" and group.get("verified") is False]
+    if unverified:
+        raise click.ClickException(f"{len(unverified)} row(s) not verified ({', '.join(unverified)}); "
+                                   "see the verified column")
+    chosen = [group for group in document["groups"] if group["label"] not in matrix_bounds(matrix)]
+    if chosen and all(group["status"] == "skipped" for group in chosen):
+        _all_skipped([(group["label"], group["reason"]) for group in chosen])
 
 
 def _trace_threads(ctx, pattern, threads, overlap, image_bytes):
@@ -854,24 +880,62 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                             lose_write=lose_write, cycle_patterns=cycle_patterns)
     started = document_metadata.Start()
     progress = progress_for(quiet=quiet, cycles=True)
-    done = []
+    done, interrupted = [], False
     try:
         for repetition in range(1, repeat + 1):
-            done += chains.run_chains(plan, progress, repetition, repeat)
+            chains.run_chains(plan, progress, repetition, repeat, done)
+    except KeyboardInterrupt:
+        interrupted = True
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
+    if interrupted and not done:
+        _interrupted("no chain had finished", None)
     metadata = document_metadata.cycle(plan, facts, started, sys.argv)
     metadata["options"]["repeat"] = repeat
+    if interrupted:
+        metadata["interrupted"] = True
     document = cycle_results.build_document(done, metadata)
 
     _show_and_export(document, cycle_report.KIND, fmt, output, columns)
+    if interrupted:
+        _interrupted(f"{len(done)} chain(s) finished", output)
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:
         raise click.ClickException(f"{len(failed)} chain(s) failed ({', '.join(failed)}); "
                                    "their reasons are listed with the results")
+    if done and all(chain["status"] == "skipped" for chain in done):
+        _all_skipped([(chain["label"], chain["reason"]) for chain in done])
+
+
+# The exit status of `run` and `cycle` (README "Exit codes"): 0 every row measured and verified,
+# 1 a run failed or was not verified, 2 bad input, 3 every row skipped, 130 interrupted by
+# SIGINT (the finished rows still printed and saved), 128+N stopped by SIGTERM or SIGHUP.
+EXIT_ALL_SKIPPED = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+def matrix_bounds(matrix):
+    return {choice.label for choice in matrix.bounds}
+
+
+def _all_skipped(reasons):
+    """Nothing could run here: one line with each strategy's reason, and exit 3."""
+    why = "; ".join(f"{label}: {reason}" for label, reason in dict(reasons).items())
+    click.echo(f"Error: nothing ran, every strategy asked for was skipped here ({why})", err=True)
+    sys.exit(EXIT_ALL_SKIPPED)
+
+
+def _interrupted(finished, output):
+    """After Ctrl-C: what finished was printed (and saved to output); exit 130."""
+    if finished.startswith("no "):
+        said = f"{finished}, nothing to show or save"
+    else:
+        said = f"{finished} are shown above" + (f"; they are saved in {output}" if output else "")
+    click.echo(f"Error: interrupted by SIGINT: {said}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command(name="check")

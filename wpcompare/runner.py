@@ -167,17 +167,18 @@ def plan(matrix, image_path=None):
     return specs
 
 
-def run_matrix(matrix, progress=None, page_cache=None):
+def run_matrix(matrix, progress=None, page_cache=None, rows=None):
     """Run every spec of the matrix; return the rows (one per run, one per skipped strategy and op).
 
     page_cache: an entered image.PageCache holding the image in matrix.cache's state; None:
-    one is made here (and its directory removed at the end)."""
+    one is made here (and its directory removed at the end). rows: a list each row is appended
+    to as it finishes, so a caller interrupted (Ctrl-C) still has the finished ones."""
     if page_cache is None:
         with PageCache(matrix.image, matrix.cache) as own:
-            return run_matrix(matrix, progress, own)
+            return run_matrix(matrix, progress, own, rows)
     progress = progress or Progress()
     specs = plan(matrix, page_cache.path)
-    rows = []
+    rows = [] if rows is None else rows
     unavailable = {}           # label -> reason, from the first worker that probed it
     reported = set()           # (label, op) that already have their skipped row
     for index, spec in enumerate(specs):
