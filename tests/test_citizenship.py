@@ -256,3 +256,44 @@ def test_interrupted_cycle_exits_130_and_saves_the_finished_chains(tmp_path, mon
     document = json.loads(output.read_text())
     assert document["metadata"]["interrupted"] is True
     assert [chain["label"] for chain in document["chains"]] == ["mmap"]
+
+
+# ---- 64-bit values in JSON ----
+
+def test_checksums_are_written_as_strings_and_old_numbers_still_read(tmp_path):
+    from wpcompare import results
+    saved = tmp_path / "new.json"
+    result = invoke("run", "-s", "mmap", "--op", "read", "--size", "1M", "--repeat", "1", "--warmup", "0",
+                    "--no-bounds", "--latency", "off", "-o", str(saved))
+    assert result.exit_code == 0, result.output
+    document = json.loads(saved.read_text())
+    checksum = document["runs"][0]["checksum"]
+    assert isinstance(checksum, str) and int(checksum) > 0
+    assert results.load_document(str(saved))["runs"][0]["checksum"] == checksum
+
+    old = tmp_path / "old.json"
+    document["runs"][0]["checksum"] = 2 ** 64 - 1       # as files written before had it: a number
+    old.write_text(json.dumps(document))
+    assert results.load_document(str(old))["runs"][0]["checksum"] == 2 ** 64 - 1
+    shown = invoke("show", str(old))
+    assert shown.exit_code == 0 and shown.stdout == invoke("show", str(saved)).stdout
+    assert invoke("compare", str(old), str(saved)).exit_code == 0
+
+
+def test_a_checksum_string_that_is_not_a_number_is_refused(tmp_path):
+    result = invoke("run", "-s", "mmap", "--op", "read", "--size", "1M", "--repeat", "1", "--warmup", "0",
+                    "--no-bounds", "--latency", "off", "--format", "json")
+    document = json.loads(result.stdout)
+    document["runs"][0]["checksum"] = "0x12"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(document))
+    shown = invoke("show", str(bad))
+    assert shown.exit_code != 0 and "checksum" in error_line(shown)
+
+
+def test_cycle_checksums_are_strings(tmp_path):
+    result = invoke("cycle", "-s", "read", "--cycles", "1", "--size", "1M", "--format", "json")
+    assert result.exit_code == 0, result.output
+    cycles = json.loads(result.stdout)["chains"][0]["cycles"]
+    assert all(isinstance(row["checksum"], str) for row in cycles if "checksum" in row)
+    assert any("checksum" in row for row in cycles)
