@@ -164,6 +164,27 @@ def test_every_row_skipped_exits_3_for_run_and_cycle(tmp_path):
                                              f"skipped here ({name}: ")
 
 
+def test_no_image_is_generated_when_nothing_can_run():
+    from wpcompare.image import cache_dir
+    name = _unavailable_strategy()
+    for command in ("run", "cycle"):
+        result = invoke(command, "-s", name, "--size", "8M")
+        assert result.exit_code == 3, result.output
+        assert error_line(result).endswith("; no 8 MiB image generated")
+        assert result.stdout == ""
+        assert not cache_dir().exists(), "the image was generated only to be skipped"
+
+
+def test_every_row_skipped_on_a_given_image_prints_the_rows_and_exits_3(tmp_path):
+    from harness import generate_image
+    name = _unavailable_strategy()
+    image = generate_image(tmp_path / "given.img")
+    result = invoke("run", "-s", name, "--image", image.path, "--repeat", "1", "--warmup", "0")
+    assert result.exit_code == 3, result.output
+    assert any(line.split()[:1] == [name] for line in result.stdout.splitlines()), "the skipped rows shown"
+    assert error_line(result).startswith(f"Error: nothing ran, every strategy asked for was skipped here ({name}: ")
+
+
 def test_a_skipped_row_beside_a_measured_one_exits_0():
     name = _unavailable_strategy()
     result = invoke("run", "-s", name, "-s", "mmap", "--size", "1M", "--repeat", "1", "--warmup", "0",

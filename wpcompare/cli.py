@@ -374,6 +374,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         ops, threads = ["mixed"], _trace_threads(ctx, pattern, threads, overlap,
                                                  image.size if image else size or DEFAULT_IMAGE_SIZE)
     _warn_oversubscribed(threads)
+    if image is None and not sweep_sizes:
+        _refuse_if_nothing_can_run(unique, size or DEFAULT_IMAGE_SIZE, timeout)
     try:
         if sweep_sizes:
             sweep.check_fits(sweep_sizes)
@@ -864,6 +866,8 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
         threads = max(each_threads for _, each_threads in cycle_patterns)
     _remove_stale_directories([None, directory])
     _warn_oversubscribed(threads)
+    if image is None:
+        _refuse_if_nothing_can_run(unique, image_bytes, timeout)
     try:
         images.check_memory(image_bytes, image)
         if image is None:
@@ -921,11 +925,25 @@ def matrix_bounds(matrix):
     return {choice.label for choice in matrix.bounds}
 
 
-def _all_skipped(reasons):
-    """Nothing could run here: one line with each strategy's reason, and exit 3."""
+def _all_skipped(reasons, note=None):
+    """Nothing could run here: one line with each strategy's reason (its fix), and exit 3."""
     why = "; ".join(f"{label}: {reason}" for label, reason in dict(reasons).items())
-    click.echo(f"Error: nothing ran, every strategy asked for was skipped here ({why})", err=True)
+    note = f"; {note}" if note else ""
+    click.echo(f"Error: nothing ran, every strategy asked for was skipped here ({why}){note}", err=True)
     sys.exit(EXIT_ALL_SKIPPED)
+
+
+def _refuse_if_nothing_can_run(choices, image_bytes, timeout):
+    """Before an image is generated (writing --size bytes): exit 3 if none of the strategies
+    asked for can run here, rather than write it only to skip every row."""
+    if not choices:
+        return
+    try:
+        reasons = runner.unavailable_choices(choices, image_bytes, timeout)
+    except runner.WorkerFailure:
+        return          # the runs will probe again, each in its own worker, and say why
+    if len(reasons) == len(choices):
+        _all_skipped(reasons.items(), f"no {human_bytes(image_bytes)} image generated")
 
 
 def _interrupted(finished, output):

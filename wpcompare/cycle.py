@@ -142,12 +142,7 @@ def run_chain(plan, choice, steps=None):
 
 def _probe(argument):
     """None if the strategy can run here, else the reason it cannot."""
-    name, params, image_bytes = argument
-    try:
-        binding.probe_strategy(name, params or None, image_bytes)
-    except WpcError as error:
-        return error.reason
-    return None
+    return runner.unavailable(argument)
 
 
 def _image_path(directory, number):

@@ -26,8 +26,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import leftovers, strategies, worker
-from wpcompare.errors import CacheStateError
+from wpcompare import binding, leftovers, strategies, worker
+from wpcompare.errors import CacheStateError, WpcError
 from wpcompare.image import CacheMode, PageCache
 from wpcompare.options import Latency
 from wpcompare.rows import NO_LATENCY, Row, RunSpec
@@ -202,6 +202,26 @@ def run_matrix(matrix, progress=None, page_cache=None, rows=None):
         rows.append(row)
     page_cache.finish()
     return rows
+
+
+def unavailable(argument):
+    """None if the strategy (name, "param=value,..." text, image bytes) can run here, else
+    the reason it cannot."""
+    name, params, image_bytes = argument
+    try:
+        binding.probe_strategy(name, params or None, image_bytes)
+    except WpcError as error:
+        return error.reason
+    return None
+
+
+def unavailable_choices(choices, image_bytes, timeout=DEFAULT_TIMEOUT):
+    """{label: reason} for each choice that cannot run here on an image of image_bytes; probed
+    in a fresh process, as every run is (a probe may open a userfaultfd or reserve huge pages)."""
+    arguments = [[choice.strategy.name, choice.params_text, image_bytes] for choice in choices]
+    reasons = call_in_fresh_process(lambda each: [unavailable(argument) for argument in each],
+                                    arguments, timeout)
+    return {choice.label: reason for choice, reason in zip(choices, reasons) if reason is not None}
 
 
 def run_isolated(spec, timeout=DEFAULT_TIMEOUT):
