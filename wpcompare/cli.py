@@ -270,7 +270,13 @@ def _stdout_failed(error):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wpcompare")
 def main():
-    """Compare ways to restore checkpointed memory: mmap, SIGSEGV copy-and-remap, userfaultfd."""
+    """Compare ways to restore checkpointed memory: mmap, SIGSEGV copy-and-remap, userfaultfd.
+
+    \b
+    Exit status of run and cycle: 0 every row measured and verified; 1 a run failed or
+    was not verified; 2 bad input; 3 nothing could run (every row skipped); 130
+    interrupted by Ctrl-C (the finished rows still printed and saved to -o).
+    Shell completion: eval "$(_WPCOMPARE_COMPLETE=bash_source wpcompare)"."""
 
 
 @main.command()
