@@ -334,7 +334,8 @@ def main():
 @click.option("--columns", type=ColumnsType(report.KIND), default=None, metavar="default|all|NAME,...",
               help="The table's columns after strategy and op: " + COLUMNS_HELP)
 @click.option("-o", "--output", type=OutputType(), default=None,
-              help="Write the results here once every run has finished; the table still goes to stdout.")
+              help="Write the results here once every run has finished (on Ctrl-C: the runs finished "
+                   "so far, marked interrupted); the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
 @click.option("-q", "--quiet", is_flag=True,
@@ -843,7 +844,8 @@ def include_dir():
                    "pause, cycle time, verified), all, or names from `all`'s header, comma-separated; "
                    "for table and markdown (whose default is all).")
 @click.option("-o", "--output", type=OutputType(), default=None,
-              help="Write the results here once every chain has finished; the table still goes to stdout.")
+              help="Write the results here once every chain has finished (on Ctrl-C: the chains finished "
+                   "so far, marked interrupted); the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
 @click.option("--repeat", type=click.IntRange(1, MAX_REPEAT), default=1, show_default=True,
