@@ -171,8 +171,12 @@ def test_no_image_is_generated_when_nothing_can_run():
         result = invoke(command, "-s", name, "--size", "8M")
         assert result.exit_code == 3, result.output
         assert error_line(result).endswith("; no 8 MiB image generated")
-        assert result.stdout == ""
+        assert name in result.stdout and "skipped" in result.stdout, "the skipped rows are still shown"
         assert not cache_dir().exists(), "the image was generated only to be skipped"
+    saved = invoke("run", "-s", name, "--size", "8M", "--format", "json")
+    document = json.loads(saved.stdout)
+    assert document["metadata"]["image"]["origin"] == "not generated"
+    assert [(run["strategy"], run["status"]) for run in document["runs"]] == [(name, "skipped")] * 2
 
 
 def test_every_row_skipped_on_a_given_image_prints_the_rows_and_exits_3(tmp_path):

@@ -381,8 +381,11 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         ops, threads = ["mixed"], _trace_threads(ctx, pattern, threads, overlap,
                                                  image.size if image else size or DEFAULT_IMAGE_SIZE)
     _warn_oversubscribed(threads)
-    if image is None and not sweep_sizes:
-        _refuse_if_nothing_can_run(unique, size or DEFAULT_IMAGE_SIZE, timeout)
+    # Probed before an image is generated (writing --size bytes), not to write one only to skip every row.
+    nothing_runs = (_nothing_can_run(unique, size or DEFAULT_IMAGE_SIZE, timeout)
+                    if image is None and not sweep_sizes else None)
+    if nothing_runs:
+        image = images.ungenerated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
     try:
         if sweep_sizes:
             sweep.check_fits(sweep_sizes)
@@ -403,13 +406,16 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     matrix = runner.Matrix(choices=unique, ops=ops, pattern=pattern, image=image,
                            threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject, latency=latency,
-                           latency_runs=latency_runs, bounds=bound_choices if unique else [])
+                           latency_runs=latency_runs, bounds=bound_choices if unique and not nothing_runs else [])
     started = document_metadata.Start()
     progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
     cache_state = sweep_facts = None
     rows, interrupted = [], False
     try:
-        if sweep_sizes:
+        if nothing_runs:
+            rows = runner.skipped_rows(matrix, nothing_runs)
+            cache_state = {"mode": str(cache), "kind": cache.kind, "state": None}    # never set: no image
+        elif sweep_sizes:
             rows, sweep_facts = sweep.run_sweep(matrix, sized_images, cache, progress)
             cache_state = sweep_facts[-1]["cache"]
         else:
@@ -462,7 +468,8 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
                                    "see the verified column")
     chosen = [group for group in document["groups"] if group["label"] not in matrix_bounds(matrix)]
     if chosen and all(group["status"] == "skipped" for group in chosen):
-        _all_skipped([(group["label"], group["reason"]) for group in chosen])
+        _all_skipped([(group["label"], group["reason"]) for group in chosen],
+                     f"no {human_bytes(image.size)} image generated" if nothing_runs else None)
 
 
 def _trace_threads(ctx, pattern, threads, overlap, image_bytes):
@@ -874,11 +881,12 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
         threads = max(each_threads for _, each_threads in cycle_patterns)
     _remove_stale_directories([None, directory])
     _warn_oversubscribed(threads)
-    if image is None:
-        _refuse_if_nothing_can_run(unique, image_bytes, timeout)
+    nothing_runs = _nothing_can_run(unique, image_bytes, timeout) if image is None else None
     try:
         images.check_memory(image_bytes, image)
-        if image is None:
+        if nothing_runs:
+            image = images.ungenerated_image(image_bytes, seed, image_kind or "mixed")
+        elif image is None:
             image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
@@ -894,7 +902,9 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
     progress = progress_for(quiet=quiet, cycles=True)
     done, interrupted = [], False
     try:
-        for repetition in range(1, repeat + 1):
+        if nothing_runs:
+            done = chains.skipped_chains(plan, nothing_runs)
+        for repetition in range(1, repeat + 1 if not nothing_runs else 1):
             chains.run_chains(plan, progress, repetition, repeat, done)
     except KeyboardInterrupt:
         interrupted = True
@@ -919,7 +929,8 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
         raise click.ClickException(f"{len(failed)} chain(s) failed ({', '.join(failed)}); "
                                    "their reasons are listed with the results")
     if done and all(chain["status"] == "skipped" for chain in done):
-        _all_skipped([(chain["label"], chain["reason"]) for chain in done])
+        _all_skipped([(chain["label"], chain["reason"]) for chain in done],
+                     f"no {human_bytes(image.size)} image generated" if nothing_runs else None)
 
 
 # The exit status of `run` and `cycle` (README "Exit codes"): 0 every row measured and verified,
@@ -941,17 +952,16 @@ def _all_skipped(reasons, note=None):
     sys.exit(EXIT_ALL_SKIPPED)
 
 
-def _refuse_if_nothing_can_run(choices, image_bytes, timeout):
-    """Before an image is generated (writing --size bytes): exit 3 if none of the strategies
-    asked for can run here, rather than write it only to skip every row."""
+def _nothing_can_run(choices, image_bytes, timeout):
+    """{label: reason} if none of the strategies asked for can run here on an image of
+    image_bytes (their rows are then skipped rows, and no image is generated), else None."""
     if not choices:
-        return
+        return None
     try:
         reasons = runner.unavailable_choices(choices, image_bytes, timeout)
     except runner.WorkerFailure:
-        return          # the runs will probe again, each in its own worker, and say why
-    if len(reasons) == len(choices):
-        _all_skipped(reasons.items(), f"no {human_bytes(image_bytes)} image generated")
+        return None     # the runs will probe again, each in its own worker, and say why
+    return reasons if len(reasons) == len(choices) else None
 
 
 def _interrupted(finished, output):

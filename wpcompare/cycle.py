@@ -100,6 +100,13 @@ def run_chains(plan, progress=None, chain=1, chains=1, done=None):
     return done
 
 
+def skipped_chains(plan, reasons):
+    """The chains of a plan none of whose strategies can run ({label: reason}), without running
+    (or needing) anything."""
+    return [dict(Chain.for_choice(choice).end("skipped", reasons[choice.label]).to_json(), repetition=1)
+            for choice in plan.choices]
+
+
 def run_chain(plan, choice, steps=None):
     """Every cycle of one strategy, each in a fresh process; stops at the first failed cycle.
     steps: (progress, index of its first cycle, total, chain, chains), or None."""

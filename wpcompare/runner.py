@@ -224,6 +224,17 @@ def unavailable_choices(choices, image_bytes, timeout=DEFAULT_TIMEOUT):
     return {choice.label: reason for choice, reason in zip(choices, reasons) if reason is not None}
 
 
+def skipped_rows(matrix, reasons):
+    """The rows of a matrix none of whose strategies can run ({label: reason}), one per
+    strategy and op, without running (or needing) anything."""
+    rows, reported = [], set()
+    for spec in plan(matrix):
+        if (spec.label, spec.op) not in reported:
+            rows.append(Row.skipped(spec, reasons[spec.label]).to_json())
+            reported.add((spec.label, spec.op))
+    return rows
+
+
 def run_isolated(spec, timeout=DEFAULT_TIMEOUT):
     """The worker's row for spec (a rows.RunSpec, or its JSON object), or a failed row saying
     how its process died, and in which phase."""
