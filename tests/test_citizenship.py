@@ -189,6 +189,16 @@ def test_every_row_skipped_on_a_given_image_prints_the_rows_and_exits_3(tmp_path
     assert error_line(result).startswith(f"Error: nothing ran, every strategy asked for was skipped here ({name}: ")
 
 
+def test_a_run_that_lost_a_write_exits_1_with_its_row_saved(tmp_path):
+    output = tmp_path / "lost.json"
+    result = invoke("run", "-s", "sigsegv", "--inject", "lose-write:0", "--op", "write", "--size", "1M",
+                    "--repeat", "1", "--warmup", "0", "--no-bounds", "--latency", "off", "-o", str(output))
+    assert result.exit_code == 1, result.output
+    assert error_line(result) == "Error: 1 run(s) failed; their reasons are listed with the results"
+    [row] = json.loads(output.read_text())["runs"]
+    assert row["status"] == "failed" and row["verified"] is False
+
+
 def test_a_skipped_row_beside_a_measured_one_exits_0():
     name = _unavailable_strategy()
     result = invoke("run", "-s", name, "-s", "mmap", "--size", "1M", "--repeat", "1", "--warmup", "0",
