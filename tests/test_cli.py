@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+import socket
 
 import pytest
 
@@ -39,6 +40,9 @@ def test_run_json_has_the_schema_metadata_and_raw_runs():
                 "image", "cache", "latency", "bounds", "reference_bound", "options"):
         assert key in meta, key
     assert meta["wpcompare_version"] == "0.1.0"
+    assert meta["hostname"] == socket.gethostname()
+    assert all(len(meta["load_average"][when]) == 3 and min(meta["load_average"][when]) >= 0
+               for when in ("start", "end"))
     assert meta["cache"]["mode"] == "read" and meta["cache"]["before"]["pages"] == 256
     assert meta["latency"] == {"mode": "every", "every": None, "runs": 1,
                                "where": "runs of their own, after the measured runs of each row"}

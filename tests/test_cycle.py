@@ -6,6 +6,7 @@ Strategies come from the C table, so rows merged later are covered too.
 import csv
 import io
 import json
+import socket
 import os
 import time
 
@@ -415,6 +416,9 @@ def test_cli_json_csv_and_markdown(tmp_path):
                 "images_directory", "timer_overhead_ns"):
         assert key in meta
     assert meta["options"]["cycles"] == 2 and meta["options"]["dirty"] == 0.5
+    assert meta["hostname"] == socket.gethostname()
+    assert set(meta["load_average"]) == {"start", "end"}
+    assert all(len(meta["load_average"][when]) == 3 for when in ("start", "end"))
     chain = document["chains"][0]
     assert chain["label"] == "read" and len(chain["cycles"]) == 2 and chain["totals"]["cycles"] == 2
     assert document["ranking"]["by_cycle_time"][0]["label"] == "read"
@@ -449,7 +453,7 @@ def test_cli_lost_write_fails_the_chain_naming_page_and_cycle(tmp_path):
 def test_cli_skipped_strategy_is_a_row_with_its_reason(monkeypatch, tmp_path):
     monkeypatch.setattr(cycle, "_probe", lambda argument: "needs a kernel feature (test)")
     result = invoke("cycle", *CLI_SMALL, "-s", "read")
-    assert result.exit_code == 0
+    assert result.exit_code == 3, "nothing could run: every chain was skipped"
     assert "skipped [1]" in result.stdout
     assert "[1] read: skipped: needs a kernel feature (test)" in result.stdout
 

@@ -149,6 +149,10 @@ def test_plugins_from_the_environment_serve_list_info_and_cycle(examples, privat
     assert listed.returncode == 0, listed.stderr
     assert f"(plugin {examples['good']})" in listed.stdout
     assert f"(plugin {examples['broken']})" in listed.stdout
+    listed_json = cli("list", "--json", env=env)
+    assert listed_json.returncode == 0, listed_json.stderr
+    origins = {entry["name"]: entry["origin"] for entry in json.loads(listed_json.stdout)["strategies"]}
+    assert origins["sigsegv-prefault"] == examples["good"] and origins["mmap"] == "builtin"
     info = cli("info", "--json", env=env)
     assert info.returncode == 0, info.stderr
     facts = {entry["name"]: entry for entry in json.loads(info.stdout)["strategies"]}

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import binding, leftovers, plugins, process_state, runner
+from wpcompare import binding, documents, leftovers, plugins, process_state, runner
 from wpcompare.errors import WpcError
 from wpcompare.options import parse_pattern
 from wpcompare.rows import RunSpec
@@ -266,7 +266,7 @@ def judge_row(row, case, pages):
         return _failed("after fixup the region is not detached: the image is "
                        f"{'still' if row['image_mapped'] else 'not'} mapped, "
                        f"{row['foreign_vmas']} foreign VMAs in the region")
-    return _ok({"checksum": row["checksum"]})
+    return _ok(documents.wide_integers_as_text({"checksum": row["checksum"]}))
 
 
 def _spec(choice, case, image_path, *, params=None, seed=1, pin=True, inject=None):

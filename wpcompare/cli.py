@@ -96,6 +96,10 @@ class StrategyType(_ParsedType):
     def parse(self, value):
         return strategies.parse_choice(value)
 
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+        return [CompletionItem(text) for text in strategies.completions(incomplete)]
+
 
 class ImageType(_ParsedType):
     name = "path"
@@ -231,6 +235,10 @@ class _Commands(click.Group):
             name = signal.Signals(terminated.number).name
             click.echo(f"Error: stopped by {name}; workers and temporary files removed", err=True)
             sys.exit(128 + terminated.number)
+        except KeyboardInterrupt:
+            # Interrupted outside the runs (generating the image, probing): nothing finished yet.
+            click.echo("Error: interrupted by SIGINT; workers and temporary files removed", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except OSError as error:
             if not _raised_writing_stdout(error):
                 raise
@@ -262,7 +270,13 @@ def _stdout_failed(error):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wpcompare")
 def main():
-    """Compare ways to restore checkpointed memory: mmap, SIGSEGV copy-and-remap, userfaultfd."""
+    """Compare ways to restore checkpointed memory: mmap, SIGSEGV copy-and-remap, userfaultfd.
+
+    \b
+    Exit status of run and cycle: 0 every row measured and verified; 1 a run failed or
+    was not verified; 2 bad input; 3 nothing could run (every row skipped); 130
+    interrupted by Ctrl-C (the finished rows still printed and saved to -o).
+    Shell completion: eval "$(_WPCOMPARE_COMPLETE=bash_source wpcompare)"."""
 
 
 @main.command()
@@ -320,7 +334,8 @@ def main():
 @click.option("--columns", type=ColumnsType(report.KIND), default=None, metavar="default|all|NAME,...",
               help="The table's columns after strategy and op: " + COLUMNS_HELP)
 @click.option("-o", "--output", type=OutputType(), default=None,
-              help="Write the results here once every run has finished; the table still goes to stdout.")
+              help="Write the results here once every run has finished (on Ctrl-C: the runs finished "
+                   "so far, marked interrupted); the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one run may take before it is killed and reported as timed out.")
 @click.option("-q", "--quiet", is_flag=True,
@@ -366,6 +381,11 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         ops, threads = ["mixed"], _trace_threads(ctx, pattern, threads, overlap,
                                                  image.size if image else size or DEFAULT_IMAGE_SIZE)
     _warn_oversubscribed(threads)
+    # Probed before an image is generated (writing --size bytes), not to write one only to skip every row.
+    nothing_runs = (_nothing_can_run(unique, size or DEFAULT_IMAGE_SIZE, timeout)
+                    if image is None and not sweep_sizes else None)
+    if nothing_runs:
+        image = images.ungenerated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
     try:
         if sweep_sizes:
             sweep.check_fits(sweep_sizes)
@@ -386,26 +406,41 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
     matrix = runner.Matrix(choices=unique, ops=ops, pattern=pattern, image=image,
                            threads=threads, overlap=overlap, pin_threads=pin, repeat=repeat, warmup=warmup, seed=seed,
                            cache=cache, timeout=timeout, inject=inject, latency=latency,
-                           latency_runs=latency_runs, bounds=bound_choices if unique else [])
-    started = time.monotonic()
+                           latency_runs=latency_runs, bounds=bound_choices if unique and not nothing_runs else [])
+    started = document_metadata.Start()
     progress = progress_for(quiet=quiet, repeat=repeat, warmup=warmup)
     cache_state = sweep_facts = None
+    rows, interrupted = [], False
     try:
-        if sweep_sizes:
+        if nothing_runs:
+            rows = runner.skipped_rows(matrix, nothing_runs)
+            cache_state = {"mode": str(cache), "kind": cache.kind, "state": None}    # never set: no image
+        elif sweep_sizes:
             rows, sweep_facts = sweep.run_sweep(matrix, sized_images, cache, progress)
             cache_state = sweep_facts[-1]["cache"]
         else:
             # Set before any run, so a state that cannot be had is refused now, not after the first rows.
             with images.PageCache(image, cache) as page_cache:
-                rows = runner.run_matrix(matrix, progress, page_cache) if matrix.choices else []
-                cache_state = page_cache.describe()
+                try:
+                    if matrix.choices:
+                        runner.run_matrix(matrix, progress, page_cache, rows)
+                finally:
+                    cache_state = page_cache.describe()     # interrupted: "after" stays None
+    except KeyboardInterrupt:
+        if sweep_sizes:
+            raise       # a sweep's rows are by size; a part of one is not a sweep document
+        interrupted = True
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = document_metadata.run(matrix, facts, time.monotonic() - started, cache_state, sys.argv)
+    if interrupted and not rows:
+        _interrupted("no row had finished", None)
+    metadata = document_metadata.run(matrix, facts, started, cache_state, sys.argv)
+    if interrupted:
+        metadata["interrupted"] = True
     if preset is not None:
         rows = _in_preset_order(preset, rows, missing, matrix)
         metadata["preset"] = {
@@ -420,10 +455,17 @@ def run(ctx, preset, choices, pattern, op, threads, overlap, pin, repeat, warmup
         document = results.build_document(rows, metadata)
 
     _show_and_export(document, sweep.KIND if sweep_facts else report.KIND, fmt, output, columns)
+    if interrupted:
+        _interrupted(f"{len(rows)} row(s) finished", output)
 
+    # A run whose verification found a lost write is a failed run (worker.py): status 1 too.
     failed = sum(group["failed_runs"] for group in document["groups"])
     if failed:
         raise click.ClickException(f"{failed} run(s) failed; their reasons are listed with the results")
+    chosen = [group for group in document["groups"] if group["label"] not in matrix_bounds(matrix)]
+    if chosen and all(group["status"] == "skipped" for group in chosen):
+        _all_skipped([(group["label"], group["reason"]) for group in chosen],
+                     f"no {human_bytes(image.size)} image generated" if nothing_runs else None)
 
 
 def _trace_threads(ctx, pattern, threads, overlap, image_bytes):
@@ -650,20 +692,59 @@ def plot_results(document, output):
 @main.command()
 @plugin_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def info(as_json):
+@click.option("--require", "required", multiple=True, metavar="FEATURE|STRATEGY",
+              help="Print nothing else; exit 0 if this userfaultfd feature (as `info --json` names "
+                   "it, e.g. UFFD_FEATURE_WP_ASYNC) or strategy (NAME[:PARAM=VALUE,...]) is available "
+                   "here, 1 with the reason on stderr if not. Repeat for several.")
+def info(as_json, required):
     """What this machine offers: kernel, userfaultfd features, privileges, huge pages, CPUs, strategies."""
-    facts = probe.system_facts()
+    if required:
+        _require(required)
+        return
+    facts = dict(schema=INFO_SCHEMA, **probe.system_facts())
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
         click.echo(probe.format_facts(facts))
 
 
+INFO_SCHEMA = "wpcompare.info/1"
+
+
+def _require(names):
+    """`info --require`: like `criu check --feature`, the answer is the exit status."""
+    missing = 0
+    for name in names:
+        try:
+            reason = probe.requirement(name)
+        except WpcError as error:
+            raise BadInput(f"--require: {error.reason}") from None
+        if reason is not None:
+            click.echo(f"{name}: {reason}", err=True)
+            missing += 1
+    if missing:
+        sys.exit(1)
+
+
+LIST_SCHEMA = "wpcompare.list/1"
+
+
 @main.command(name="list")
 @plugin_option
-def list_strategies():
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the strategies as JSON (schema wpcompare.list/1): name, family, description, "
+                   "params with kind, choices and default, and origin (builtin or the plugin's path).")
+def list_strategies(as_json):
     """Strategies with their descriptions and parameters."""
     table = strategies.all_strategies()
+    if as_json:
+        click.echo(json.dumps({"schema": LIST_SCHEMA, "strategies": [
+            {"name": strategy.name, "family": strategy.family, "description": strategy.description,
+             "origin": plugins.origin(strategy.name) or "builtin",
+             "params": [{"name": param.name, "kind": param.kind, "choices": list(param.choices),
+                         "default": param.default, "help": param.help} for param in strategy.params]}
+            for strategy in table]}, indent=2))
+        return
     width = max((len(strategy.name) for strategy in table), default=0)
     for strategy in table:
         source = plugins.origin(strategy.name)
@@ -766,7 +847,8 @@ def include_dir():
                    "pause, cycle time, verified), all, or names from `all`'s header, comma-separated; "
                    "for table and markdown (whose default is all).")
 @click.option("-o", "--output", type=OutputType(), default=None,
-              help="Write the results here once every chain has finished; the table still goes to stdout.")
+              help="Write the results here once every chain has finished (on Ctrl-C: the chains finished "
+                   "so far, marked interrupted); the table still goes to stdout.")
 @click.option("--timeout", type=TIMEOUT, default=120, show_default=True,
               help="Seconds one cycle may take before it is killed and reported as timed out.")
 @click.option("--repeat", type=click.IntRange(1, MAX_REPEAT), default=1, show_default=True,
@@ -795,9 +877,12 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
         threads = max(each_threads for _, each_threads in cycle_patterns)
     _remove_stale_directories([None, directory])
     _warn_oversubscribed(threads)
+    nothing_runs = _nothing_can_run(unique, image_bytes, timeout) if image is None else None
     try:
         images.check_memory(image_bytes, image)
-        if image is None:
+        if nothing_runs:
+            image = images.ungenerated_image(image_bytes, seed, image_kind or "mixed")
+        elif image is None:
             image = images.generated_image(size or DEFAULT_IMAGE_SIZE, seed, image_kind or "mixed")
     except InvalidArgument as error:
         raise BadInput(error.reason) from None
@@ -809,31 +894,86 @@ def cycle_command(ctx, choices, cycles, dirty, pattern, threads, overlap, pin, s
                             image=image, threads=threads, overlap=overlap, pin_threads=pin, seed=seed,
                             delete_old=delete_old, directory=directory, timeout=timeout,
                             lose_write=lose_write, cycle_patterns=cycle_patterns)
-    started = time.monotonic()
+    started = document_metadata.Start()
     progress = progress_for(quiet=quiet, cycles=True)
-    done = []
+    done, interrupted = [], False
     try:
-        for repetition in range(1, repeat + 1):
-            done += chains.run_chains(plan, progress, repetition, repeat)
+        if nothing_runs:
+            done = chains.skipped_chains(plan, nothing_runs)
+        for repetition in range(1, repeat + 1 if not nothing_runs else 1):
+            chains.run_chains(plan, progress, repetition, repeat, done)
+    except KeyboardInterrupt:
+        interrupted = True
     except WpcError as error:
         raise click.ClickException(error.reason) from None
     finally:
         progress.close()
-    metadata = document_metadata.cycle(plan, facts, time.monotonic() - started, sys.argv)
+    if interrupted and not done:
+        _interrupted("no chain had finished", None)
+    metadata = document_metadata.cycle(plan, facts, started, sys.argv)
     metadata["options"]["repeat"] = repeat
+    if interrupted:
+        metadata["interrupted"] = True
     document = cycle_results.build_document(done, metadata)
 
     _show_and_export(document, cycle_report.KIND, fmt, output, columns)
+    if interrupted:
+        _interrupted(f"{len(done)} chain(s) finished", output)
 
     failed = [chain["label"] for chain in done if chain["status"] == "failed"]
     if failed:
         raise click.ClickException(f"{len(failed)} chain(s) failed ({', '.join(failed)}); "
                                    "their reasons are listed with the results")
+    if done and all(chain["status"] == "skipped" for chain in done):
+        _all_skipped([(chain["label"], chain["reason"]) for chain in done],
+                     f"no {human_bytes(image.size)} image generated" if nothing_runs else None)
+
+
+# The exit status of `run` and `cycle` (README "Exit codes"): 0 every row measured and verified,
+# 1 a run failed or was not verified, 2 bad input, 3 every row skipped, 130 interrupted by
+# SIGINT (the finished rows still printed and saved), 128+N stopped by SIGTERM or SIGHUP.
+EXIT_ALL_SKIPPED = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+def matrix_bounds(matrix):
+    return {choice.label for choice in matrix.bounds}
+
+
+def _all_skipped(reasons, note=None):
+    """Nothing could run here: one line with each strategy's reason (its fix), and exit 3."""
+    why = "; ".join(f"{label}: {reason}" for label, reason in dict(reasons).items())
+    note = f"; {note}" if note else ""
+    click.echo(f"Error: nothing ran, every strategy asked for was skipped here ({why}){note}", err=True)
+    sys.exit(EXIT_ALL_SKIPPED)
+
+
+def _nothing_can_run(choices, image_bytes, timeout):
+    """{label: reason} if none of the strategies asked for can run here on an image of
+    image_bytes (their rows are then skipped rows, and no image is generated), else None."""
+    if not choices:
+        return None
+    try:
+        reasons = runner.unavailable_choices(choices, image_bytes, timeout)
+    except runner.WorkerFailure:
+        return None     # the runs will probe again, each in its own worker, and say why
+    return reasons if len(reasons) == len(choices) else None
+
+
+def _interrupted(finished, output):
+    """After Ctrl-C: what finished was printed (and saved to output); exit 130."""
+    if finished.startswith("no "):
+        said = f"{finished}, nothing to show or save"
+    else:
+        said = f"{finished} are shown above" + (f"; they are saved in {output}" if output else "")
+    click.echo(f"Error: interrupted by SIGINT: {said}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command(name="check")
 @plugin_option
 @click.option("-s", "--strategy", "choice_texts", multiple=True, metavar="NAME[:PARAM=VALUE,...]",
+              shell_complete=lambda ctx, param, incomplete: StrategyType().shell_complete(ctx, param, incomplete),
               help="Strategy to check, with parameters; repeat for several.")
 @click.option("--all", "all_strategies", is_flag=True,
               help="Check every strategy (the bounds excepted) with its default parameters: the "

@@ -82,21 +82,29 @@ class CycleStep:
     chains: int
 
 
-def run_chains(plan, progress=None, chain=1, chains=1):
+def run_chains(plan, progress=None, chain=1, chains=1, done=None):
     """One chain per strategy choice, in order; the chains as JSON-able dicts, each with its
     repetition (chain, of chains: `cycle --repeat`). progress (runner.Progress) is told as each
-    cycle starts and ends, its index counted over every chain of every repetition."""
+    cycle starts and ends, its index counted over every chain of every repetition. done: a list
+    each chain is appended to as it finishes, so a caller interrupted still has those."""
     if plan.lose_write and plan.delete_old != "after-checkpoint":
         raise ValueError("a lost write is injected by copying a page back from the old image, "
                          "which needs --delete-old after-checkpoint")
     progress = progress or runner.Progress()
     first = (chain - 1) * len(plan.choices) * plan.cycles
     total = chains * len(plan.choices) * plan.cycles
-    done = []
+    done = [] if done is None else done
     for position, choice in enumerate(plan.choices):
         steps = (progress, first + position * plan.cycles, total, chain, chains)
         done.append(dict(run_chain(plan, choice, steps), repetition=chain))
     return done
+
+
+def skipped_chains(plan, reasons):
+    """The chains of a plan none of whose strategies can run ({label: reason}), without running
+    (or needing) anything."""
+    return [dict(Chain.for_choice(choice).end("skipped", reasons[choice.label]).to_json(), repetition=1)
+            for choice in plan.choices]
 
 
 def run_chain(plan, choice, steps=None):
@@ -141,12 +149,7 @@ def run_chain(plan, choice, steps=None):
 
 def _probe(argument):
     """None if the strategy can run here, else the reason it cannot."""
-    name, params, image_bytes = argument
-    try:
-        binding.probe_strategy(name, params or None, image_bytes)
-    except WpcError as error:
-        return error.reason
-    return None
+    return runner.unavailable(argument)
 
 
 def _image_path(directory, number):

@@ -18,7 +18,7 @@ Derived numbers, per cycle:
                 both passes read no clock inside their loop (cycle/1 files timed
                 every access, which inflated both)
 """
-from wpcompare import mannwhitney, metrics
+from wpcompare import documents, mannwhitney, metrics
 from wpcompare.results import summarize_values
 
 SCHEMA = "wpcompare.cycle/2"
@@ -103,4 +103,5 @@ def derive(document):
 def build_document(chains, metadata):
     for chain in chains:
         chain["totals"] = chain_totals(chain)
+        chain["cycles"] = [documents.wide_integers_as_text(row) for row in chain["cycles"]]
     return {"schema": SCHEMA, "metadata": metadata, "chains": chains, "ranking": ranking(chains)}

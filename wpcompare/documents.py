@@ -48,6 +48,16 @@ def _constant(text):
     raise _Refused(f"{text} is not a number JSON allows")
 
 
+# Fields whose values are u64 and may pass 2^53, past which JavaScript's and jq's numbers
+# round: written as decimal strings (files written before were numbers; the schemas take both).
+WIDE_FIELDS = ("checksum",)
+
+
+def wide_integers_as_text(row):
+    """row (a run's or a cycle's) with every WIDE_FIELDS integer as its decimal string."""
+    return dict(row, **{name: str(row[name]) for name in WIDE_FIELDS if isinstance(row.get(name), int)})
+
+
 def read_json(path):
     """The JSON value in the file at path, or InvalidArgument saying in one line why not."""
     try:

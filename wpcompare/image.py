@@ -136,11 +136,21 @@ def check_memory(size, image=None):
                      f"available (MemAvailable): {fix}")
 
 
+def _generated_path(directory, size, seed, kind):
+    return directory / f"{kind}-{format_size(size)}-seed{seed}-gen{generator_version()}.img"
+
+
+def ungenerated_image(size, seed, kind):
+    """The image generated_image would give, described but not written (origin "not
+    generated"): for results whose every row was skipped before anything needed it."""
+    return Image(str(_generated_path(cache_dir(), size, seed, kind)), size, seed, kind, "not generated")
+
+
 def generated_image(size, seed, kind):
     """The deterministic image for (size, seed, kind), generated once into the cache and
     checked before every later use (wpcompare.cache)."""
     directory = image_cache.trusted_dir()
-    path = directory / f"{kind}-{format_size(size)}-seed{seed}-gen{generator_version()}.img"
+    path = _generated_path(directory, size, seed, kind)
     if image_cache.usable(str(path), size, seed, kind, generator_version()):
         return Image(str(path), size, seed, kind, "cached")
     disk = os.statvfs(directory)

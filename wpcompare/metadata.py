@@ -4,19 +4,34 @@
 facts, the image: common()), and add what their runs were (run(), cycle()).
 """
 import os
+import socket
 import tempfile
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from wpcompare import __version__, plugins, strategies
 from wpcompare.image import filesystem_type
 
 
-def common(image, facts, elapsed, command_line):
+@dataclass(frozen=True)
+class Start:
+    """When the measurements began, and how loaded the machine was then."""
+
+    monotonic: float = field(default_factory=time.monotonic)
+    load_average: tuple = field(default_factory=os.getloadavg)
+
+
+def common(image, facts, start, command_line):
     return {
         "wpcompare_version": __version__,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": command_line,
-        "elapsed_s": round(elapsed, 3),
+        "elapsed_s": round(time.monotonic() - start.monotonic, 3),
+        # Which machine, and whether other work shared its CPUs: 1, 5 and 15 minute load
+        # averages when the measurements began and when they ended.
+        "hostname": socket.gethostname(),
+        "load_average": {"start": list(start.load_average), "end": list(os.getloadavg())},
         "system": facts,
         "timer_overhead_ns": facts.get("timer_overhead_ns"),
         "image": image.describe(),
@@ -31,11 +46,11 @@ def _options(choices, plan, names):
                    for name in names})
 
 
-def run(matrix, facts, elapsed, cache_state, command_line):
+def run(matrix, facts, start, cache_state, command_line):
     """A `run` document's: its runner.Matrix, the page cache's state, the latency runs, the bounds."""
     latency_runs = matrix.repeat if matrix.latency_runs is None else matrix.latency_runs
     return dict(
-        common(matrix.image, facts, elapsed, command_line),
+        common(matrix.image, facts, start, command_line),
         cache=cache_state,
         latency={"mode": str(matrix.latency), "every": matrix.latency.every or None,
                  "runs": latency_runs if matrix.latency.mode != "off" else 0,
@@ -46,15 +61,13 @@ def run(matrix, facts, elapsed, cache_state, command_line):
                                                   "repeat", "warmup", "seed", "timeout")))
 
 
-def cycle(plan, facts, elapsed, command_line):
+def cycle(plan, facts, start, command_line):
     """A `cycle` document's: its cycle.ChainPlan, where the images lived, the load."""
     directory = plan.directory or tempfile.gettempdir()
-    common_part = common(plan.image, facts, elapsed, command_line)
+    common_part = common(plan.image, facts, start, command_line)
     image = common_part.pop("image")
     return dict(
         common_part,
-        # 1, 5 and 15 minutes at the end: whether other work shared the CPUs with the chains.
-        load_average=list(os.getloadavg()),
         image=image,
         # Each image is restored right after the previous cycle wrote it (the first: copied
         # with copy_file_range); the work pass times no access, as run's measured runs.

@@ -12,7 +12,7 @@ import stat
 import textwrap
 
 from wpcompare import binding
-from wpcompare.errors import WpcError
+from wpcompare.errors import InvalidArgument, WpcError
 from wpcompare.strategies import all_strategies
 
 USER_MODE_ONLY_NOTE = ("UFFD_USER_MODE_ONLY handles only faults raised in user mode: a kernel-mode "
@@ -206,6 +206,45 @@ def strategy_facts():
         facts.append({"name": strategy.name, "family": strategy.family,
                       "available": available, "reason": reason})
     return facts
+
+
+FEATURE_PREFIX = "UFFD_FEATURE_"
+
+
+def known_features():
+    """Every userfaultfd feature name the C core knows, as `info --json` names them."""
+    return [name for name in map(binding.uffd_feature_name, range(64)) if name]
+
+
+def requirement(name):
+    """Why the feature or strategy called name is missing here (None: available), for
+    `info --require`. A feature is a UFFD_FEATURE_* name (the prefix may be left out) or
+    "userfaultfd"; a strategy is NAME[:param=value,...]. InvalidArgument if it is neither."""
+    from wpcompare.strategies import did_you_mean, parse_choice
+
+    features = known_features()
+    feature = name.upper() if name.upper().startswith(FEATURE_PREFIX) else FEATURE_PREFIX + name.upper()
+    if name == "userfaultfd" or feature in features:
+        uffd = userfaultfd_facts()
+        if not uffd["available"]:
+            return (f"userfaultfd is not available (syscall: {uffd['syscall']}; /dev/userfaultfd: "
+                    f"{uffd['dev_userfaultfd']}): see `wpcompare info`")
+        if name != "userfaultfd" and feature not in uffd["features"]:
+            return f"this kernel ({platform.release()}) does not offer {feature}"
+        return None
+    try:
+        choice = parse_choice(name)
+    except InvalidArgument:
+        if ":" in name or name in (strategy.name for strategy in all_strategies()):
+            raise
+        hint = did_you_mean(name, [strategy.name for strategy in all_strategies()] + features)
+        raise InvalidArgument(f"{name!r} is neither a strategy nor a userfaultfd feature{hint}: see "
+                              "`wpcompare list` and `wpcompare info --json`") from None
+    try:
+        binding.probe_strategy(choice.strategy.name, choice.params_text or None)
+    except WpcError as error:
+        return error.reason
+    return None
 
 
 def system_facts():

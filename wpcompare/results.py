@@ -197,7 +197,7 @@ def _failure_text(row):
 
 
 def build_document(rows, metadata):
-    return {"schema": SCHEMA, "metadata": metadata, "runs": rows,
+    return {"schema": SCHEMA, "metadata": metadata, "runs": [documents.wide_integers_as_text(row) for row in rows],
             "groups": summarize(rows, metadata.get("reference_bound"))}
 
 

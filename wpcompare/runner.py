@@ -26,8 +26,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from wpcompare import leftovers, strategies, worker
-from wpcompare.errors import CacheStateError
+from wpcompare import binding, leftovers, strategies, worker
+from wpcompare.errors import CacheStateError, WpcError
 from wpcompare.image import CacheMode, PageCache
 from wpcompare.options import Latency
 from wpcompare.rows import NO_LATENCY, Row, RunSpec
@@ -167,17 +167,18 @@ def plan(matrix, image_path=None):
     return specs
 
 
-def run_matrix(matrix, progress=None, page_cache=None):
+def run_matrix(matrix, progress=None, page_cache=None, rows=None):
     """Run every spec of the matrix; return the rows (one per run, one per skipped strategy and op).
 
     page_cache: an entered image.PageCache holding the image in matrix.cache's state; None:
-    one is made here (and its directory removed at the end)."""
+    one is made here (and its directory removed at the end). rows: a list each row is appended
+    to as it finishes, so a caller interrupted (Ctrl-C) still has the finished ones."""
     if page_cache is None:
         with PageCache(matrix.image, matrix.cache) as own:
-            return run_matrix(matrix, progress, own)
+            return run_matrix(matrix, progress, own, rows)
     progress = progress or Progress()
     specs = plan(matrix, page_cache.path)
-    rows = []
+    rows = [] if rows is None else rows
     unavailable = {}           # label -> reason, from the first worker that probed it
     reported = set()           # (label, op) that already have their skipped row
     for index, spec in enumerate(specs):
@@ -200,6 +201,37 @@ def run_matrix(matrix, progress=None, page_cache=None):
             reported.add((label, op))
         rows.append(row)
     page_cache.finish()
+    return rows
+
+
+def unavailable(argument):
+    """None if the strategy (name, "param=value,..." text, image bytes) can run here, else
+    the reason it cannot."""
+    name, params, image_bytes = argument
+    try:
+        binding.probe_strategy(name, params or None, image_bytes)
+    except WpcError as error:
+        return error.reason
+    return None
+
+
+def unavailable_choices(choices, image_bytes, timeout=DEFAULT_TIMEOUT):
+    """{label: reason} for each choice that cannot run here on an image of image_bytes; probed
+    in a fresh process, as every run is (a probe may open a userfaultfd or reserve huge pages)."""
+    arguments = [[choice.strategy.name, choice.params_text, image_bytes] for choice in choices]
+    reasons = call_in_fresh_process(lambda each: [unavailable(argument) for argument in each],
+                                    arguments, timeout)
+    return {choice.label: reason for choice, reason in zip(choices, reasons) if reason is not None}
+
+
+def skipped_rows(matrix, reasons):
+    """The rows of a matrix none of whose strategies can run ({label: reason}), one per
+    strategy and op, without running (or needing) anything."""
+    rows, reported = [], set()
+    for spec in plan(matrix):
+        if (spec.label, spec.op) not in reported:
+            rows.append(Row.skipped(spec, reasons[spec.label]).to_json())
+            reported.add((spec.label, spec.op))
     return rows
 
 

@@ -4,6 +4,7 @@ A strategy is chosen on the command line as NAME or NAME:param=value,...
 (e.g. `-s sigsegv:chunk=4K,fixup=background`). Names and parameters come
 from the C table only, so a new table row needs no change here.
 """
+import difflib
 import functools
 from dataclasses import dataclass
 
@@ -120,12 +121,39 @@ def bound_choices():
     return [parse_choice(text) for text in BOUNDS]
 
 
+def did_you_mean(word, candidates):
+    """ " (did you mean 'x'?)" for the closest of candidates to a mistyped word, or ""."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def find(name):
     strategy = _table().get(name)
     if strategy is None:
         raise InvalidArgument(
-            f"unknown strategy {name!r}; valid: {', '.join(_table())} (see `wpcompare list`)")
+            f"unknown strategy {name!r}{did_you_mean(name, _table())}; "
+            f"valid: {', '.join(_table())} (see `wpcompare list`)")
     return strategy
+
+
+def completions(incomplete):
+    """What -s could be, given its start: strategy names; after NAME: its parameters; after
+    NAME:param= that parameter's choices (for shell completion)."""
+    name, colon, params_text = incomplete.partition(":")
+    if not colon:
+        return [strategy.name for strategy in all_strategies() if strategy.name.startswith(name)]
+    strategy = _table().get(name)
+    if strategy is None:
+        return []
+    done, _, last = params_text.rpartition(",")
+    prefix = f"{name}:{done}," if done else f"{name}:"
+    key, equals, value = last.partition("=")
+    if not equals:
+        return [f"{prefix}{spec.name}=" for spec in strategy.params if spec.name.startswith(key)]
+    spec = strategy.param(key)
+    if spec is None:
+        return []
+    return [f"{prefix}{key}={choice}" for choice in spec.choices if choice.startswith(value)]
 
 
 def default_choice(strategy):
@@ -150,8 +178,9 @@ def parse_choice(text):
         if spec is None:
             if strategy.params:
                 valid = "; ".join(p.describe() for p in strategy.params)
+                hint = did_you_mean(key, [p.name for p in strategy.params])
                 raise InvalidArgument(
-                    f"unknown parameter {key!r} for strategy {strategy.name!r}; valid: {valid}")
+                    f"unknown parameter {key!r} for strategy {strategy.name!r}{hint}; valid: {valid}")
             raise InvalidArgument(f"strategy {strategy.name!r} takes no parameters (got {key!r})")
         if key in given:
             raise InvalidArgument(f"parameter {key!r} given twice for strategy {strategy.name!r}")
