@@ -52,7 +52,7 @@ def show(arguments, line_number):
     words[0] = str(DATA_ROOT / words[0])
     environment = {**os.environ, **SHOW_ENVIRONMENT}
     completed = subprocess.run(
-        [sys.executable, "-c", "import sys; from wpcompare.cli import main; sys.exit(main())", "show", *words],
+        [sys.executable, "-m", "wpcompare", "show", *words],
         capture_output=True, text=True, encoding="utf-8", env=environment, cwd=ROOT)
     if completed.returncode != 0:
         raise RenderError(f"results.md.in:{line_number}: wpcompare show {arguments} exited "
