@@ -301,8 +301,56 @@ static void *map_destination(size_t len, int thp, const char **what)
 	return p;
 }
 
+/*
+ * PMD-mapped huge pages of [addr, addr + len) from PAGEMAP_SCAN: walks this
+ * range only. smaps generates every mapping's text and walks every page
+ * table of the process, inside the phase that is timed (measured: read's
+ * 512 MiB restore 325 ms, its detach marked 11 ms before the end).
+ * -EOPNOTSUPP before Linux 6.7.
+ */
+static int64_t scan_huge_pages(const void *addr, size_t len)
+{
+	struct page_region vec[64];
+	uint64_t at = (uintptr_t)addr, hi = at + len, bytes = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while (at < hi) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.start = at,
+			.end = hi,
+			.vec = (uintptr_t)vec,
+			.vec_len = WPC_ARRAY_SIZE(vec),
+			.category_mask = PAGE_IS_HUGE | PAGE_IS_PRESENT,
+			.return_mask = PAGE_IS_HUGE,
+		};
+		int n = ioctl(fd, PAGEMAP_SCAN, &arg);
+
+		if (n < 0) {
+			int err = errno;
+
+			close(fd);
+			return err == ENOTTY || err == EINVAL ? -EOPNOTSUPP : -err;
+		}
+		for (int i = 0; i < n; i++)
+			bytes += vec[i].end - vec[i].start;
+		if (arg.walk_end <= at)
+			break;
+		at = arg.walk_end;
+	}
+	close(fd);
+	return (int64_t)(bytes / WPC_HUGE_PAGE);
+}
+
 int64_t wpc_anon_huge_pages(const void *addr, size_t len)
 {
+	int64_t scanned = scan_huge_pages(addr, len);
+
+	if (scanned != -EOPNOTSUPP)
+		return scanned;
+
 	uintptr_t start = (uintptr_t)addr, end = start + len;
 	FILE *f = fopen("/proc/self/smaps", "re");
 	char line[512];
