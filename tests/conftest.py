@@ -2,9 +2,23 @@
 
 Fixtures only: every helper is in harness.py, which the test files import.
 """
+import signal
+
 import pytest
 
 from harness import SMALL, generate_image
+
+
+@pytest.fixture(autouse=True, scope="session")
+def interruptible_children():
+    """SIGINT delivered to the commands the tests start, as a terminal's Ctrl-C is. A shell
+    starting pytest in the background (`pytest &`, nohup) leaves SIGINT ignored, and an ignored
+    signal stays ignored across exec: the Ctrl-C tests would then test nothing. The default
+    handler here makes every child start with SIGINT's default action."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(autouse=True)
