@@ -195,7 +195,7 @@ def test_a_malformed_histogram_bucket_is_refused(tmp_path, run_document, bucket)
 
 
 def test_a_gzipped_document_is_read_as_the_plain_one(tmp_path, run_document):
-    """docs/results/data/ keeps results gzipped: show, compare and plot take them as they are,
+    """docs/results/data/ keeps results gzipped: show and compare take them as they are (plot: below),
     recognised by their first bytes whatever their name."""
     plain = tmp_path / "run.json"
     plain.write_text(json.dumps(run_document))
@@ -209,6 +209,12 @@ def test_a_gzipped_document_is_read_as_the_plain_one(tmp_path, run_document):
     assert shown[1].output == shown[0].output
     compared = CliRunner().invoke(main, ["compare", str(plain), str(packed)], catch_exceptions=False)
     assert compared.exit_code == 0, compared.output
+
+
+def test_plot_reads_a_gzipped_document(tmp_path, run_document):
+    pytest.importorskip("matplotlib", reason="plot needs the plot extra (matplotlib)")
+    packed = tmp_path / "run.json.gz"
+    packed.write_bytes(gzip.compress(json.dumps(run_document).encode()))
     plotted = CliRunner().invoke(main, ["plot", str(packed), "-o", str(tmp_path / "r.svg")], catch_exceptions=False)
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "r.svg").stat().st_size > 0
