@@ -77,6 +77,10 @@ struct wpc_fill_params {
 	"yes: the anonymous destination 2 MiB-aligned with MADV_HUGEPAGE (skipped where THP is "	\
 	"never); no: MADV_NOHUGEPAGE. Counter fill_huge_pages says what it got"
 
+#define WPC_FILL_THP_SPEC(type, member)								\
+	{ "thp", WPC_PARAM_CHOICE, "no|yes", "no", WPC_FILL_THP_HELP,				\
+	  offsetof(type, member.thp), 0, 0 }
+
 #define WPC_FILL_THREADS_SPEC_HELP(type, member, help)						\
 	{ "threads", WPC_PARAM_INT, NULL, "1", help, offsetof(type, member.threads), 0,		\
 	  WPC_MAX_THREADS }
@@ -91,8 +95,7 @@ struct wpc_fill_params {
 	  "MISSING (no zeroing of fresh pages)",						\
 	  offsetof(type, member.fill), 0, 0 },							\
 	WPC_FILL_THREADS_SPEC(type, member),							\
-	{ "thp", WPC_PARAM_CHOICE, "no|yes", "no", WPC_FILL_THP_HELP,				\
-	  offsetof(type, member.thp), 0, 0 }
+	WPC_FILL_THP_SPEC(type, member)
 
 /* fill and threads of the memfd copy of the image (uffd-wp, uffd-minor). */
 #define WPC_FILL_INTO_MEMFD_PARAM_SPECS(type, member)						\
@@ -110,8 +113,7 @@ struct wpc_fill_params {
 	  "memcpy; uffdio-copy: UFFDIO_COPY from the region into the shadow registered MISSING",	\
 	  offsetof(type, member.fill), 0, 0 },							\
 	WPC_FILL_THREADS_SPEC(type, member),							\
-	{ "thp", WPC_PARAM_CHOICE, "no|yes", "no", WPC_FILL_THP_HELP,				\
-	  offsetof(type, member.thp), 0, 0 }
+	WPC_FILL_THP_SPEC(type, member)
 
 struct wpc_run;
 struct wpc_needs;

@@ -22,6 +22,7 @@ import pytest
 from wpcompare import binding, process_state, strategies
 from wpcompare.errors import WpcError
 from wpcompare.worker import HUGE_PAGE_DIR
+from wpcompare.check import run_through
 
 from harness import CLI, in_child, open_run, skip_unless_available
 
@@ -32,17 +33,8 @@ NAMES = [strategy.name for strategy in strategies.all_strategies()]
 
 def _run_phases(image, strategy, params, stop):
     """Run the strategy up to `stop` (or through a failure) and destroy it: (done, failed, region)."""
-    done, failed, region = [], None, None
     with open_run(image, strategy, params or None, op="mixed", threads=4, seed=5) as run:
-        for phase in binding.PHASES[:binding.PHASES.index(stop) + 1]:
-            try:
-                getattr(run, phase)()
-            except WpcError as error:
-                failed = f"{phase}: {error.reason}"
-                break
-            done.append(phase)
-            region = region or run.region()
-    return done, failed, region
+        return run_through(run, stop)
 
 
 def _run_to(argument):

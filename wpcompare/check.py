@@ -514,19 +514,25 @@ def _detach_then_destroy_image(argument):
         return {"verified": bool(result.verified), "detached": bool(result.detached)}
 
 
+def run_through(run, stop):
+    """Run an open binding.Run's phases up to `stop`, or until one fails: (phases done,
+    "phase: reason" of the failure or None, the region as first seen)."""
+    done, failed, region = [], None, None
+    for phase in binding.PHASES[:binding.PHASES.index(stop) + 1]:
+        try:
+            getattr(run, phase)()
+        except WpcError as error:
+            failed = f"{phase}: {error.reason}"
+            break
+        done.append(phase)
+        region = region or run.region()
+    return done, failed, region
+
+
 def _run_phases(image_path, strategy, params, case, stop):
     """Run up to `stop` (or through a failure) and destroy: (phases done, failure, region)."""
-    done, failed, region = [], None, None
     with _open_run(image_path, strategy, params, case, seed=5) as run:
-        for phase in binding.PHASES[:binding.PHASES.index(stop) + 1]:
-            try:
-                getattr(run, phase)()
-            except WpcError as error:
-                failed = f"{phase}: {error.reason}"
-                break
-            done.append(phase)
-            region = region or run.region()
-    return done, failed, region
+        return run_through(run, stop)
 
 
 def _run_and_compare(argument):
